@@ -1,0 +1,252 @@
+"""The `workbench` command line (typer).
+
+Every user error ends in one line on stderr, ``error: <problem>. Fix: <fix>.``, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from workbench.errors import WorkbenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Prune, sparse-train and benchmark models as cached jobs logged into DuckDB.")
+
+StoreOption = typer.Option(None, "--store", envvar="WORKBENCH_STORE",
+                           help="DuckDB file of results (default store/workbench.duckdb)")
+
+
+def _store(path: Optional[Path]):
+    from workbench.store import Store
+
+    return Store(path)
+
+
+def fail(err: WorkbenchError) -> None:
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(2)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, default=_json_default, indent=2, sort_keys=True))
+
+
+def _result_table(rows: list[tuple[str, Any]], title: str = "") -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title or None)
+    for column in ("run", "method", "pattern", "sparsity", "perplexity / fidelity", "cached", "wall s"):
+        table.add_column(column)
+    for label, result in rows:
+        metrics = result.metrics
+        quality = metrics.get("perplexity", metrics.get("embedding_cosine", metrics.get("accuracy")))
+        table.add_row(result.run_id or "-", label, "", f"{metrics.get('sparsity', float('nan')):.3f}",
+                      "-" if quality is None else f"{quality:.3f}", "yes" if result.cached else "no",
+                      f"{result.wall_s:.1f}" if result.wall_s is not None else result.status)
+    Console(stderr=False).print(table)
+
+
+@app.command()
+def run(spec_file: Path = typer.Argument(..., help="YAML job spec"),
+        store: Optional[Path] = StoreOption,
+        force: bool = typer.Option(False, "--force", help="recompute even when the key finished before"),
+        as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+        quiet: bool = typer.Option(False, "--quiet", help="no progress bars")) -> None:
+    """Run one job (or return its cached run)."""
+    from workbench.runner import run_job
+    from workbench.spec import load_spec
+
+    try:
+        result = run_job(load_spec(spec_file), _store(store), force=force, progress=not quiet and not as_json)
+    except WorkbenchError as err:
+        fail(err)
+    if as_json:
+        _print_json(result.as_dict())
+    else:
+        state = "cached" if result.cached else f"finished in {result.wall_s:.1f} s"
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())
+        typer.echo(f"{result.run_id} {state}: {metrics}")
+
+
+@app.command()
+def sweep(sweep_file: Path = typer.Argument(..., help="YAML sweep: base, grid, include"),
+          store: Optional[Path] = StoreOption,
+          force: bool = typer.Option(False, "--force"),
+          as_json: bool = typer.Option(False, "--json"),
+          dry_run: bool = typer.Option(False, "--dry-run", help="list the expanded specs and stop")) -> None:
+    """Expand a grid into jobs and run the ones not finished yet."""
+    from workbench.runner import describe, run_sweep
+    from workbench.spec import load_sweep
+
+    try:
+        specs = load_sweep(sweep_file)
+        if dry_run:
+            for spec in specs:
+                typer.echo(spec.canonical_json())
+            return
+        results = run_sweep(specs, _store(store), force=force, progress=not as_json)
+    except WorkbenchError as err:
+        fail(err)
+    if as_json:
+        _print_json([r.as_dict() for r in results])
+    else:
+        _result_table([(describe(s), r) for s, r in zip(specs, results)])
+    if any(r.status == "failed" for r in results):
+        for r in results:
+            if r.error:
+                typer.echo(f"failed: {r.error}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(store: Optional[Path] = StoreOption,
+         model: str = typer.Option("smollm2-135m", help="model of the suite"),
+         force: bool = typer.Option(False, "--force")) -> None:
+    """Run the default comparison suite (cached: seconds the second time)."""
+    import time
+
+    from workbench.runner import describe, run_sweep
+    from workbench.suite import default_suite
+
+    started = time.perf_counter()
+    try:
+        specs = default_suite(model=model)
+        results = run_sweep(specs, _store(store), force=force, progress=True)
+    except WorkbenchError as err:
+        fail(err)
+    _result_table([(describe(s), r) for s, r in zip(specs, results)], title=f"default suite ({model})")
+    typer.echo(f"suite wall time: {time.perf_counter() - started:.1f} s")
+    if any(r.status == "failed" for r in results):
+        for r in results:
+            if r.error:
+                typer.echo(f"failed: {r.error}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("ls")
+def list_runs(store: Optional[Path] = StoreOption,
+              status: Optional[str] = typer.Option(None, help="running | finished | failed"),
+              method: Optional[str] = None, model: Optional[str] = None,
+              limit: int = typer.Option(50, help="most recent runs to list"),
+              as_json: bool = typer.Option(False, "--json")) -> None:
+    """List runs with their headline metrics."""
+    from workbench import queries
+
+    try:
+        frame = queries.runs(_store(store), status=status, method=method, model=model, limit=limit)
+    except WorkbenchError as err:
+        fail(err)
+    if as_json:
+        _print_json(json.loads(frame.to_json(orient="records", date_format="iso")))
+        return
+    if frame.empty:
+        typer.echo("no runs yet: run `workbench demo` or `workbench run SPEC.yaml`")
+        return
+    columns = [c for c in ["run_id", "status", "model", "method", "pattern", "allocation", "target_sparsity",
+                           "sparsity", "perplexity", "embedding_cosine", "accuracy", "wall_s"]
+               if c in frame and frame[c].notna().any()]
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for column in columns:
+        table.add_column(column)
+    for row in frame[columns].itertuples(index=False):
+        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    Console().print(table)
+
+
+@app.command()
+def show(run_id: str = typer.Argument(..., help="run id or a unique prefix"),
+         store: Optional[Path] = StoreOption,
+         as_json: bool = typer.Option(False, "--json"),
+         layers: bool = typer.Option(False, "--layers", help="also list per-layer stats")) -> None:
+    """Show one run: spec, status, metrics (and per-layer stats)."""
+    from workbench import queries
+
+    try:
+        record = queries.run(_store(store), run_id)
+        layer_frame = queries.layer_stats(_store(store), [record["run_id"]]) if (layers or as_json) else None
+    except WorkbenchError as err:
+        fail(err)
+    if as_json:
+        record["layers"] = json.loads(layer_frame.to_json(orient="records"))
+        _print_json(record)
+        return
+    for field in ("run_id", "key", "status", "error", "created_at", "finished_at", "wall_s", "host"):
+        if record.get(field) is not None:
+            typer.echo(f"{field:>12}: {record[field]}")
+    typer.echo("        spec: " + json.dumps(record["spec"], sort_keys=True))
+    for name, value in sorted(record["metrics"].items()):
+        typer.echo(f"{name:>24} = {value:.6g}")
+    if layer_frame is not None and not layer_frame.empty:
+        typer.echo(layer_frame.drop(columns=["run_id", "extra"]).to_string(index=False))
+
+
+@app.command()
+def methods() -> None:
+    """List pruning methods and allocations with their parameters and versions."""
+    from workbench.pruning.allocation import ALLOCATIONS, resolve_allocation
+    from workbench.pruning.registry import METHODS, resolve_method
+
+    for name in METHODS:
+        method = resolve_method(name)
+        params = ", ".join(f"{k}={v.default!r}" for k, v in method.Params.model_fields.items())
+        typer.echo(f"method {name} v{method.version}  {params}")
+    for name in ALLOCATIONS:
+        allocation = resolve_allocation(name)
+        params = ", ".join(f"{k}={v.default!r}" for k, v in allocation.Params.model_fields.items())
+        typer.echo(f"allocation {name} v{allocation.version}  {params}")
+
+
+@app.command("export-masks")
+def export_masks(run_id: str, out: Path = typer.Argument(..., help="safetensors file to write"),
+                 store: Optional[Path] = StoreOption) -> None:
+    """Write a run's masks as a safetensors file (uint8, 1 = kept), one tensor per layer."""
+    from safetensors.torch import save_file
+
+    from workbench import queries
+
+    try:
+        record = queries.run(_store(store), run_id)
+        masks = queries.load_masks(_store(store), record["run_id"])
+    except WorkbenchError as err:
+        fail(err)
+    save_file({name: mask.to(dtype=__import__("torch").uint8).contiguous() for name, mask in masks.items()},
+              str(out), metadata={"run_id": record["run_id"], "key": record["key"], "kept": "1"})
+    typer.echo(f"wrote {len(masks)} masks to {out}")
+
+
+@app.command()
+def gc(store: Optional[Path] = StoreOption) -> None:
+    """Delete mask blobs that no run refers to any more."""
+    try:
+        removed = _store(store).gc_blobs()
+    except WorkbenchError as err:
+        fail(err)
+    typer.echo(f"removed {removed} unreferenced mask blobs")
+
+
+def main() -> None:
+    try:
+        app()
+    except WorkbenchError as err:  # errors raised outside a command's own handling
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

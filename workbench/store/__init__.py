@@ -1,0 +1,259 @@
+"""The result store: a DuckDB file that many processes share through short-lived connections.
+
+A DuckDB file admits one writing process and, while it writes, no readers. So a writer opens a
+connection only for one short transaction and retries while another process holds the lock; readers
+open a read-only connection per query. A run is complete only when ``finish_run``'s transaction
+commits: a killed job leaves a ``running`` (or ``failed``) row, never a finished-looking run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import duckdb
+
+from workbench.errors import StoreBusyError, StoreError
+from workbench.records import JobOutput
+from workbench.store.masks import ENCODING, encode_mask
+from workbench.store.schema import LATEST_VERSION, MIGRATIONS, RUN_CHILD_TABLES
+
+DEFAULT_STORE = Path("store") / "workbench.duckdb"
+
+
+def default_store_path() -> Path:
+    return Path(os.environ.get("WORKBENCH_STORE", DEFAULT_STORE))
+
+
+def _is_lock_error(err: Exception) -> bool:
+    text = str(err).lower()
+    return "lock" in text or "conflict" in text or "database is locked" in text
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _faultpoint(name: str) -> None:
+    """Test hook: WORKBENCH_FAULTPOINT=<name> kills the process here, as a crash or `kill -9` would."""
+    if os.environ.get("WORKBENCH_FAULTPOINT") == name:
+        os._exit(137)
+
+
+class Store:
+    """One result database. ``Store(path)`` never opens a connection until it is used."""
+
+    def __init__(self, path: str | Path | None = None, busy_timeout_s: float = 120.0):
+        self.path = Path(path) if path is not None else default_store_path()
+        self.busy_timeout_s = busy_timeout_s
+        self._migrated = False
+
+    # ------------------------------------------------------------ connections
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.busy_timeout_s
+        delay = 0.01
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as err:
+                if not _is_lock_error(err):
+                    raise StoreError(f"store {self.path} cannot be opened ({str(err).splitlines()[0][:160]})",
+                                     "check the path and its permissions, or set --store / WORKBENCH_STORE") from None
+                if time.monotonic() > deadline:
+                    raise StoreBusyError(f"store {self.path} stayed locked by another process for {self.busy_timeout_s:.0f} s",
+                                         "wait for the running job to finish, or raise the timeout") from None
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.5)
+
+    def check_writable(self) -> None:
+        """Fail early (before any work) when the store cannot be created or written."""
+        folder = self.path.parent if str(self.path.parent) else Path(".")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"store folder {folder} cannot be created ({err.strerror})",
+                             "choose a writable location with --store or WORKBENCH_STORE") from None
+        target = self.path if self.path.exists() else folder
+        if not os.access(target, os.W_OK) or (self.path.exists() and not os.access(folder, os.W_OK)):
+            raise StoreError(f"store {self.path} is not writable",
+                             "choose a writable location with --store or WORKBENCH_STORE")
+
+    @contextmanager
+    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection inside one transaction: everything or nothing is written."""
+        self.check_writable()
+        con = self._connect(read_only=False)
+        try:
+            if not self._migrated:
+                self._migrate(con)
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.close()
+
+    @contextmanager
+    def read(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
+        """A read-only connection, or None when the store does not exist yet (readers show empty tables)."""
+        if not self.path.exists():
+            yield None
+            return
+        con = self._connect(read_only=True)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    # ------------------------------------------------------------ schema
+    def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, description VARCHAR, applied_at TIMESTAMP)")
+        current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+        if current > LATEST_VERSION:
+            raise StoreError(f"store {self.path} has schema v{current}, newer than this workbench (v{LATEST_VERSION})",
+                             "upgrade the workbench package")
+        for version, description, statements in MIGRATIONS:
+            if version <= current:
+                continue
+            con.execute("BEGIN TRANSACTION")
+            for statement in statements:
+                con.execute(statement)
+            con.execute("INSERT INTO schema_version VALUES (?, ?, ?)", [version, description, _now()])
+            con.execute("COMMIT")
+        self._migrated = True
+
+    def schema_version(self) -> int:
+        with self.read() as con:
+            if con is None:
+                return 0
+            return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+
+    # ------------------------------------------------------------ run lifecycle
+    def finished_run(self, key: str) -> dict[str, Any] | None:
+        """The finished run with this key, if any (no write lock taken)."""
+        with self.read() as con:
+            if con is None:
+                return None
+            try:
+                row = con.execute(
+                    "SELECT run_id, status, wall_s FROM runs WHERE key = ? AND status = 'finished' "
+                    "ORDER BY finished_at DESC LIMIT 1", [key]).fetchone()
+            except duckdb.CatalogException:
+                return None
+        return None if row is None else {"run_id": row[0], "status": row[1], "wall_s": row[2]}
+
+    def start_run(self, key: str, kind: str, spec_json: str, summary: dict[str, Any], identity: dict[str, str],
+                  name: str | None = None) -> str:
+        from workbench import __version__
+
+        run_id = f"{key[:10]}-{uuid.uuid4().hex[:6]}"
+        with self.write() as con:
+            con.execute(
+                """INSERT INTO runs (run_id, key, kind, name, model, data, method, pattern, allocation,
+                   target_sparsity, spec, identity, status, created_at, code_version, host, pid)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)""",
+                [run_id, key, kind, name, summary.get("model"), summary.get("data"), summary.get("method"),
+                 summary.get("pattern"), summary.get("allocation"), summary.get("target_sparsity"), spec_json,
+                 json.dumps(identity, sort_keys=True), _now(), __version__, platform.node(), os.getpid()])
+        return run_id
+
+    def fail_run(self, run_id: str, error: str) -> None:
+        with self.write() as con:
+            con.execute("UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ?",
+                        [error[:4000], _now(), run_id])
+
+    def finish_run(self, run_id: str, key: str, output: JobOutput, wall_s: float) -> None:
+        """One transaction: the run's rows, its masks, the status flip; and older runs of the key go."""
+        encoded = [(record, encode_mask(record.mask)) for record in output.masks]
+        with self.write() as con:
+            stale = [r[0] for r in con.execute("SELECT run_id FROM runs WHERE key = ? AND run_id <> ?",
+                                               [key, run_id]).fetchall()]
+            for old in stale:
+                self._delete_run_rows(con, old)
+            if output.metrics:
+                con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)",
+                                [[run_id, m.name, float(m.value), m.step] for m in output.metrics])
+            if output.layers:
+                con.executemany(
+                    "INSERT INTO layer_stats VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [[run_id, s.layer, s.block, "x".join(map(str, s.shape)), s.numel, s.target_sparsity,
+                      s.achieved_sparsity, s.pattern, s.nm_valid, s.recon_error, json.dumps(s.extra)]
+                     for s in output.layers])
+            if encoded:
+                self._write_masks(con, run_id, encoded)
+            if output.divergence:
+                con.executemany(
+                    "INSERT INTO divergence VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [[d.run_a or run_id, d.run_b or run_id, d.step_a, d.step_b, d.layer, d.sad, d.numel,
+                      d.sad / d.numel if d.numel else 0.0, d.iou] for d in output.divergence])
+            if output.kernel_results:
+                self._write_kernel_results(con, run_id, output.kernel_results)
+            _faultpoint("finish:rows_written")
+            con.execute("UPDATE runs SET status = 'finished', error = NULL, finished_at = ?, wall_s = ? WHERE run_id = ?",
+                        [_now(), wall_s, run_id])
+            _faultpoint("finish:status_flipped")
+
+    def _write_masks(self, con: duckdb.DuckDBPyConnection, run_id: str, encoded: list) -> None:
+        hashes = sorted({e.hash for _, e in encoded})
+        present = {r[0] for r in con.execute("SELECT hash FROM mask_blobs WHERE hash IN (SELECT unnest(?))",
+                                             [hashes]).fetchall()}
+        new_blobs, seen = [], set(present)
+        for _, e in encoded:
+            if e.hash not in seen:
+                seen.add(e.hash)
+                new_blobs.append([e.hash, ENCODING, e.data])
+        if new_blobs:
+            con.executemany("INSERT INTO mask_blobs VALUES (?, ?, ?)", new_blobs)
+        con.executemany("INSERT INTO masks VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [[run_id, r.layer, r.step, e.hash, e.rows, e.cols, e.kept] for r, e in encoded])
+
+    def _write_kernel_results(self, con: duckdb.DuckDBPyConnection, run_id: str, rows: list[dict[str, Any]]) -> None:
+        columns = [c[0] for c in con.execute("DESCRIBE kernel_results").fetchall()]
+        for row in rows:
+            unknown = set(row) - set(columns)
+            record = {c: row.get(c) for c in columns}
+            record["run_id"] = run_id
+            extra = {k: row[k] for k in unknown}
+            if extra or isinstance(record.get("extra"), dict):
+                record["extra"] = json.dumps({**(record.get("extra") or {}), **extra}, default=str)
+            if isinstance(record.get("versions"), dict):
+                record["versions"] = json.dumps(record["versions"], sort_keys=True)
+            con.execute(f"INSERT INTO kernel_results ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                        [record[c] for c in columns])
+
+    @staticmethod
+    def _delete_run_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+        for table, column in RUN_CHILD_TABLES.items():
+            con.execute(f"DELETE FROM {table} WHERE {column} = ?", [run_id])
+        con.execute("DELETE FROM divergence WHERE run_a = ? OR run_b = ?", [run_id, run_id])
+        con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+
+    def delete_run(self, run_id: str) -> None:
+        with self.write() as con:
+            self._delete_run_rows(con, run_id)
+
+    def add_divergence(self, records: list) -> None:
+        """Cache on-demand divergence rows (SAD/IoU between two runs) in their own short transaction."""
+        with self.write() as con:
+            con.executemany(
+                "INSERT INTO divergence VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [[d.run_a, d.run_b, d.step_a, d.step_b, d.layer, d.sad, d.numel,
+                  d.sad / d.numel if d.numel else 0.0, d.iou] for d in records])
+
+    def gc_blobs(self) -> int:
+        """Delete mask blobs no run refers to any more (left by replaced runs); returns how many."""
+        with self.write() as con:
+            count = con.execute("SELECT count(*) FROM mask_blobs WHERE hash NOT IN (SELECT hash FROM masks)").fetchone()[0]
+            con.execute("DELETE FROM mask_blobs WHERE hash NOT IN (SELECT hash FROM masks)")
+        return count

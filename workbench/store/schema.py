@@ -1,0 +1,56 @@
+"""The store's schema as numbered migrations. Append a migration; never edit one that has shipped.
+
+No PRIMARY KEY / UNIQUE constraints: the same statements must also run on DuckLake, which has none;
+uniqueness (one run per key, one blob per hash) is kept by the writers inside their transaction.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (1, "initial schema", [
+        """CREATE TABLE runs (
+            run_id VARCHAR NOT NULL,        -- unique per execution
+            key VARCHAR NOT NULL,           -- sha256 of canonical spec + identities (the cache key)
+            kind VARCHAR NOT NULL,          -- prune | train | bench
+            name VARCHAR,                   -- user label
+            model VARCHAR, data VARCHAR, method VARCHAR, pattern VARCHAR, allocation VARCHAR,
+            target_sparsity DOUBLE,
+            spec VARCHAR NOT NULL,          -- canonical JSON, defaults filled in
+            identity VARCHAR,               -- JSON: model/data/method identities that entered the key
+            status VARCHAR NOT NULL,        -- running | finished | failed
+            error VARCHAR,
+            created_at TIMESTAMP NOT NULL,
+            finished_at TIMESTAMP,
+            wall_s DOUBLE,
+            code_version VARCHAR, host VARCHAR, pid INTEGER
+        )""",
+        "CREATE TABLE metrics (run_id VARCHAR NOT NULL, name VARCHAR NOT NULL, value DOUBLE, step INTEGER)",
+        """CREATE TABLE layer_stats (
+            run_id VARCHAR NOT NULL, layer VARCHAR NOT NULL, block INTEGER, shape VARCHAR, numel BIGINT,
+            target_sparsity DOUBLE, achieved_sparsity DOUBLE, pattern VARCHAR, nm_valid BOOLEAN,
+            recon_error DOUBLE, extra VARCHAR
+        )""",
+        """CREATE TABLE masks (
+            run_id VARCHAR NOT NULL, layer VARCHAR NOT NULL, step INTEGER NOT NULL,
+            hash VARCHAR NOT NULL, rows INTEGER, cols INTEGER, kept BIGINT
+        )""",
+        "CREATE TABLE mask_blobs (hash VARCHAR NOT NULL, encoding VARCHAR NOT NULL, data BLOB NOT NULL)",
+        """CREATE TABLE divergence (
+            run_a VARCHAR NOT NULL, run_b VARCHAR NOT NULL, step_a INTEGER, step_b INTEGER,
+            layer VARCHAR NOT NULL, sad BIGINT, numel BIGINT, sad_fraction DOUBLE, iou DOUBLE
+        )""",
+        """CREATE TABLE kernel_results (
+            run_id VARCHAR NOT NULL, case_id VARCHAR, backend VARCHAR, dtype VARCHAR,
+            out_features INTEGER, in_features INTEGER, tokens INTEGER, pattern VARCHAR, sparsity DOUBLE,
+            timing VARCHAR, median_us DOUBLE, q1_us DOUBLE, q3_us DOUBLE, min_us DOUBLE, reps INTEGER,
+            tflops DOUBLE, gbps DOUBLE, bytes_moved BIGINT, roofline_us DOUBLE, roofline_fraction DOUBLE,
+            speedup DOUBLE, rel_error DOUBLE, status VARCHAR, error VARCHAR, device VARCHAR,
+            versions VARCHAR, extra VARCHAR
+        )""",
+    ]),
+]
+
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+# Tables that hang off a run, and the column that names it (deleted with the run it belongs to).
+RUN_CHILD_TABLES = {"metrics": "run_id", "layer_stats": "run_id", "masks": "run_id", "kernel_results": "run_id"}
