@@ -18,6 +18,10 @@ from workbench.errors import WorkbenchError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Prune, sparse-train and benchmark models as cached jobs logged into DuckDB.")
 
+# `workbench bench ...`: benchmark commands (pruning speed, kernels), each defined beside its code.
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print figures (ratios measured in one run).")
+app.add_typer(bench_app, name="bench")
+
 StoreOption = typer.Option(None, "--store", envvar="WORKBENCH_STORE",
                            help="DuckDB file of results (default store/workbench.duckdb)")
 

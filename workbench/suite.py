@@ -1,33 +1,44 @@
 """The default comparison suite (`workbench demo`): real methods on the embedded default model and text.
 
-smollm2-135m on Shakespeare, calibration 64 windows x 512 tokens (seed 0), evaluation on the first 64
-non-overlapping 512-token windows of the held-out plays. Every method the workbench implements adds
-its rows here, so the suite is the one table that compares them all.
+Prune rows: smollm2-135m on Shakespeare, calibration 64 windows x 512 tokens (seed 0), evaluation on
+the first 64 non-overlapping 512-token windows of the held-out plays. Every method the workbench
+implements adds its rows to one of the sweeps below, so the suite is the one table that compares them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 from workbench.spec import JobSpec, parse_sweep
 
-DEFAULT_BASE: dict[str, Any] = {
-    "kind": "prune",
-    "model": "smollm2-135m",
-    "data": "shakespeare",
-    "calibration": {"samples": 64, "seq_len": 512, "seed": 0},
-    "evaluation": {"windows": 64, "seq_len": 512},
+PRUNE_SWEEP: dict[str, Any] = {
+    "base": {
+        "kind": "prune",
+        "model": "smollm2-135m",
+        "data": "shakespeare",
+        "calibration": {"samples": 64, "seq_len": 512, "seed": 0},
+        "evaluation": {"windows": 64, "seq_len": 512},
+    },
+    "include": [
+        {"method": "dense"},
+        {"method": "random", "sparsity": 0.5},
+        {"method": "magnitude", "sparsity": 0.5},
+        {"method": "magnitude", "pattern": "2:4"},
+    ],
 }
 
-DEFAULT_INCLUDE: list[dict[str, Any]] = [
-    {"method": "dense"},
-    {"method": "random", "sparsity": 0.5},
-    {"method": "magnitude", "sparsity": 0.5},
-    {"method": "magnitude", "pattern": "2:4"},
-]
+# One sweep per job kind; a kind's module may append its own sweep here.
+SUITE: list[dict[str, Any]] = [PRUNE_SWEEP]
 
 
-def default_suite(**base_overrides: Any) -> list[JobSpec]:
-    """The suite's specs; overrides (e.g. model="tiny-llama") replace fields of the shared base."""
-    base = {**DEFAULT_BASE, **base_overrides}
-    return parse_sweep({"base": base, "include": DEFAULT_INCLUDE})
+def default_suite(kinds: Iterable[str] | None = None, **prune_overrides: Any) -> list[JobSpec]:
+    """The suite's specs. ``prune_overrides`` (e.g. model="tiny-llama") replace fields of the prune
+    sweep's base; ``kinds`` keeps only sweeps of those job kinds."""
+    specs: list[JobSpec] = []
+    for sweep in SUITE:
+        kind = sweep["base"].get("kind", "prune")
+        if kinds is not None and kind not in kinds:
+            continue
+        base = {**sweep["base"], **(prune_overrides if kind == "prune" else {})}
+        specs.extend(parse_sweep({**sweep, "base": base}))
+    return specs
