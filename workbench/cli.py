@@ -65,7 +65,7 @@ def _result_table(rows: list[tuple[str, Any]], title: str = "") -> None:
 
 @app.command()
 def run(spec_file: Path = typer.Argument(..., help="YAML job spec"),
-        store: Optional[Path] = StoreOption,
+        store: Optional[str] = StoreOption,
         force: bool = typer.Option(False, "--force", help="recompute even when the key finished before"),
         as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bars")) -> None:
@@ -87,7 +87,7 @@ def run(spec_file: Path = typer.Argument(..., help="YAML job spec"),
 
 @app.command()
 def sweep(sweep_file: Path = typer.Argument(..., help="YAML sweep: base, grid, include"),
-          store: Optional[Path] = StoreOption,
+          store: Optional[str] = StoreOption,
           force: bool = typer.Option(False, "--force"),
           as_json: bool = typer.Option(False, "--json"),
           dry_run: bool = typer.Option(False, "--dry-run", help="list the expanded specs and stop")) -> None:
@@ -116,7 +116,7 @@ def sweep(sweep_file: Path = typer.Argument(..., help="YAML sweep: base, grid, i
 
 
 @app.command()
-def demo(store: Optional[Path] = StoreOption,
+def demo(store: Optional[str] = StoreOption,
          model: str = typer.Option("smollm2-135m", help="model of the suite"),
          force: bool = typer.Option(False, "--force")) -> None:
     """Run the default comparison suite (cached: seconds the second time)."""
@@ -141,7 +141,7 @@ def demo(store: Optional[Path] = StoreOption,
 
 
 @app.command("ls")
-def list_runs(store: Optional[Path] = StoreOption,
+def list_runs(store: Optional[str] = StoreOption,
               status: Optional[str] = typer.Option(None, help="running | finished | failed"),
               method: Optional[str] = None, model: Optional[str] = None,
               limit: int = typer.Option(50, help="most recent runs to list"),
@@ -175,7 +175,7 @@ def list_runs(store: Optional[Path] = StoreOption,
 
 @app.command()
 def show(run_id: str = typer.Argument(..., help="run id or a unique prefix"),
-         store: Optional[Path] = StoreOption,
+         store: Optional[str] = StoreOption,
          as_json: bool = typer.Option(False, "--json"),
          layers: bool = typer.Option(False, "--layers", help="also list per-layer stats")) -> None:
     """Show one run: spec, status, metrics (and per-layer stats)."""
@@ -218,7 +218,7 @@ def methods() -> None:
 
 @app.command("export-masks")
 def export_masks(run_id: str, out: Path = typer.Argument(..., help="safetensors file to write"),
-                 store: Optional[Path] = StoreOption) -> None:
+                 store: Optional[str] = StoreOption) -> None:
     """Write a run's masks as a safetensors file (uint8, 1 = kept), one tensor per layer."""
     from safetensors.torch import save_file
 
@@ -235,7 +235,7 @@ def export_masks(run_id: str, out: Path = typer.Argument(..., help="safetensors 
 
 
 @app.command()
-def gc(store: Optional[Path] = StoreOption) -> None:
+def gc(store: Optional[str] = StoreOption) -> None:
     """Delete mask blobs that no run refers to any more."""
     try:
         removed = _store(store).gc_blobs()

@@ -1,9 +1,15 @@
-"""The result store: a DuckDB file that many processes share through short-lived connections.
+"""The result store: one DuckDB database that many processes (and machines) share.
 
-A DuckDB file admits one writing process and, while it writes, no readers. So a writer opens a
-connection only for one short transaction and retries while another process holds the lock; readers
-open a read-only connection per query. A run is complete only when ``finish_run``'s transaction
-commits: a killed job leaves a ``running`` (or ``failed``) row, never a finished-looking run.
+Two backends run the same schema and queries:
+
+- a DuckDB file (the default, ``store/workbench.duckdb``). A DuckDB file admits one writing process and,
+  while it writes, no readers. So a writer opens a connection only for one short transaction and
+  retries while another process holds the lock; readers open a read-only connection per query.
+- DuckLake with a PostgreSQL catalog (``ducklake:postgres:dbname=lake host=...``): many writers on many
+  machines; the data files live under a shared data path. Conflicting commits are retried.
+
+A run is complete only when ``finish_run``'s transaction commits: a killed job leaves a ``running`` (or
+``failed``) row, never a finished-looking run.
 """
 
 from __future__ import annotations
@@ -12,12 +18,13 @@ import json
 import os
 import platform
 import random
+import tempfile
 import time
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import duckdb
 
@@ -27,6 +34,8 @@ from workbench.store.masks import ENCODING, encode_mask
 from workbench.store.schema import LATEST_VERSION, MIGRATIONS, RUN_CHILD_TABLES
 
 DEFAULT_STORE = Path("store") / "workbench.duckdb"
+LAKE_PREFIX = "ducklake:"
+T = TypeVar("T")
 
 
 def default_store_path() -> Path:
@@ -35,7 +44,12 @@ def default_store_path() -> Path:
 
 def _is_lock_error(err: Exception) -> bool:
     text = str(err).lower()
-    return "lock" in text or "conflict" in text or "database is locked" in text
+    return "could not set lock" in text or "database is locked" in text or "lock on file" in text
+
+
+def _is_conflict(err: Exception) -> bool:
+    text = str(err).lower()
+    return "conflict" in text or "database is locked" in text or "serializ" in text
 
 
 def _now() -> datetime:
@@ -48,16 +62,61 @@ def _faultpoint(name: str) -> None:
         os._exit(137)
 
 
-class Store:
-    """One result database. ``Store(path)`` never opens a connection until it is used."""
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back if a transaction is still open (a failed COMMIT has already rolled back)."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
 
-    def __init__(self, path: str | Path | None = None, busy_timeout_s: float = 120.0):
-        self.path = Path(path) if path is not None else default_store_path()
+
+def _extension_file(name: str) -> Path:
+    """The extension binary shipped in a duckdb-extension-* wheel (loaded by path: no network needed)."""
+    import importlib.util
+
+    package = {"ducklake": "duckdb_extension_ducklake", "postgres_scanner": "duckdb_extension_postgres_scanner",
+               "sqlite_scanner": "duckdb_extension_sqlite_scanner"}[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise StoreError(f"the DuckDB {name} extension is not installed",
+                         f"run `pip install {package.replace('_', '-')}=={duckdb.__version__}`")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "extensions"
+    found = sorted(folder.glob(f"v{duckdb.__version__}/{name}.duckdb_extension"))
+    if not found:
+        raise StoreError(f"no {name} extension for DuckDB {duckdb.__version__} in {folder}",
+                         f"install duckdb and {package.replace('_', '-')} at the same version")
+    return found[0]
+
+
+class Store:
+    """One result database. ``Store(location)`` never opens a connection until it is used.
+
+    ``location``: a DuckDB file path (default ``WORKBENCH_STORE`` or store/workbench.duckdb), or a
+    DuckLake URL ``ducklake:postgres:<libpq conninfo>`` / ``ducklake:sqlite:<file>`` whose data files go
+    to ``data_path`` (default ``WORKBENCH_LAKE_DATA`` or store/lake-data/; share it between machines).
+    """
+
+    def __init__(self, path: str | Path | None = None, busy_timeout_s: float = 120.0,
+                 data_path: str | Path | None = None):
+        location = str(path) if path is not None else str(default_store_path())
+        self.is_lake = location.startswith(LAKE_PREFIX)
+        self.location = location
+        self.path = None if self.is_lake else Path(location)
+        self.data_path = Path(data_path or os.environ.get("WORKBENCH_LAKE_DATA", Path("store") / "lake-data"))
         self.busy_timeout_s = busy_timeout_s
         self._migrated = False
+        self._lake_connections: dict[bool, duckdb.DuckDBPyConnection] = {}
+
+    def __repr__(self) -> str:
+        return f"Store({self.location!r})"
+
+    def exists(self) -> bool:
+        return self.is_lake or self.path.exists()
 
     # ------------------------------------------------------------ connections
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        if self.is_lake:
+            return self._connect_lake(read_only)
         deadline = time.monotonic() + self.busy_timeout_s
         delay = 0.01
         while True:
@@ -73,8 +132,44 @@ class Store:
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.5)
 
+    def _connect_lake(self, read_only: bool) -> duckdb.DuckDBPyConnection | None:
+        """A cursor on this process's attached lake (attaching costs ~0.5 s, so it is done once)."""
+        base = self._lake_connections.get(read_only)
+        if base is None:
+            base = self._attach_lake(read_only)
+            if base is None:
+                return None
+            self._lake_connections[read_only] = base
+        cursor = base.cursor()
+        cursor.execute("USE lake")
+        return cursor
+
+    def _attach_lake(self, read_only: bool) -> duckdb.DuckDBPyConnection | None:
+        catalog = self.location[len(LAKE_PREFIX):]
+        con = duckdb.connect(":memory:", config={"extension_directory": tempfile.gettempdir(),
+                                                 "autoinstall_known_extensions": False,
+                                                 "autoload_known_extensions": False})
+        try:
+            con.execute(f"LOAD '{_extension_file('ducklake')}'")
+            scanner = {"postgres": "postgres_scanner", "sqlite": "sqlite_scanner"}.get(catalog.split(":", 1)[0])
+            if scanner:
+                con.execute(f"LOAD '{_extension_file(scanner)}'")
+            self.data_path.mkdir(parents=True, exist_ok=True)
+            options = f"DATA_PATH '{self.data_path.resolve()}/'" + (", READ_ONLY" if read_only else "")
+            con.execute(f"ATTACH ? AS lake ({options})".replace("?", "'" + self.location.replace("'", "''") + "'"))
+            con.execute("USE lake")
+        except duckdb.Error as err:
+            con.close()
+            if read_only and "does not exist" in str(err):
+                return None  # a catalog no job has written yet: readers see an empty store
+            raise StoreError(f"shared store {self.location} cannot be attached ({str(err).splitlines()[0][:160]})",
+                             "check that the catalog database exists and is reachable, and the data path") from None
+        return con
+
     def check_writable(self) -> None:
         """Fail early (before any work) when the store cannot be created or written."""
+        if self.is_lake:
+            return
         folder = self.path.parent if str(self.path.parent) else Path(".")
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -88,7 +183,8 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-write connection inside one transaction: everything or nothing is written."""
+        """A read-write connection inside one transaction: everything or nothing is written.
+        (No retry of the body: on a shared store prefer ``transaction``, which retries conflicts.)"""
         self.check_writable()
         con = self._connect(read_only=False)
         try:
@@ -99,38 +195,64 @@ class Store:
                 yield con
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                _rollback(con)
                 raise
         finally:
             con.close()
 
+    def transaction(self, body: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run ``body(con)`` in one transaction; on a shared store a conflicting commit reruns it."""
+        deadline = time.monotonic() + self.busy_timeout_s
+        delay = 0.02
+        while True:
+            try:
+                with self.write() as con:
+                    return body(con)
+            except (duckdb.TransactionException, duckdb.IOException, duckdb.CatalogException) as err:
+                if not (self.is_lake and _is_conflict(err)):
+                    raise
+                if time.monotonic() > deadline:
+                    raise StoreBusyError(f"shared store {self.location} kept conflicting for {self.busy_timeout_s:.0f} s",
+                                         "retry later, or raise the timeout") from None
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 1.0)
+
     @contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
         """A read-only connection, or None when the store does not exist yet (readers show empty tables)."""
-        if not self.path.exists():
+        if not self.exists():
             yield None
             return
         con = self._connect(read_only=True)
         try:
             yield con
         finally:
-            con.close()
+            if con is not None:
+                con.close()
 
     # ------------------------------------------------------------ schema
     def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
-        con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, description VARCHAR, applied_at TIMESTAMP)")
-        current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
-        if current > LATEST_VERSION:
-            raise StoreError(f"store {self.path} has schema v{current}, newer than this workbench (v{LATEST_VERSION})",
-                             "upgrade the workbench package")
-        for version, description, statements in MIGRATIONS:
-            if version <= current:
-                continue
-            con.execute("BEGIN TRANSACTION")
-            for statement in statements:
-                con.execute(statement)
-            con.execute("INSERT INTO schema_version VALUES (?, ?, ?)", [version, description, _now()])
-            con.execute("COMMIT")
+        for attempt in range(20):
+            try:
+                con.execute("BEGIN TRANSACTION")
+                con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, description VARCHAR, applied_at TIMESTAMP)")
+                current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+                if current > LATEST_VERSION:
+                    con.execute("ROLLBACK")
+                    raise StoreError(f"store {self.location} has schema v{current}, newer than this workbench "
+                                     f"(v{LATEST_VERSION})", "upgrade the workbench package")
+                for version, description, statements in MIGRATIONS:
+                    if version > current:
+                        for statement in statements:
+                            con.execute(statement)
+                        con.execute("INSERT INTO schema_version VALUES (?, ?, ?)", [version, description, _now()])
+                con.execute("COMMIT")
+                break
+            except duckdb.Error as err:
+                _rollback(con)
+                if not (self.is_lake and _is_conflict(err)) or attempt == 19:
+                    raise
+                time.sleep(0.05 * (attempt + 1) * random.random())
         self._migrated = True
 
     def schema_version(self) -> int:
@@ -158,25 +280,28 @@ class Store:
         from workbench import __version__
 
         run_id = f"{key[:10]}-{uuid.uuid4().hex[:6]}"
-        with self.write() as con:
-            con.execute(
+        self.transaction(lambda con: con.execute(
                 """INSERT INTO runs (run_id, key, kind, name, model, data, method, pattern, allocation,
                    target_sparsity, spec, identity, status, created_at, code_version, host, pid)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)""",
                 [run_id, key, kind, name, summary.get("model"), summary.get("data"), summary.get("method"),
                  summary.get("pattern"), summary.get("allocation"), summary.get("target_sparsity"), spec_json,
-                 json.dumps(identity, sort_keys=True), _now(), __version__, platform.node(), os.getpid()])
+                 json.dumps(identity, sort_keys=True), _now(), __version__, platform.node(), os.getpid()]))
         return run_id
 
     def fail_run(self, run_id: str, error: str) -> None:
-        with self.write() as con:
-            con.execute("UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ?",
-                        [error[:4000], _now(), run_id])
+        self.transaction(lambda con: con.execute(
+            "UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ?",
+            [error[:4000], _now(), run_id]))
 
     def finish_run(self, run_id: str, key: str, output: JobOutput, wall_s: float) -> None:
         """One transaction: the run's rows, its masks, the status flip; and older runs of the key go."""
         encoded = [(record, encode_mask(record.mask)) for record in output.masks]
-        with self.write() as con:
+
+        def write_all(con: duckdb.DuckDBPyConnection) -> None:
+            if con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchone()[0] == 0:
+                raise StoreError(f"run {run_id} was replaced by another run of the same key while it ran",
+                                 "nothing to do: the other run's results are in the store")
             stale = [r[0] for r in con.execute("SELECT run_id FROM runs WHERE key = ? AND run_id <> ?",
                                                [key, run_id]).fetchall()]
             for old in stale:
@@ -203,6 +328,8 @@ class Store:
             con.execute("UPDATE runs SET status = 'finished', error = NULL, finished_at = ?, wall_s = ? WHERE run_id = ?",
                         [_now(), wall_s, run_id])
             _faultpoint("finish:status_flipped")
+
+        self.transaction(write_all)
 
     def _write_masks(self, con: duckdb.DuckDBPyConnection, run_id: str, encoded: list) -> None:
         hashes = sorted({e.hash for _, e in encoded})
@@ -240,20 +367,20 @@ class Store:
         con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
 
     def delete_run(self, run_id: str) -> None:
-        with self.write() as con:
-            self._delete_run_rows(con, run_id)
+        self.transaction(lambda con: self._delete_run_rows(con, run_id))
 
     def add_divergence(self, records: list) -> None:
         """Cache on-demand divergence rows (SAD/IoU between two runs) in their own short transaction."""
-        with self.write() as con:
-            con.executemany(
-                "INSERT INTO divergence VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [[d.run_a, d.run_b, d.step_a, d.step_b, d.layer, d.sad, d.numel,
-                  d.sad / d.numel if d.numel else 0.0, d.iou] for d in records])
+        self.transaction(lambda con: con.executemany(
+            "INSERT INTO divergence VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [[d.run_a, d.run_b, d.step_a, d.step_b, d.layer, d.sad, d.numel,
+              d.sad / d.numel if d.numel else 0.0, d.iou] for d in records]))
 
     def gc_blobs(self) -> int:
         """Delete mask blobs no run refers to any more (left by replaced runs); returns how many."""
-        with self.write() as con:
+        def collect(con: duckdb.DuckDBPyConnection) -> int:
             count = con.execute("SELECT count(*) FROM mask_blobs WHERE hash NOT IN (SELECT hash FROM masks)").fetchone()[0]
             con.execute("DELETE FROM mask_blobs WHERE hash NOT IN (SELECT hash FROM masks)")
-        return count
+            return count
+
+        return self.transaction(collect)
