@@ -10,32 +10,17 @@ import importlib
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
 from workbench.errors import SpecError
+from workbench.params import HasParams
 
 ALLOCATIONS: dict[str, str] = {
     "uniform": "workbench.pruning.allocation",
 }
 
 
-class NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Allocation(ABC):
-    name: ClassVar[str]
-    version: ClassVar[str]
-    Params: ClassVar[type[BaseModel]] = NoParams
+class Allocation(HasParams, ABC):
+    what: ClassVar[str] = "allocation"
     needs_calibration: ClassVar[bool] = False
-
-    def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return self.Params.model_validate(params or {}).model_dump(mode="json")
-        except ValidationError as err:
-            first = err.errors()[0]
-            raise SpecError(f"allocation {self.name!r}: bad parameter {'.'.join(map(str, first['loc']))!r} "
-                            f"({first['msg']})", f"its parameters are: {', '.join(self.Params.model_fields) or 'none'}") from None
 
     @abstractmethod
     def allocate(self, context: Any, sparsity: float) -> dict[str, float]:

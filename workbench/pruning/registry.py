@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel
 from torch import nn
 
 from workbench.errors import SpecError
+from workbench.params import HasParams, NoParams  # noqa: F401 - NoParams re-exported for methods
 from workbench.spec import Pattern
 
 METHODS: dict[str, str] = {
@@ -24,10 +25,6 @@ METHODS: dict[str, str] = {
     "random": "workbench.pruning.random",
     "magnitude": "workbench.pruning.magnitude",
 }
-
-
-class NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass
@@ -52,22 +49,9 @@ class PruneOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-class PruningMethod(ABC):
-    name: ClassVar[str]
-    version: ClassVar[str]
-    Params: ClassVar[type[BaseModel]] = NoParams
+class PruningMethod(HasParams, ABC):
     needs_calibration: ClassVar[bool] = False
     supports_nm: ClassVar[bool] = True
-
-    def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return self.Params.model_validate(params or {}).model_dump(mode="json")
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(map(str, first["loc"])) or "params"
-            known = ", ".join(self.Params.model_fields) or "none"
-            raise SpecError(f"method {self.name!r}: bad parameter {where!r} ({first['msg']})",
-                            f"its parameters are: {known}") from None
 
     @abstractmethod
     def prune(self, context: PruneContext) -> PruneOutcome:
