@@ -48,6 +48,15 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             versions VARCHAR, extra VARCHAR
         )""",
     ]),
+    (2, "kernel_results: phase, model latency and the pruning run whose masks were used", [
+        # phase: kernel | prefill | decode | ceiling | setup (one-time costs: first call, conversion, search)
+        "ALTER TABLE kernel_results ADD COLUMN phase VARCHAR",
+        "ALTER TABLE kernel_results ADD COLUMN model VARCHAR",
+        "ALTER TABLE kernel_results ADD COLUMN batch INTEGER",
+        "ALTER TABLE kernel_results ADD COLUMN tokens_per_s DOUBLE",
+        "ALTER TABLE kernel_results ADD COLUMN source_run VARCHAR",  # run_id of the pruning run (masks)
+        "ALTER TABLE kernel_results ADD COLUMN best BOOLEAN",  # fastest backend of its case
+    ]),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
