@@ -1,0 +1,34 @@
+"""The Sparsity Workbench app: `streamlit run app/main.py` (binds to 127.0.0.1, see .streamlit/config.toml).
+
+Every page reads the store through ``workbench.queries`` (via ``workbench_app.data``), opening a
+read-only connection per query; the Launch page starts jobs as separate processes.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+HERE = str(Path(__file__).resolve().parent)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)  # the pages import workbench_app from here
+
+from workbench_app.ui import sidebar  # noqa: E402
+
+st.set_page_config(page_title="Sparsity Workbench", page_icon="🕸️", layout="wide")
+
+PAGES = [
+    st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:", default=True),
+    st.Page("pages/compare.py", title="Compare", icon=":material/scatter_plot:"),
+    st.Page("pages/layers.py", title="Layers", icon=":material/stacked_bar_chart:"),
+    st.Page("pages/masks.py", title="Masks", icon=":material/grid_on:"),
+    st.Page("pages/training.py", title="Training", icon=":material/show_chart:"),
+    st.Page("pages/kernels.py", title="Kernels", icon=":material/speed:"),
+    st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:"),
+]
+
+page = st.navigation(PAGES)
+sidebar()
+page.run()

@@ -1,0 +1,147 @@
+"""Compare: quality against sparsity (and against measured speed) per method, with the Pareto front drawn."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from workbench_app.data import LOWER_IS_BETTER, QUALITY_METRICS, Reader
+from workbench_app.pareto import pareto_front
+from workbench_app.specs import numeric_fields
+from workbench_app.ui import choose, runs_or_stop, selection, show_figure
+
+SUMMARY_FIELDS = ["method", "model", "pattern", "allocation", "target_sparsity", "data", "kind"]
+MAX_MATRIX_POINTS = 3000  # a scatter matrix of more points is a blur; a seeded sample keeps the picture
+
+
+def front_trace(frame: pd.DataFrame, x: str, y: str, higher_x: bool, higher_y: bool, name: str,
+                color: str | None = None) -> go.Scatter | None:
+    """The non-dominated runs of ``frame`` joined by a line, each point naming its run on hover."""
+    on_front = frame.iloc[pareto_front(frame[x].to_numpy(), frame[y].to_numpy(), higher_x, higher_y)]
+    if on_front.empty:
+        return None
+    return go.Scatter(x=on_front[x], y=on_front[y], mode="lines+markers", name=name, text=on_front["label"],
+                      line=dict(width=2, dash="dot", color=color or "black"),
+                      marker=dict(size=12, symbol="circle-open", color=color or "black"),
+                      hovertemplate="<b>%{text}</b><br>on the Pareto front<br>" + x + "=%{x:.4g}<br>" + y
+                      + "=%{y:.4g}<extra></extra>")
+
+
+def quality_figure(frame: pd.DataFrame, x: str, y: str, color: str, symbol: str | None, fronts: str,
+                   higher_x: bool, log_y: bool, title: str) -> go.Figure:
+    higher_y = y not in LOWER_IS_BETTER
+    hover = {c: True for c in ["run_id", "method", "pattern", "target_sparsity", "achieved_sparsity", y]
+             if c in frame and c not in (x,)}
+    figure = px.scatter(frame, x=x, y=y, color=frame[color].astype(str), symbol=symbol and frame[symbol].astype(str),
+                        hover_name="label", hover_data=hover, log_y=log_y, title=title,
+                        labels={"color": color, "symbol": symbol or ""})
+    colors = {trace.name.split(",")[0]: trace.marker.color for trace in figure.data}
+    if fronts == "all runs":
+        trace = front_trace(frame, x, y, higher_x, higher_y, "Pareto front (all runs)")
+        if trace is not None:
+            figure.add_trace(trace)
+    elif fronts == "each colour group":
+        for group, members in frame.groupby(frame[color].astype(str)):
+            trace = front_trace(members, x, y, higher_x, higher_y, f"front: {group}", colors.get(group))
+            if trace is not None:
+                figure.add_trace(trace)
+    direction = "lower is better" if not higher_y else "higher is better"
+    figure.update_layout(yaxis_title=f"{y} ({direction})", height=520)
+    return figure
+
+
+def kernel_speedups(kernels: pd.DataFrame, backend: str, dtype: str, tokens: int) -> pd.Series:
+    """Median measured speedup over dense per (pattern, sparsity) for one backend, dtype and token count."""
+    ok = kernels[(kernels["backend"] == backend) & (kernels["dtype"] == dtype) & (kernels["tokens"] == tokens)
+                 & kernels["speedup"].notna()]
+    return ok.groupby([ok["pattern"].astype(str), ok["sparsity"].round(3)])["speedup"].median()
+
+
+st.title("Compare")
+reader = Reader()
+runs = runs_or_stop(reader)
+finished = runs[runs["status"] == "finished"]
+metrics = [m for m in QUALITY_METRICS if m in finished and finished[m].notna().any()]
+if not metrics:
+    st.info("No finished run has a quality metric (perplexity, embedding fidelity or accuracy) yet. "
+            "Run `workbench demo`, or start a prune job on the **Launch** page.", icon="📭")
+    st.stop()
+
+specs = reader.specs()
+spec_only = specs[[c for c in specs.columns if c not in finished.columns and c.split(".")[0] not in finished.columns]]
+table = finished.join(spec_only, on="run_id")
+fields = SUMMARY_FIELDS + [c for c in spec_only.columns if table[c].notna().any()]
+
+controls = st.columns(5)
+with controls[0]:
+    metric = choose("Quality", metrics, key="compare_metric", persist_state="session")
+with controls[1]:
+    x_axis = choose("Sparsity", ["achieved_sparsity", "target_sparsity"], key="compare_x", persist_state="session",
+                    help="achieved: zeros measured on the pruned weights; target: what the spec asked for")
+with controls[2]:
+    color = choose("Colour by", fields, key="compare_color", default="method", persist_state="session")
+with controls[3]:
+    symbol = choose("Symbol by", ["(none)"] + fields, key="compare_symbol", default="pattern", persist_state="session")
+with controls[4]:
+    fronts = choose("Pareto front", ["all runs", "each colour group", "off"], key="compare_fronts",
+                    persist_state="session")
+symbol = None if symbol == "(none)" else symbol
+only_selected = st.toggle("Only the selected runs", key="compare_only_selected", persist_state="session",
+                          disabled=not selection(), help="select runs on the Runs page")
+if only_selected and selection():
+    table = table[table["run_id"].isin(selection())]
+data = table[table[metric].notna() & table[x_axis].notna()]
+log_y = st.toggle("Log scale", value=metric == "perplexity", key=f"compare_log_{metric}")
+st.caption(f"{len(data):,} finished runs with {metric}; {int((runs['status'] != 'finished').sum()):,} "
+           "unfinished or failed runs are left out.")
+show_figure(quality_figure(data, x_axis, metric, color, symbol, fronts, True, log_y,
+                           f"{metric} against sparsity"), key="compare_quality")
+
+st.subheader("Against measured speed")
+speed_metrics = [c for c in ["speedup"] if c in data and data[c].notna().any()]
+kernels = reader.kernel_results()
+kernels = kernels[kernels.get("speedup", pd.Series(dtype=float)).notna()] if "speedup" in kernels else kernels.iloc[0:0]
+speed = None
+if not kernels.empty:
+    pick = st.columns(3)
+    with pick[0]:
+        backend = choose("Backend", sorted(kernels["backend"].dropna().unique()), key="compare_backend",
+                         persist_state="session")
+    with pick[1]:
+        dtype = choose("Dtype", sorted(kernels["dtype"].dropna().unique()), key="compare_dtype", persist_state="session")
+    with pick[2]:
+        tokens = choose("Tokens", sorted(int(t) for t in kernels["tokens"].dropna().unique()), key="compare_tokens",
+                        persist_state="session")
+    medians = kernel_speedups(kernels, backend, dtype, tokens)
+    lookup = {(str(p), s): v for (p, s), v in medians.items()}
+    speed = data.assign(speedup=[1.0 if method == "dense" else lookup.get((str(pattern), round(float(target), 3)))
+                                 for method, pattern, target in zip(data["method"], data["pattern"],
+                                                                    data["target_sparsity"].fillna(0))])
+    st.caption(f"Speedup of each run's pattern and sparsity: median of the kernel cases measured on {backend}, "
+               f"{dtype}, {tokens} tokens (dense = 1).")
+elif speed_metrics:
+    speed = data
+    st.caption("Speedup as each run measured it.")
+if speed is None or speed["speedup"].notna().sum() == 0:
+    st.info("No latency measured for these runs yet: kernel benchmark rows (job kind `bench`) or runs that "
+            "record a `speedup` metric fill this chart.", icon="⏱️")
+else:
+    show_figure(quality_figure(speed[speed["speedup"].notna()], "speedup", metric, color, symbol, fronts, True,
+                               log_y, f"{metric} against speedup over dense"), key="compare_speed")
+
+st.subheader("Scatter matrix of the spec's numeric fields")
+dimensions = [f for f in numeric_fields(table[[c for c in table.columns if c in fields]]) if f != "kind"]
+dimensions = list(dict.fromkeys(dimensions + [x_axis, metric]))
+if len(dimensions) < 3:
+    st.info("The runs differ in fewer than two numeric spec fields; a sweep over e.g. `sparsity` and "
+            "`calibration.samples` fills this matrix.", icon="🔢")
+else:
+    sample = data.sample(MAX_MATRIX_POINTS, random_state=0) if len(data) > MAX_MATRIX_POINTS else data
+    if len(sample) < len(data):
+        st.caption(f"A seeded sample of {len(sample):,} of {len(data):,} runs.")
+    matrix = px.scatter_matrix(sample, dimensions=dimensions, color=sample[color].astype(str), hover_name="label",
+                               labels={"color": color}, height=160 * len(dimensions) + 120)
+    matrix.update_traces(diagonal_visible=False, marker=dict(size=5))
+    show_figure(matrix, key="compare_matrix")

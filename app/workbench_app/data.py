@@ -1,0 +1,230 @@
+"""Store access for the pages: every read goes through ``workbench.queries``; no connection outlives a query.
+
+Streamlit reruns a page on every interaction, so reads are cached (``st.cache_data``) under the
+store's *signature*: size and modification time of the DuckDB file and of its write-ahead log. A job
+that commits changes the signature and the next rerun reads fresh rows. A shared (DuckLake) store has
+no file to look at; its signature changes every few seconds instead.
+
+While a job holds the file's write lock a read waits ``BUSY_TIMEOUT_S`` and then gives up with
+``StoreBusyError``; ``guarded`` turns that into a notice with a retry button, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import duckdb
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from workbench import queries
+from workbench.errors import StoreBusyError, WorkbenchError
+from workbench.store import Store, default_store_path
+
+from workbench_app.specs import spec_table
+
+T = TypeVar("T")
+
+# Short: a page that waits two minutes for a lock looks hung; a notice and a retry button do not.
+BUSY_TIMEOUT_S = float(os.environ.get("WORKBENCH_APP_BUSY_S", "3"))
+LAKE_REFRESH_S = 5.0
+LAKE_PREFIX = "ducklake:"
+STORE_KEY = "store_location"
+
+# Metrics where a smaller value is better; every other quality metric is better when larger.
+LOWER_IS_BETTER = {"perplexity", "loss", "eval_loss", "train_loss", "latency_ms", "median_us"}
+QUALITY_METRICS = ["perplexity", "embedding_cosine", "neighbour_agreement", "accuracy", "top1", "top1_accuracy"]
+
+
+def store_location() -> str:
+    """The store the app reads: the sidebar's choice, else ``WORKBENCH_STORE``, else store/workbench.duckdb."""
+    return st.session_state.get(STORE_KEY) or str(default_store_path())
+
+
+def open_store(location: str) -> Store:
+    return Store(location, busy_timeout_s=BUSY_TIMEOUT_S)
+
+
+def signature(location: str) -> tuple:
+    """Changes whenever a writer commits to the store (what the read caches are keyed on)."""
+    if location.startswith(LAKE_PREFIX):
+        return ("lake", int(time.time() // LAKE_REFRESH_S))
+    parts: list[Any] = []
+    for path in (Path(location), Path(location + ".wal")):
+        try:
+            stat = path.stat()
+            parts.append((stat.st_size, stat.st_mtime_ns))
+        except OSError:
+            parts.append(None)
+    return tuple(parts)
+
+
+# ---------------------------------------------------------------- cached reads (one query each)
+# Each takes (location, signature, ...): the signature is only there to key the cache.
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _runs(location: str, sig: tuple) -> pd.DataFrame:
+    frame = queries.runs(open_store(location))
+    frame = frame.rename(columns={"sparsity": "achieved_sparsity"})
+    frame["label"] = run_labels(frame)
+    return frame
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _spec_texts(location: str, sig: tuple) -> pd.DataFrame:
+    return queries.run_specs(open_store(location))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _specs(location: str, sig: tuple) -> pd.DataFrame:
+    return spec_table(_spec_texts(location, sig))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _raw_specs(location: str, sig: tuple, run_ids: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    frame = queries.run_specs(open_store(location), list(run_ids))
+    return {row.run_id: json.loads(row.spec) for row in frame.itertuples(index=False)}
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _layers(location: str, sig: tuple, run_ids: tuple[str, ...]) -> pd.DataFrame:
+    return queries.layer_stats(open_store(location), list(run_ids))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _metrics(location: str, sig: tuple, run_ids: tuple[str, ...]) -> pd.DataFrame:
+    return queries.metrics(open_store(location), list(run_ids))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _mask_runs(location: str, sig: tuple) -> pd.DataFrame:
+    return queries.mask_runs(open_store(location))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _mask_index(location: str, sig: tuple, run_id: str) -> pd.DataFrame:
+    return queries.mask_index(open_store(location), run_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _mask(location: str, sig: tuple, run_id: str, layer: str, step: int | None) -> np.ndarray:
+    return queries.load_mask(open_store(location), run_id, layer, step).numpy()
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _masks(location: str, sig: tuple, run_id: str, layers: tuple[str, ...] | None) -> dict[str, np.ndarray]:
+    masks = queries.load_masks(open_store(location), run_id, None if layers is None else list(layers))
+    return {layer: mask.numpy() for layer, mask in masks.items()}
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _divergence(location: str, sig: tuple, run_ids: tuple[str, ...]) -> pd.DataFrame:
+    return queries.divergence(open_store(location), list(run_ids))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _kernel_results(location: str, sig: tuple) -> pd.DataFrame:
+    return queries.kernel_results(open_store(location))
+
+
+def run_labels(frame: pd.DataFrame) -> pd.Series:
+    """A short human name per run: its label if it has one, else method, pattern, sparsity, model and id."""
+    if frame.empty:
+        return pd.Series([], dtype=object, index=frame.index)
+    what = frame["method"].fillna(frame["kind"]).astype(str)
+    pattern = frame["pattern"].where(frame["pattern"].notna() & (frame["pattern"] != "unstructured"), "")
+    target = frame["target_sparsity"].map(lambda s: "" if pd.isna(s) else f"{s:.0%}")
+    model = frame["model"].fillna("").astype(str)
+    short = frame["run_id"].astype(str).str[:8]
+    auto = (what + " " + pattern + " " + target).str.split().str.join(" ") + " · " + model + " · " + short
+    named = frame["name"].notna() & (frame["name"].astype(str) != "")
+    return auto.where(~named, frame["name"].astype(str) + " · " + short)
+
+
+# ---------------------------------------------------------------- the pages' reader
+
+def busy_notice() -> None:
+    st.warning("**The store is busy**: a job is writing its results right now (a DuckDB file admits no "
+               "reader while a writer commits). Nothing is lost; press **Retry** in a moment.", icon="⏳")
+    st.button("Retry", key="busy_retry", type="primary")
+
+
+def guarded(read: Callable[..., T], *args: Any) -> T:
+    """Run one cached read; a busy, missing or unreadable store becomes a notice and stops the page."""
+    try:
+        return read(*args)
+    except StoreBusyError:
+        busy_notice()
+    except WorkbenchError as err:
+        st.error(f"**{err.problem}.** Fix: {err.fix}.")
+    except duckdb.CatalogException:
+        st.info("This store file holds no workbench tables yet. Fill it with `workbench demo`, or start a "
+                "job on the **Launch** page.")
+    except duckdb.Error as err:
+        st.error(f"**The store could not be read** ({str(err).splitlines()[0][:200]}). Fix: check that "
+                 "the path in the sidebar is a workbench store.")
+    st.stop()
+    raise AssertionError("unreachable: st.stop() ends the script run")
+
+
+class Reader:
+    """The pages' view of one store at one moment: cached, guarded reads keyed on its signature."""
+
+    def __init__(self, location: str | None = None):
+        self.location = location or store_location()
+        self.sig = signature(self.location)
+
+    @property
+    def exists(self) -> bool:
+        return self.location.startswith(LAKE_PREFIX) or self.sig[0] is not None
+
+    def _read(self, read: Callable[..., T], *args: Any) -> T:
+        return guarded(read, self.location, self.sig, *args)
+
+    def runs(self) -> pd.DataFrame:
+        """Every run with headline metrics (``achieved_sparsity`` = measured zeros) and a ``label``."""
+        return self._read(_runs)
+
+    def specs(self) -> pd.DataFrame:
+        """Flattened spec fields (dotted names) per run, indexed by run_id."""
+        return self._read(_specs)
+
+    def spec_texts(self) -> pd.DataFrame:
+        """(run_id, kind, spec): every run's canonical spec JSON as stored."""
+        return self._read(_spec_texts)
+
+    def raw_specs(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+        return self._read(_raw_specs, tuple(run_ids))
+
+    def layers(self, run_ids: list[str]) -> pd.DataFrame:
+        return self._read(_layers, tuple(run_ids))
+
+    def metrics(self, run_ids: list[str]) -> pd.DataFrame:
+        return self._read(_metrics, tuple(run_ids))
+
+    def mask_runs(self) -> pd.DataFrame:
+        return self._read(_mask_runs)
+
+    def mask_index(self, run_id: str) -> pd.DataFrame:
+        return self._read(_mask_index, run_id)
+
+    def mask(self, run_id: str, layer: str, step: int | None = None) -> np.ndarray:
+        return self._read(_mask, run_id, layer, step)
+
+    def masks(self, run_id: str, layers: list[str] | None = None) -> dict[str, np.ndarray]:
+        return self._read(_masks, run_id, None if layers is None else tuple(layers))
+
+    def divergence(self, run_ids: list[str]) -> pd.DataFrame:
+        return self._read(_divergence, tuple(run_ids))
+
+    def kernel_results(self) -> pd.DataFrame:
+        return self._read(_kernel_results)
+
+
+def clear_caches() -> None:
+    st.cache_data.clear()

@@ -1,0 +1,67 @@
+"""Specs as flat tables: dotted field names (``calibration.samples``), for grouping, scatter matrices and diffs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+import pandas as pd
+
+ABSENT = "—"
+
+
+def flatten(spec: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings become dotted keys; lists become their JSON text (a table cell holds one value)."""
+    flat: dict[str, Any] = {}
+    for key, value in spec.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, Mapping):
+            continue  # an empty mapping (no params) carries no field
+        elif isinstance(value, (list, tuple)):
+            flat[name] = json.dumps(value)
+        else:
+            flat[name] = value
+    return flat
+
+
+def spec_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """(run_id, spec JSON) rows -> one row per run, one column per dotted spec field, indexed by run_id."""
+    if frame.empty:
+        return pd.DataFrame(index=pd.Index([], name="run_id"))
+    rows = [flatten(json.loads(text)) for text in frame["spec"]]
+    table = pd.DataFrame.from_records(rows, index=pd.Index(frame["run_id"], name="run_id"))
+    return table.reindex(sorted(table.columns), axis=1)
+
+
+def numeric_fields(table: pd.DataFrame) -> list[str]:
+    """Spec fields that are numbers (booleans excluded) and take more than one value: the axes worth plotting."""
+    fields = []
+    for column in table.columns:
+        values = pd.to_numeric(table[column], errors="coerce")
+        if table[column].map(lambda v: isinstance(v, bool)).any():
+            continue
+        if values.notna().sum() and values.notna().sum() == table[column].notna().sum() and values.nunique() > 1:
+            fields.append(column)
+    return fields
+
+
+def spec_diff(specs: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The fields whose values differ between the given runs' specs: rows = fields, columns = runs.
+
+    A field one spec lacks (another job kind, a method's own parameter) counts as different and shows
+    as ``—``. Values are compared by their JSON text, so 0.5 and 0.50 agree and 1 and "1" do not.
+    """
+    flat = {run_id: flatten(spec) for run_id, spec in specs.items()}
+    fields = sorted(set().union(*[set(f) for f in flat.values()])) if flat else []
+    differing = [field for field in fields
+                 if len({json.dumps(f.get(field, ABSENT), sort_keys=True) for f in flat.values()}) > 1]
+    labels = labels or {}
+    table = pd.DataFrame({labels.get(run_id, run_id): [_cell(f.get(field, ABSENT)) for field in differing]
+                          for run_id, f in flat.items()}, index=pd.Index(differing, name="field"))
+    return table
+
+
+def _cell(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)

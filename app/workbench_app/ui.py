@@ -1,0 +1,115 @@
+"""Pieces every page shares: the sidebar, empty states, run pickers, table formats and figure defaults."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from workbench_app.data import STORE_KEY, Reader, clear_caches, store_location
+
+SELECTION = "selection"  # the runs chosen on any page, shared by all pages (not a widget key)
+MAX_OPTIONS = 1000  # run pickers list the newest runs only: a browser drop-down of 10,000 entries is no help
+FILL_HINT = ("Fill it with `workbench demo` (the default comparison suite), run a spec with "
+             "`workbench run SPEC.yaml`, or start a job on the **Launch** page.")
+
+
+def sidebar() -> Reader:
+    """The store chooser and a one-line summary of what it holds; returns the reader of that store."""
+    with st.sidebar:
+        location = st.text_input("Store", value=store_location(), key="store_input",
+                                 help="DuckDB file of results (or a ducklake: URL); default from WORKBENCH_STORE")
+        if location.strip() and location.strip() != st.session_state.get(STORE_KEY):
+            st.session_state[STORE_KEY] = location.strip()
+        if st.button("Reload", help="read the store again now (it is re-read by itself after every job commits)"):
+            clear_caches()
+    return Reader()
+
+
+def selection() -> list[str]:
+    return list(st.session_state.get(SELECTION, []))
+
+
+def set_selection(run_ids: list[str]) -> None:
+    st.session_state[SELECTION] = list(dict.fromkeys(run_ids))
+
+
+def empty_store(reader: Reader) -> None:
+    where = f"`{reader.location}`"
+    if not reader.exists:
+        st.info(f"**No store at {where} yet.** {FILL_HINT}", icon="📭")
+    else:
+        st.info(f"**The store at {where} holds no runs yet.** {FILL_HINT}", icon="📭")
+    st.page_link("pages/launch.py", label="Go to Launch", icon="🚀")
+
+
+def runs_or_stop(reader: Reader) -> pd.DataFrame:
+    """All runs; an empty store shows how to fill it and ends the page."""
+    runs = reader.runs()
+    if runs.empty:
+        empty_store(reader)
+        st.stop()
+    return runs
+
+
+def pick_runs(label: str, candidates: pd.DataFrame, key: str, default: int = 4,
+              help: str | None = None) -> list[str]:
+    """A multiselect of runs (newest first) that starts from, and updates, the selection shared by all pages."""
+    ids = list(candidates["run_id"])
+    chosen = [r for r in selection() if r in set(ids)]
+    options = list(dict.fromkeys(chosen + ids[:MAX_OPTIONS]))
+    labels = dict(zip(candidates["run_id"], candidates["label"]))
+    if key in st.session_state:
+        st.session_state[key] = [r for r in st.session_state[key] if r in labels]
+    else:
+        st.session_state[key] = chosen or ids[:default]
+
+    def remember() -> None:
+        set_selection(st.session_state[key])
+
+    picked = st.multiselect(label, options, key=key, format_func=lambda r: labels.get(r, r), on_change=remember,
+                            help=help or "the selection carries over to the other pages")
+    if len(ids) > MAX_OPTIONS:
+        st.caption(f"Listing the newest {MAX_OPTIONS:,} of {len(ids):,} runs; narrow them on the **Runs** page "
+                   "with the query box and select there.")
+    return picked
+
+
+def pick_run(label: str, candidates: pd.DataFrame, key: str) -> str | None:
+    """One run, defaulting to the first of the shared selection that is a candidate."""
+    ids = list(candidates["run_id"])
+    if not ids:
+        return None
+    labels = dict(zip(candidates["run_id"], candidates["label"]))
+    preferred = next((r for r in selection() if r in labels), ids[0])
+    options = list(dict.fromkeys([preferred] + ids[:MAX_OPTIONS]))
+    if st.session_state.get(key) not in labels:
+        st.session_state[key] = preferred
+    return st.selectbox(label, options, key=key, format_func=lambda r: labels.get(r, r))
+
+
+def choose(label: str, options: list[Any], key: str, default: Any = None, **kwargs: Any) -> Any:
+    """A selectbox whose value survives page switches and falls back to ``default`` when it vanishes."""
+    if not options:
+        return None
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = default if default in options else options[0]
+    return st.selectbox(label, options, key=key, **kwargs)
+
+
+def number_columns(frame: pd.DataFrame) -> dict[str, Any]:
+    """Column formats for run tables: fractions as percents, other floats with 4 significant digits."""
+    config: dict[str, Any] = {}
+    for column in frame.columns:
+        if column.endswith("sparsity") or column in ("embedding_cosine", "neighbour_agreement", "accuracy"):
+            config[column] = st.column_config.NumberColumn(column, format="%.3f")
+        elif pd.api.types.is_float_dtype(frame[column]):
+            config[column] = st.column_config.NumberColumn(column, format="%.4g")
+    return config
+
+
+def show_figure(figure: go.Figure, key: str) -> None:
+    figure.update_layout(margin=dict(l=10, r=10, t=40, b=10), legend_title_text=figure.layout.legend.title.text)
+    st.plotly_chart(figure, key=key, config={"displaylogo": False})

@@ -1,0 +1,124 @@
+"""Stores the app tests read: the default suite run for real on tiny-llama, plus rows written directly
+through Store.start_run / finish_run (training, kernel benchmarks, OWL-style allocations, failures)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import torch
+
+from tests.conftest import TINY_CALIBRATION, TINY_EVAL
+from workbench.records import DivergenceRecord, JobOutput, LayerStat, MaskRecord, Metric
+from workbench.runner import run_sweep
+from workbench.store import Store
+from workbench.suite import default_suite
+
+TRAIN_LAYERS = ["model.layers.0.mlp.up_proj", "model.layers.1.mlp.up_proj"]
+TRAIN_STEPS = [0, 20, 40, 60]
+
+
+def suite_store(path: Path) -> Store:
+    """The default comparison suite (dense, random 50%, magnitude 50%, magnitude 2:4) on tiny-llama."""
+    store = Store(path)
+    specs = default_suite(kinds=["prune"], model="tiny-llama", calibration=TINY_CALIBRATION, evaluation=TINY_EVAL)
+    results = run_sweep(specs, store, progress=False)
+    assert all(r.status == "finished" for r in results), [r.error for r in results]
+    return store
+
+
+def _start(store: Store, key: str, kind: str, spec: dict, summary: dict) -> str:
+    return store.start_run(key, kind, json.dumps(spec, sort_keys=True), summary, {"model": "synthetic"}, None)
+
+
+def add_failed_runs(store: Store) -> list[str]:
+    """One failed and one still-running run (what a crashed job and a live one leave behind)."""
+    spec = {"kind": "prune", "model": "tiny-llama", "method": "magnitude", "sparsity": 0.9, "data": "shakespeare"}
+    failed = _start(store, "f" * 64, "prune", spec,
+                    {"model": "tiny-llama", "method": "magnitude", "pattern": "unstructured", "target_sparsity": 0.9})
+    store.fail_run(failed, "PruningError: sparsity 0.9 leaves a layer with no weights. Fix: lower the sparsity.")
+    running = _start(store, "e" * 64, "prune", {**spec, "sparsity": 0.8},
+                     {"model": "tiny-llama", "method": "magnitude", "pattern": "unstructured", "target_sparsity": 0.8})
+    return [failed, running]
+
+
+def add_allocation_run(store: Store) -> str:
+    """A run with per-layer targets that differ, reconstruction errors and OWL outlier ratios."""
+    spec = {"kind": "prune", "model": "tiny-llama", "method": "wanda", "sparsity": 0.7, "allocation": "owl",
+            "allocation_params": {"lambda_": 0.08, "outlier_threshold": 5.0}, "data": "shakespeare"}
+    run_id = _start(store, "a" * 64, "prune", spec, {"model": "tiny-llama", "method": "wanda", "pattern": "unstructured",
+                                                     "allocation": "owl", "target_sparsity": 0.7})
+    layers = []
+    for block in range(2):
+        target = 0.7 + (0.05 if block == 0 else -0.05)
+        for part in ("self_attn.q_proj", "mlp.up_proj"):
+            layers.append(LayerStat(f"model.layers.{block}.{part}", block, (32, 32), target, target + 0.001,
+                                    "unstructured", recon_error=0.1 * (block + 1),
+                                    extra={"outlier_ratio": 0.02 + 0.03 * block}))
+    store.finish_run(run_id, "a" * 64, JobOutput(metrics=[Metric("sparsity", 0.7), Metric("perplexity", 310.0)],
+                                                 layers=layers), 1.0)
+    return run_id
+
+
+def add_training_run(store: Store) -> str:
+    """SR-STE-like training: loss/accuracy per step, mask snapshots and SAD between consecutive snapshots."""
+    spec = {"kind": "train", "model": "tiny-llama", "method": "sr_ste", "pattern": "2:4", "steps": 60, "lr": 0.001}
+    run_id = _start(store, "b" * 64, "train", spec, {"model": "tiny-llama", "method": "sr_ste", "pattern": "2:4",
+                                                     "target_sparsity": 0.5})
+    generator = torch.Generator().manual_seed(0)
+    metrics = []
+    for step in range(0, 61, 10):
+        metrics += [Metric("loss", 5.0 * math.exp(-step / 30), step), Metric("accuracy", 0.2 + step / 100, step)]
+    masks, divergence, previous = [], [], {}
+    for step in TRAIN_STEPS:
+        for layer in TRAIN_LAYERS:
+            scores = torch.rand(16, 32, generator=generator).view(16, 8, 4)
+            keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(2, scores.topk(2, dim=2).indices, True)
+            mask = keep.view(16, 32)
+            masks.append(MaskRecord(layer, mask, step))
+            if layer in previous:
+                before = previous[layer]
+                differ = int((before ^ mask).sum())
+                divergence.append(DivergenceRecord(layer, differ, mask.numel(),
+                                                   int((before & mask).sum()) / int((before | mask).sum()),
+                                                   step_a=previous_step, step_b=step))
+            previous[layer] = mask
+        previous_step = step
+    layers = [LayerStat(layer, i, (16, 32), 0.5, 0.5, "2:4", nm_valid=True) for i, layer in enumerate(TRAIN_LAYERS)]
+    store.finish_run(run_id, "b" * 64, JobOutput(metrics=metrics + [Metric("sparsity", 0.5)], layers=layers,
+                                                 masks=masks, divergence=divergence), 2.0)
+    return run_id
+
+
+def add_kernel_run(store: Store) -> str:
+    """A kernel benchmark: 2:4 and dense backends over tokens, two shapes, one failed case, a model latency."""
+    run_id = _start(store, "c" * 64, "bench", {"kind": "bench", "backends": ["cusparselt", "bsr"]}, {})
+    rows = []
+    for out_features, in_features in ((2048, 2048), (4096, 1024)):
+        for dtype in ("float16", "bfloat16"):
+            for tokens in (1, 16, 256, 4096):
+                for backend, gain in (("cusparselt", 1.6), ("bsr", 0.7)):
+                    speedup = gain * (1 - 0.3 / (1 + tokens / 64))
+                    rows.append({"case_id": f"{out_features}x{in_features}-{tokens}-{dtype}-{backend}", "backend": backend,
+                                 "dtype": dtype, "out_features": out_features, "in_features": in_features,
+                                 "tokens": tokens, "pattern": "2:4", "sparsity": 0.5, "timing": "cuda-graph",
+                                 "median_us": 100 / speedup, "speedup": speedup,
+                                 "roofline_fraction": min(0.95, 0.3 + tokens / 8192), "status": "ok"})
+    rows.append({"case_id": "2048x2048-1-float16-cutlass", "backend": "cutlass", "dtype": "float16",
+                 "out_features": 2048, "in_features": 2048, "tokens": 1, "pattern": "2:4", "sparsity": 0.5,
+                 "status": "error", "error": "Supported only on GPUs with compute capability 8.x"})
+    store.finish_run(run_id, "c" * 64, JobOutput(metrics=[Metric("model_latency_ms", 12.5), Metric("speedup", 1.3)],
+                                                 kernel_results=rows), 3.0)
+    return run_id
+
+
+def rich_store(suite_path: Path, path: Path) -> tuple[Store, dict[str, object]]:
+    """A copy of the suite store with every kind of row the pages show."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(suite_path, path)
+    store = Store(path)
+    ids = {"failed": add_failed_runs(store), "owl": add_allocation_run(store),
+           "train": add_training_run(store), "bench": add_kernel_run(store)}
+    return store, ids
