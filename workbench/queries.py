@@ -153,5 +153,22 @@ def kernel_results(store: Store | str | Path | None = None, run_ids: Iterable[st
     return _frame(store, f"SELECT * FROM kernel_results {where}", params, ["run_id"])
 
 
+def run_specs(store: Store | str | Path | None = None, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """(run_id, kind, spec): each run's canonical spec JSON, for spec diffs and grouping by any spec field."""
+    where, params = "", []
+    if run_ids is not None:
+        where, params = "WHERE run_id IN (SELECT unnest(?))", [list(run_ids)]
+    return _frame(store, f"SELECT run_id, kind, spec FROM runs {where} ORDER BY created_at DESC", params,
+                  ["run_id", "kind", "spec"])
+
+
+def mask_runs(store: Store | str | Path | None = None) -> pd.DataFrame:
+    """Runs that stored masks: (run_id, layers, snapshots, first_step, last_step)."""
+    return _frame(store, """SELECT run_id, count(DISTINCT layer) AS layers, count(DISTINCT step) AS snapshots,
+                                   min(step) AS first_step, max(step) AS last_step
+                            FROM masks GROUP BY run_id ORDER BY run_id""",
+                  (), ["run_id", "layers", "snapshots", "first_step", "last_step"])
+
+
 def schema_version(store: Store | str | Path | None = None) -> int:
     return _store(store).schema_version()
