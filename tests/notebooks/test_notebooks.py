@@ -1,0 +1,90 @@
+"""Every notebook runs end to end with small parameters on a fresh store; the tests check what it found."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+
+from tests.notebooks.conftest import NOTEBOOKS, TINY
+from workbench import api
+from workbench.spec import JOB_KINDS, _load_kinds
+
+NAMES = ["01_quickstart", "02_compare_methods", "03_allocation", "04_training", "05_kernels"]
+
+
+def registered(kind: str) -> bool:
+    _load_kinds()
+    return kind in JOB_KINDS
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebooks_are_committed_without_outputs_and_with_a_parameters_cell(name):
+    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    nbformat.validate(notebook)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(not cell.outputs and cell.execution_count is None for cell in code)
+    assert "parameters" in code[0].metadata.get("tags", [])
+    assert any("summary" in cell.metadata.get("tags", []) for cell in code)
+    assert "store_path" in code[0].source
+
+
+def test_quickstart_runs_the_suite_and_shows_it(execute, tmp_path):
+    _, summary = execute("01_quickstart", kinds=["prune"], **TINY)
+    assert summary["jobs"] == 4 and summary["failed"] == 0
+    store = api.open_store(tmp_path / "store" / "workbench.duckdb")
+    runs = api.runs(store=store).set_index("run_id")
+    assert sorted(runs.index) == summary["runs"]
+    assert set(runs["method"]) == {"dense", "magnitude", "random"} and set(runs["model"]) == {"tiny-llama"}
+    for run_id, value in summary["quality"].items():
+        assert value == pytest.approx(runs.loc[run_id, "perplexity"])
+        assert summary["sparsity"][run_id] == pytest.approx(runs.loc[run_id, "target_sparsity"], abs=1e-3)
+    assert runs[runs["pattern"] == "2:4"]["nm_valid"].tolist() == [1.0]
+    # two masks at 50% chosen independently overlap by chance: IoU near (1 - s) / (1 + s) = 1/3
+    assert summary["magnitude_vs_random"]["iou"] == pytest.approx(1 / 3, abs=0.05)
+    assert summary["magnitude_vs_random"]["sad"] > 0
+    front = api.pareto_front(runs.reset_index())
+    assert summary["pareto"] == list(front["run_id"])
+    assert {"dense", "magnitude", "random", "Pareto front"} <= set(summary["compare_traces"])
+    assert summary["mask_layer"].startswith("model.layers.")
+
+
+def test_compare_methods_table_front_and_agreement(execute):
+    methods, sparsities = ["magnitude", "random"], [0.5, 0.7]
+    _, summary = execute("02_compare_methods", methods=methods, sparsities=sparsities, patterns=["2:4"], **TINY)
+    assert summary["failed"] == 0, summary["errors"]
+    assert summary["jobs"] == len(methods) * len(sparsities) + len(methods) + 1
+    assert set(summary["table"]) == {*methods, "dense"}
+    for method in methods:
+        assert set(summary["table"][method]) == {"50%", "70%", "2:4"}
+        for setting, target in (("50%", 0.5), ("70%", 0.7), ("2:4", 0.5)):
+            assert summary["achieved"][f"{method} {setting}"] == pytest.approx(target, abs=1e-3)
+        assert summary["nm_valid"][f"{method} 2:4"] == 1.0
+    assert 0 < summary["iou"]["magnitude|random"] == summary["iou"]["random|magnitude"] < 1
+    # the front: no listed run is beaten on both sparsity and perplexity by another run of the table
+    points = {f"{m} {s}": (summary["achieved"][f"{m} {s}"], q)
+              for m, row in summary["table"].items() for s, q in row.items() if m != "dense"}
+    for name in summary["pareto"]:
+        if name in points:
+            x, y = points[name]
+            assert not any(ox >= x and oy < y for other, (ox, oy) in points.items() if other != name)
+    assert summary["selected_in_figure"] == summary["jobs"]
+
+
+def test_allocation_uniform_is_flat_and_keeps_the_target(execute):
+    from workbench.pruning.allocation import ALLOCATIONS
+
+    allocations = [a for a in ("uniform", "owl") if a in ALLOCATIONS]
+    _, summary = execute("03_allocation", method="magnitude", sparsity=0.7, allocations=allocations, **TINY)
+    assert summary["failed"] == 0, summary["errors"]
+    assert set(summary["allocations"]) == set(allocations)
+    for name, row in summary["allocations"].items():
+        assert row["sparsity"] == pytest.approx(0.7, abs=0.01)
+        assert len(row["blocks"]) == 2  # tiny-llama has two blocks
+    uniform = summary["allocations"]["uniform"]
+    assert max(uniform["blocks"]) - min(uniform["blocks"]) < 1e-3
+    assert summary["iou_vs_uniform"]["uniform"] == 1.0
+    assert summary["figure_traces"] == len(allocations)
+    if "owl" in summary["allocations"]:
+        owl = summary["allocations"]["owl"]
+        assert max(owl["blocks"]) - min(owl["blocks"]) > 1e-3  # OWL moves sparsity between blocks
+        assert summary["iou_vs_uniform"]["owl"] < 1.0
