@@ -110,6 +110,11 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self.location!r})"
 
+    @property
+    def artifacts_dir(self) -> Path:
+        """Folder for files kept beside the database (checkpoints): next to the file, or the lake's data path."""
+        return self.data_path if self.is_lake else self.path.parent
+
     def exists(self) -> bool:
         return self.is_lake or self.path.exists()
 
