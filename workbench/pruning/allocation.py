@@ -15,6 +15,7 @@ from workbench.params import HasParams
 
 ALLOCATIONS: dict[str, str] = {
     "uniform": "workbench.pruning.allocation",
+    "owl": "workbench.pruning.owl",
 }
 
 

@@ -21,6 +21,7 @@ from workbench.models import LoadedModel, check_finite, load_model
 from workbench.models.layers import block_index, prunable_layers
 from workbench.pruning.allocation import resolve_allocation
 from workbench.pruning.masks import check_nm_width, nm_valid
+from workbench.pruning.pipeline import heldout_count
 from workbench.pruning.registry import PruneContext, resolve_method
 from workbench.records import JobOutput, LayerStat, MaskRecord, Metric
 from workbench.spec import PruneSpec
@@ -47,15 +48,19 @@ def prepare(spec: PruneSpec, progress: bool = False) -> PreparedPrune:
     if spec.pattern.is_nm:
         for name, module in layers.items():
             check_nm_width(name, module.weight.shape[-1], spec.pattern.group)
-    calibration = None
+    calibration = heldout = None
     if method.needs_calibration or allocation.needs_calibration:
-        calibration = calibration_windows(spec.data, loaded.tokenizer, spec.calibration.samples,
-                                          spec.calibration.seq_len, spec.calibration.seed)
+        samples = spec.calibration.samples
+        # the windows drawn after the calibration ones stay out of the statistics: recon_error is measured on them
+        windows = calibration_windows(spec.data, loaded.tokenizer, samples + heldout_count(samples),
+                                      spec.calibration.seq_len, spec.calibration.seed)
+        calibration, heldout = windows[:samples], windows[samples:]
     if loaded.family == "causal-lm":
         evaluation_windows(spec.data, loaded.tokenizer, 1, spec.evaluation.seq_len)  # fails early if too short
     context = PruneContext(model=loaded.model, layers=layers, targets={}, pattern=spec.pattern,
                            params=method.Params.model_validate(spec.params), seed=spec.calibration.seed,
-                           calibration=calibration, family=loaded.family, progress=progress)
+                           calibration=calibration, heldout=heldout, family=loaded.family, progress=progress,
+                           allocation_params=spec.allocation_params)
     return PreparedPrune(spec, loaded, context)
 
 
@@ -93,7 +98,7 @@ def execute(prepared: PreparedPrune, progress: bool = False) -> JobOutput:
     layers, masks = [], []
     for name, module in context.layers.items():
         mask = outcome.masks[name].cpu()
-        extras = dict(outcome.layer_extras.get(name, {}))
+        extras = {**context.extras.get(name, {}), **outcome.layer_extras.get(name, {})}
         layers.append(LayerStat(
             layer=name, block=block_index(name), shape=tuple(module.weight.shape),
             target_sparsity=context.targets.get(name), achieved_sparsity=weight_sparsity(module.weight),

@@ -24,6 +24,9 @@ METHODS: dict[str, str] = {
     "dense": "workbench.pruning.dense",
     "random": "workbench.pruning.random",
     "magnitude": "workbench.pruning.magnitude",
+    "wanda": "workbench.pruning.wanda",
+    "sparsegpt": "workbench.pruning.sparsegpt",
+    "dsnot": "workbench.pruning.dsnot",
 }
 
 
@@ -38,6 +41,9 @@ class PruneContext:
     params: BaseModel
     seed: int = 0
     calibration: torch.Tensor | None = None  # (samples, seq_len) token ids when the method needs them
+    heldout: torch.Tensor | None = None  # further windows, kept out of the statistics, for recon_error
+    extras: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-layer values an allocation records
+    allocation_params: dict[str, Any] = field(default_factory=dict)  # the spec's validated allocation_params
     family: str = "causal-lm"
     progress: bool = False
 

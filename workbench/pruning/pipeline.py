@@ -1,0 +1,394 @@
+"""The sequential calibration pipeline shared by every calibration-based method (Wanda, SparseGPT,
+DSnoT, OWL).
+
+It follows the layer-wise scheme of SparseGPT (Frantar and Alistarh, 2023, section 3) and Wanda (Sun et
+al., 2023, section 3):
+
+1. capture the inputs of the first transformer block for every calibration window;
+2. for each block in order: run the still-dense block with hooks on its linear layers that stream
+   statistics of their inputs (``InputStatistics``); prune the block's layers from those statistics;
+   run the pruned block again, and its outputs become the next block's inputs.
+
+Peak memory is the model, one block's activations for one batch of windows, the hidden states of all
+windows at one depth (windows x tokens x hidden), and the statistics of one block: never the activations
+of the whole model.
+
+Layers that read the same tensor (q/k/v of attention, gate/up of a gated MLP) share one statistics object,
+so that one Hessian serves three layers. The dense pass stops as soon as the block's last hooked layer has
+seen its input, since its output is thrown away. Windows are run in batches (``tokens_per_batch``) and
+stay on the device of the model.
+
+A few held-out windows (not in the statistics) ride along: their inputs give each layer's relative output
+error ``||WX - W'X|| / ||WX||`` (``recon_error`` in the layer stats).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from workbench.errors import PruningError
+from workbench.models.layers import transformer_blocks
+from workbench.pruning.registry import PruneOutcome
+
+
+@dataclass(frozen=True)
+class Needs:
+    """Which statistics of a layer's input a method reads."""
+
+    sq_norm: bool = False  # Wanda: running mean over sequences of sum_t x_tj^2
+    hessian: bool = False  # SparseGPT: H = 2/n sum_sequences X^T X
+    moments: bool = False  # DSnoT: per-column mean and variance over tokens
+
+
+class InputStatistics:
+    """Streaming statistics of one layer input, fed a batch of sequences at a time.
+
+    ``sq_norm`` is the running mean over calibration sequences of each column's energy
+    sum_t x_tj^2 (Wanda's ||X_j||^2 up to a constant); it is updated one sequence at a time, in float32,
+    in the order the reference implementations use, so that the scores (and so the masks) agree bit for
+    bit. ``hessian`` is the running mean H = (2/n) sum_i X_i^T X_i over the n sequences seen, in float32
+    (SparseGPT eq. 2 with the factor 2 of the squared error). ``mean``/``var`` are per-column moments
+    over all tokens (float64 sums). ``heldout`` keeps a subsample of held-out tokens for the
+    reconstruction error.
+    """
+
+    def __init__(self, columns: int, needs: Needs, device: torch.device):
+        self.columns = columns
+        self.needs = needs
+        self.sequences = 0
+        self.sq_norm = torch.zeros(columns, dtype=torch.float32, device=device) if needs.sq_norm else None
+        self.hessian = torch.zeros(columns, columns, dtype=torch.float32, device=device) if needs.hessian else None
+        self._sum = torch.zeros(columns, dtype=torch.float64, device=device) if needs.moments else None
+        self._sum_sq = torch.zeros(columns, dtype=torch.float64, device=device) if needs.moments else None
+        self.tokens = 0
+        self.heldout: torch.Tensor | None = None
+
+    def add(self, x: torch.Tensor) -> None:
+        """Add a batch of sequences, shape (batch, tokens, columns) or (tokens, columns)."""
+        if x.dim() == 2:
+            x = x.unsqueeze(0)
+        x = x.reshape(x.shape[0], -1, self.columns)
+        batch = x.shape[0]
+        if self.sq_norm is not None:
+            seen = self.sequences
+            for sequence in x:
+                column_norm = torch.norm(sequence.float().t(), p=2, dim=1)
+                self.sq_norm *= seen / (seen + 1)
+                seen += 1
+                self.sq_norm += column_norm**2 / seen
+        if self.hessian is not None:
+            flat = x.reshape(-1, self.columns)
+            total = self.sequences + batch
+            self.hessian *= self.sequences / total
+            self.hessian.add_(gram(flat), alpha=2 / total)
+        if self._sum is not None:
+            flat = x.reshape(-1, self.columns).double()
+            self._sum += flat.sum(0)
+            self._sum_sq += (flat * flat).sum(0)
+            self.tokens += flat.shape[0]
+        self.sequences += batch
+
+    def add_heldout(self, x: torch.Tensor, stride: int) -> None:
+        """Keep every ``stride``-th held-out token (float32) for the reconstruction error."""
+        flat = x.reshape(-1, self.columns)[::stride].float()
+        self.heldout = flat if self.heldout is None else torch.cat([self.heldout, flat])
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return (self._sum / max(self.tokens, 1)).float()
+
+    @property
+    def var(self) -> torch.Tensor:
+        mean = self._sum / max(self.tokens, 1)
+        return (self._sum_sq / max(self.tokens, 1) - mean * mean).clamp_min(0).float()
+
+    @property
+    def norm(self) -> torch.Tensor:
+        """Wanda's per-column activation norm, sqrt of ``sq_norm``."""
+        return torch.sqrt(self.sq_norm)
+
+
+def gram(x: torch.Tensor) -> torch.Tensor:
+    """X^T X in float32. Half-precision inputs multiply on the tensor cores with float32 accumulation and
+    a float32 result: products of two 16-bit values are exact in float32, so this equals upcasting first."""
+    if x.is_cuda and x.dtype in (torch.bfloat16, torch.float16):
+        return torch.mm(x.t(), x, out_dtype=torch.float32)
+    x = x.float()
+    return x.t() @ x
+
+
+@dataclass
+class LayerResult:
+    """What a method decides for one layer: the mask (True = kept), the updated dense weight if the
+    method changes weights (SparseGPT), and per-layer extras for the layer stats."""
+
+    mask: torch.Tensor
+    weight: torch.Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+# prune_group(layers that share one input, their statistics) -> results by layer name
+GroupPruner = Callable[[dict[str, nn.Linear], InputStatistics], dict[str, LayerResult]]
+
+
+@dataclass
+class PipelineResult:
+    results: dict[str, LayerResult]
+    timings: dict[str, float]
+    groups: list[list[str]]  # layers that shared one input (and one set of statistics)
+
+    def outcome(self) -> PruneOutcome:
+        """The job's view: masks, per-layer extras, and where the time went."""
+        return PruneOutcome(masks={name: r.mask for name, r in self.results.items()},
+                            layer_extras={name: r.extras for name, r in self.results.items()},
+                            metrics={f"pipeline_{k}": v for k, v in self.timings.items()})
+
+
+class _StopBlock(Exception):
+    """Raised from a hook once the dense pass has seen every input it needs."""
+
+
+class _Captured(Exception):
+    def __init__(self, args: tuple, kwargs: dict):
+        super().__init__()
+        self.args, self.kwargs = args, kwargs
+
+
+def heldout_count(samples: int) -> int:
+    """How many extra windows are held out for the reconstruction error (about 3%, 1 to 4)."""
+    return max(1, min(4, samples // 32))
+
+
+def _block_output(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _check_finite(tensor: torch.Tensor, where: str) -> None:
+    if not torch.isfinite(tensor).all():
+        raise PruningError(f"non-finite activations (NaN or Inf) {where}",
+                           "check the model's weights and dtype (float16 overflows); try float32 or bfloat16")
+
+
+def _check_statistics(stats: InputStatistics, layer: str) -> None:
+    """A NaN in the statistics would make every score meaningless: refuse it with the layer's name."""
+    for tensor in (stats.sq_norm, stats.hessian, stats._sum):
+        if tensor is not None:
+            _check_finite(tensor, f"reach {layer}")
+
+
+class _BlockInputs:
+    """Hidden states of every window at the current depth, and the keyword arguments the blocks take
+    (attention mask, rotary embeddings...), captured once per batch size."""
+
+    def __init__(self, model: nn.Module, first_block: nn.Module, windows: torch.Tensor, batches: list[slice],
+                 device: torch.device):
+        self.batches = batches
+        self.kwargs: dict[int, dict[str, Any]] = {}
+        self.hidden: torch.Tensor | None = None
+        handle = first_block.register_forward_pre_hook(self._capture, with_kwargs=True)
+        use_cache = getattr(model.config, "use_cache", None)
+        if use_cache is not None:
+            model.config.use_cache = False  # a key/value cache would grow with every call
+        try:
+            for batch in batches:
+                ids = windows[batch].to(device)
+                try:
+                    model(input_ids=ids)
+                except _Captured as captured:
+                    hidden = captured.args[0] if captured.args else captured.kwargs.pop("hidden_states")
+                    kwargs = {k: v for k, v in captured.kwargs.items() if k != "hidden_states"}
+                    if self.hidden is None:
+                        self.hidden = torch.empty((len(windows), *hidden.shape[1:]), dtype=hidden.dtype,
+                                                  device=hidden.device)
+                    self.hidden[batch] = hidden
+                    self.kwargs.setdefault(ids.shape[0], kwargs)
+                else:
+                    raise PruningError("the model never called its first transformer block",
+                                       "add a block locator for this architecture in workbench/models/layers.py")
+        finally:
+            handle.remove()
+            if use_cache is not None:
+                model.config.use_cache = use_cache
+        _check_finite(self.hidden, "after the embeddings")
+
+    @staticmethod
+    def _capture(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        raise _Captured(args, kwargs)
+
+    def run(self, block: nn.Module, batch: slice) -> torch.Tensor:
+        hidden = self.hidden[batch]
+        return _block_output(block(hidden, **self.kwargs[hidden.shape[0]]))
+
+
+class _StatisticsHooks:
+    """Forward pre-hooks on a block's layers: group layers by the tensor they read, stream statistics."""
+
+    def __init__(self, layers: dict[str, nn.Linear], needs: Needs, device: torch.device, heldout_stride: int,
+                 stop_early: bool):
+        self.layers = layers
+        self.stop_early = stop_early
+        self.needs = needs
+        self.device = device
+        self.heldout_stride = heldout_stride
+        self.leader: dict[str, str] = {}  # layer -> first layer that read the same tensor
+        self.order: list[str] = []  # execution order, from the first batch
+        self.stats: dict[str, InputStatistics] = {}
+        self.heldout = False
+        self.stop_after: str | None = None
+        self._seen: list[tuple[torch.Tensor, str]] = []
+        self._handles = [m.register_forward_pre_hook(self._hook(name)) for name, m in layers.items()]
+
+    def _hook(self, name: str) -> Callable:
+        def hook(module: nn.Module, args: tuple) -> None:
+            x = args[0]
+            if name not in self.leader:
+                self.order.append(name)
+                self.leader[name] = next((leader for seen, leader in self._seen if seen is x), name)
+            leader = self.leader[name]
+            self._seen.append((x, leader))
+            if leader == name:
+                stats = self.stats.get(name)
+                if stats is None:
+                    stats = self.stats[name] = InputStatistics(x.shape[-1], self.needs, self.device)
+                if self.heldout:
+                    stats.add_heldout(x, self.heldout_stride)
+                else:
+                    stats.add(x)
+            if name == self.stop_after:
+                raise _StopBlock
+
+        return hook
+
+    def end_batch(self) -> None:
+        self._seen.clear()  # references held only so that tensor identity is unambiguous within a batch
+        if self.stop_early and len(self.order) == len(self.layers):
+            self.stop_after = self.order[-1]
+
+    def groups(self) -> list[list[str]]:
+        groups: dict[str, list[str]] = {}
+        for name in self.order:
+            groups.setdefault(self.leader[name], []).append(name)
+        return list(groups.values())
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def relative_output_error(dense: torch.Tensor, pruned: torch.Tensor, inputs: torch.Tensor) -> float:
+    """||W X - W' X||_F / ||W X||_F over the given input tokens (rows of ``inputs``)."""
+    dense = dense.float()
+    reference = torch.linalg.matrix_norm(inputs @ dense.t())
+    error = torch.linalg.matrix_norm(inputs @ (dense - pruned.float()).t())
+    return float(error / reference) if reference > 0 else 0.0
+
+
+def block_layers(model: nn.Module, layers: dict[str, nn.Module]) -> list[dict[str, nn.Linear]]:
+    """The requested layers, split by transformer block; layers outside every block are refused."""
+    _, blocks = transformer_blocks(model)
+    owner = {id(module): index for index, block in enumerate(blocks) for module in block.modules()}
+    per_block: list[dict[str, nn.Linear]] = [{} for _ in blocks]
+    for name, module in layers.items():
+        if id(module) not in owner or not isinstance(module, nn.Linear):
+            raise PruningError(f"{name} is not a linear layer inside a transformer block, which calibration-based "
+                               "methods need", "drop prune_embeddings / prune_head, or use magnitude for them")
+        per_block[owner[id(module)]][name] = module
+    return per_block
+
+
+@torch.no_grad()
+def run_pipeline(model: nn.Module, layers: dict[str, nn.Module], calibration: torch.Tensor, needs: Needs,
+                 prune_group: GroupPruner, heldout: torch.Tensor | None = None, observe_only: bool = False,
+                 tokens_per_batch: int = 4096, heldout_tokens: int = 512, progress: bool = False,
+                 desc: str = "prune") -> PipelineResult:
+    """Walk the blocks in order: statistics on the dense block, ``prune_group`` per input group, pruned
+    weights written in place, outputs of the pruned block passed on.
+
+    ``observe_only``: the callback only reads statistics (OWL); weights stay dense, so the dense pass's
+    outputs are the next block's inputs and no second pass is run.
+    """
+    if calibration is None or calibration.numel() == 0:
+        raise PruningError("this method needs calibration windows and got none",
+                           "set calibration.samples >= 1 (the job draws them from the corpus)")
+    _, blocks = transformer_blocks(model)
+    per_block = block_layers(model, layers)
+    device = next(model.parameters()).device
+    windows = calibration if heldout is None or observe_only else torch.cat([calibration, heldout])
+    seq_len = windows.shape[1]
+    per_batch = max(1, tokens_per_batch // seq_len)
+    samples = len(calibration)
+    batches = [slice(start, min(start + per_batch, samples)) for start in range(0, samples, per_batch)]
+    heldout_batches = [slice(start, min(start + per_batch, len(windows))) for start in range(samples, len(windows), per_batch)]
+    heldout_stride = max(1, math.ceil((len(windows) - samples) * seq_len / heldout_tokens))
+
+    timings = {"capture_s": 0.0, "statistics_s": 0.0, "prune_s": 0.0, "propagate_s": 0.0}
+    started = time.perf_counter()
+    inputs = _BlockInputs(model, blocks[0], windows, batches + heldout_batches, device)
+    timings["capture_s"] = time.perf_counter() - started
+
+    results: dict[str, LayerResult] = {}
+    all_groups: list[list[str]] = []
+    for index in tqdm(range(len(blocks)), desc=desc, unit="block", disable=not progress, leave=False):
+        block, layers_here = blocks[index], per_block[index]
+        started = time.perf_counter()
+        hooks = _StatisticsHooks(layers_here, needs, device, heldout_stride, stop_early=not observe_only)
+        try:
+            for batch in batches + heldout_batches:
+                hooks.heldout = batch.start >= samples
+                try:
+                    output = inputs.run(block, batch)
+                    if observe_only:
+                        inputs.hidden[batch] = output
+                except _StopBlock:
+                    pass
+                hooks.end_batch()
+        finally:
+            hooks.remove()
+        if layers_here and len(hooks.order) != len(layers_here):
+            missing = sorted(set(layers_here) - set(hooks.order))
+            raise PruningError(f"block {index} never called {missing[0]} during its forward pass",
+                               "prune only layers that the model's forward pass uses")
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        timings["statistics_s"] += time.perf_counter() - started
+
+        started = time.perf_counter()
+        groups = hooks.groups()
+        all_groups.extend(groups)
+        for group in groups:
+            stats = hooks.stats[group[0]]
+            _check_statistics(stats, group[0])
+            modules = {name: layers_here[name] for name in group}
+            dense = {name: m.weight.detach().clone() for name, m in modules.items()} if not observe_only else {}
+            outcome = prune_group(modules, stats)
+            for name, result in outcome.items():
+                module = modules[name]
+                if result.weight is not None:
+                    module.weight.copy_(result.weight.to(module.weight.dtype))
+                module.weight.mul_(result.mask.to(module.weight.device))
+                if stats.heldout is not None and not observe_only:
+                    result.extras["recon_error"] = relative_output_error(dense[name], module.weight, stats.heldout)
+                results[name] = result
+            del dense
+        del hooks
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        timings["prune_s"] += time.perf_counter() - started
+
+        started = time.perf_counter()
+        if not observe_only and index < len(blocks) - 1:
+            for batch in batches + heldout_batches:
+                inputs.hidden[batch] = inputs.run(block, batch)
+        if index < len(blocks) - 1:
+            _check_finite(inputs.hidden, f"after block {index}")
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        timings["propagate_s"] += time.perf_counter() - started
+    return PipelineResult(results, timings, all_groups)

@@ -1,0 +1,170 @@
+"""SparseGPT (Frantar and Alistarh, 2023, "SparseGPT: Massive Language Models Can Be Accurately Pruned
+in One-Shot"), Algorithm 1.
+
+Per linear layer, with H = (2/n) sum_i X_i^T X_i over the calibration sequences (streamed by the pipeline):
+
+- dead inputs (H_jj == 0) get H_jj = 1 and their weight column is zeroed;
+- damping: H += dampening * mean(diag H) * I; when a Cholesky factorisation still fails, the damping is
+  raised tenfold and the increase is recorded (``damping``, ``damping_steps`` in the layer stats);
+- U = the upper Cholesky factor of H^-1 (section 3.3: its rows are the inverse Hessians of the
+  successively shrinking column sets);
+- columns are processed in blocks of ``blocksize`` (the lazy batch of section 3.4), which are also the
+  mask-selection group: unstructured prunes, inside a block, the weights with the smallest
+  w^2 / U_ii^2 over all rows x the block's columns (so per-block sparsity is exact); N:M picks at every
+  M-th column, per row, the N weights to keep among the next M by the same score, on the weights as
+  already updated;
+- each column i: err = (w - q) / U_ii with q = w with the pruned entries zeroed; the later columns of the
+  block get -err * U[i, i+1:]; (w - q)^2 / U_ii^2 / 2 adds to the predicted loss (eq. 3);
+- after a block, its errors reach every later column in one matrix product.
+
+Two implementation choices that do not change the algorithm: layers that read the same input (q/k/v,
+gate/up) share H, so their rows are stacked and processed together (rows are independent given H and
+the mask; the mask is still chosen per layer); and the column loop inside a block is itself batched in
+sub-blocks of ``SUB_BLOCK`` columns, so that the rank-1 updates touch only a narrow strip and the rest of
+the block is updated by one matrix product per sub-block.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from workbench.errors import PruningError
+from workbench.pruning.masks import nm_mask, topk_mask
+from workbench.pruning.pipeline import GroupPruner, InputStatistics, LayerResult, Needs, run_pipeline
+from workbench.pruning.registry import PruneContext, PruneOutcome, PruningMethod
+from workbench.pruning.wanda import check_pattern
+from workbench.spec import Pattern
+
+SUB_BLOCK = 16
+MAX_DAMPING_STEPS = 6  # dampening x 10 each time: 0.01 -> 1e4 times the mean diagonal
+
+
+class SparseGPTParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    blocksize: int = Field(128, ge=1, le=65536, description="columns per lazy-update and mask-selection block")
+    dampening: float = Field(0.01, gt=0, le=10, description="diagonal damping as a fraction of mean(diag H)")
+
+
+class InverseHessianFactor:
+    """U (upper Cholesky factor of the damped H^-1) with a record of what it took to get it."""
+
+    def __init__(self, hessian: torch.Tensor, dampening: float):
+        H = hessian.clone()
+        self.dead = torch.diag(H) == 0
+        H[self.dead, self.dead] = 1
+        diagonal = torch.arange(H.shape[0], device=H.device)
+        mean_diag = torch.mean(torch.diag(H))
+        self.damping = dampening
+        for step in range(MAX_DAMPING_STEPS + 1):
+            damped = H.clone()
+            damped[diagonal, diagonal] += self.damping * mean_diag
+            lower, info = torch.linalg.cholesky_ex(damped)
+            if int(info) == 0:
+                upper, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(lower), upper=True)
+                if int(info) == 0 and bool(torch.isfinite(upper).all()):
+                    self.upper, self.steps = upper, step
+                    return
+            self.damping *= 10
+        raise PruningError(f"the Hessian stays singular even with damping {self.damping / 10:g} x mean(diag H)",
+                           "check the calibration activations for NaN/Inf, or use more calibration windows")
+
+
+def sparsegpt_prune(weight: torch.Tensor, upper: torch.Tensor, segments: list[tuple[int, int, float]],
+                    pattern: Pattern, blocksize: int = 128) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Algorithm 1 on a float32 copy of ``weight`` (rows x columns).
+
+    ``segments`` are (first row, end row, sparsity) of the layers stacked in ``weight``; unstructured
+    masks are selected per segment. Returns (updated weight with pruned entries zeroed, keep mask,
+    predicted loss per row).
+    """
+    W = weight.float().clone()
+    rows, columns = W.shape
+    if pattern.is_nm and (blocksize % pattern.group or columns % pattern.group):
+        raise PruningError(f"SparseGPT's blocksize {blocksize} and width {columns} must be multiples of M={pattern.group}",
+                           f"set params.blocksize to a multiple of {pattern.group}")
+    sub_block = SUB_BLOCK if not pattern.is_nm else pattern.group * max(1, SUB_BLOCK // pattern.group)
+    mask = torch.ones_like(W, dtype=torch.bool)
+    losses = torch.zeros(rows, dtype=torch.float32, device=W.device)
+    for i1 in range(0, columns, blocksize):
+        i2 = min(i1 + blocksize, columns)
+        count = i2 - i1
+        Ub = upper[i1:i2, i1:i2]
+        d = torch.diag(Ub).unsqueeze(1)
+        # the block transposed, so that each column is one contiguous vector over the rows
+        block = W[:, i1:i2].t().contiguous()
+        if pattern.is_nm:
+            keep = torch.zeros_like(block, dtype=torch.bool)
+            scale = torch.zeros_like(block)
+        else:
+            scores = (block / d) ** 2
+            keep = torch.empty_like(block, dtype=torch.bool)
+            for start, end, sparsity in segments:
+                keep[:, start:end] = topk_mask(scores[:, start:end], sparsity)
+            scale = (~keep) / d  # err_i = w_i * pruned / U_ii
+        errors = torch.empty_like(block)
+        for j1 in range(0, count, sub_block):
+            j2 = min(j1 + sub_block, count)
+            for i in range(j1, j2):
+                if pattern.is_nm and i % pattern.group == 0:
+                    group = slice(i, i + pattern.group)
+                    chosen = nm_mask(((block[group] / d[group]) ** 2).t(), pattern.keep, pattern.group).t()
+                    keep[group] = chosen
+                    scale[group] = (~chosen) / d[group]
+                torch.mul(block[i], scale[i], out=errors[i])
+                if i + 1 < j2:
+                    block[i + 1 : j2].addr_(Ub[i, i + 1 : j2], errors[i], alpha=-1)
+            if j2 < count:
+                block[j2:].addmm_(Ub[j1:j2, j2:].t(), errors[j1:j2], alpha=-1)
+        W[:, i1:i2] = (block * keep).t()
+        mask[:, i1:i2] = keep.t()
+        losses += (errors**2).sum(0) / 2
+        if i2 < columns:
+            W[:, i2:].addmm_(errors.t(), upper[i1:i2, i2:], alpha=-1)
+    return W, mask, losses
+
+
+def sparsegpt_pruner(targets: dict[str, float], pattern: Pattern, blocksize: int, dampening: float) -> GroupPruner:
+    def prune(modules: dict[str, nn.Linear], stats: InputStatistics) -> dict[str, LayerResult]:
+        factor = InverseHessianFactor(stats.hessian, dampening)
+        stacked = torch.cat([m.weight.detach().float() for m in modules.values()])
+        stacked[:, factor.dead] = 0
+        segments, start = [], 0
+        for name, module in modules.items():
+            segments.append((start, start + module.weight.shape[0], targets[name]))
+            start += module.weight.shape[0]
+        weight, mask, losses = sparsegpt_prune(stacked, factor.upper, segments, pattern, blocksize)
+        extras = {"damping": factor.damping}
+        if factor.steps:
+            extras["damping_steps"] = factor.steps
+        if int(factor.dead.sum()):
+            extras["dead_inputs"] = int(factor.dead.sum())
+        results = {}
+        for (name, _), (begin, end, _) in zip(modules.items(), segments):
+            layer_mask = mask[begin:end]
+            layer_extras = {**extras, "predicted_loss": float(losses[begin:end].sum())}
+            empty_rows = int((~layer_mask).all(1).sum())
+            if empty_rows:  # the comparison group spans all rows, so at extreme sparsity a row can empty
+                layer_extras["empty_rows"] = empty_rows
+            results[name] = LayerResult(layer_mask, weight[begin:end], layer_extras)
+        return results
+
+    return prune
+
+
+class SparseGPT(PruningMethod):
+    name = "sparsegpt"
+    version = "1"
+    Params = SparseGPTParams
+    needs_calibration = True
+
+    def prune(self, context: PruneContext) -> PruneOutcome:
+        check_pattern(context.layers, context.pattern)
+        pruner = sparsegpt_pruner(context.targets, context.pattern, context.params.blocksize, context.params.dampening)
+        result = run_pipeline(context.model, context.layers, context.calibration, Needs(hessian=True), pruner,
+                              heldout=context.heldout, progress=context.progress, desc="sparsegpt")
+        return result.outcome()
+
+
+METHOD = SparseGPT()

@@ -1,0 +1,79 @@
+"""Wanda: pruning by weights and activations (Sun, Liu, Bair and Kolter, 2023, "A Simple and Effective
+Pruning Approach for Large Language Models").
+
+Score (eq. 1): S_ij = |W_ij| * ||X_j||_2, the weight's magnitude times the L2 norm of its input column
+over the calibration tokens. No weight is updated.
+
+Comparison group (section 3, "per output"): each output row. Every row prunes the same number of
+weights, int(sparsity * columns), so per-row sparsity is exact. N:M (N kept of every M consecutive
+inputs of a row) ranks the weights of each M-group by the same score. Ties within a row are broken by
+column order (the lower index is pruned first), as in the authors' and llmcompressor's stable sort.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from workbench.errors import PruningError
+from workbench.pruning.masks import check_nm_width, nm_mask
+from workbench.pruning.pipeline import GroupPruner, InputStatistics, LayerResult, Needs, run_pipeline
+from workbench.pruning.registry import PruneContext, PruneOutcome, PruningMethod
+from workbench.spec import Pattern
+
+
+def wanda_scores(weight: torch.Tensor, sq_norm: torch.Tensor) -> torch.Tensor:
+    """S = |W| * sqrt(sq_norm) in float32, sq_norm being the per-column sum of squared activations."""
+    return weight.float().abs() * torch.sqrt(sq_norm.float().reshape(1, -1))
+
+
+def row_prune_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Keep mask pruning the int(sparsity * columns) lowest scores of every row (stable: ties prune the
+    lower column index first)."""
+    columns = scores.shape[-1]
+    prune = int(columns * sparsity)
+    if prune >= columns:
+        raise PruningError(f"sparsity {sparsity:g} leaves no weight in rows of {columns} inputs",
+                           "lower the sparsity (or the OWL lambda that raised it)")
+    mask = torch.ones_like(scores, dtype=torch.bool)
+    if prune:
+        order = torch.sort(scores, dim=-1, stable=True).indices
+        mask.scatter_(-1, order[:, :prune], False)
+    return mask
+
+
+def wanda_mask(scores: torch.Tensor, sparsity: float, pattern: Pattern) -> torch.Tensor:
+    """Wanda's mask from its scores: per-row unstructured, or N:M within each row's M-groups."""
+    if pattern.is_nm:
+        return nm_mask(scores, pattern.keep, pattern.group)
+    return row_prune_mask(scores, sparsity)
+
+
+def check_pattern(layers: dict[str, nn.Module], pattern: Pattern) -> None:
+    if pattern.is_nm:
+        for name, module in layers.items():
+            check_nm_width(name, module.weight.shape[-1], pattern.group)
+
+
+def wanda_pruner(targets: dict[str, float], pattern: Pattern) -> GroupPruner:
+    def prune(modules: dict[str, nn.Linear], stats: InputStatistics) -> dict[str, LayerResult]:
+        return {name: LayerResult(wanda_mask(wanda_scores(m.weight, stats.sq_norm), targets[name], pattern))
+                for name, m in modules.items()}
+
+    return prune
+
+
+class Wanda(PruningMethod):
+    name = "wanda"
+    version = "1"
+    needs_calibration = True
+
+    def prune(self, context: PruneContext) -> PruneOutcome:
+        check_pattern(context.layers, context.pattern)
+        result = run_pipeline(context.model, context.layers, context.calibration, Needs(sq_norm=True),
+                              wanda_pruner(context.targets, context.pattern), heldout=context.heldout,
+                              progress=context.progress, desc="wanda")
+        return result.outcome()
+
+
+METHOD = Wanda()
