@@ -244,6 +244,117 @@ def gc(store: Optional[str] = StoreOption) -> None:
     typer.echo(f"removed {removed} unreferenced mask blobs")
 
 
+@bench_app.command("kernels")
+def bench_kernels(
+        device: str = typer.Option("auto", help="cpu | cuda | auto"),
+        backend: list[str] = typer.Option([], "--backend", help="dense, semi24, semi24-cutlass, semi24-tuned, bsr, "
+                                                                "bsr-triton, csr (repeat; default: all the device has)"),
+        dtype: list[str] = typer.Option([], "--dtype", help="fp32, bf16, fp16, fp8, int8 (repeat)"),
+        shape: list[str] = typer.Option([], "--shape", help="weight OUTxIN, e.g. 4096x11008 (repeat)"),
+        tokens: list[int] = typer.Option([], "--tokens", help="tokens per call (repeat)"),
+        sparsity: float = typer.Option(0.9, help="sparsity of the BSR and CSR weights (2:4 is 0.5)"),
+        block: int = typer.Option(64, help="BSR block size"),
+        budget_ms: Optional[float] = typer.Option(None, help="measuring time per case and timing mode"),
+        model_shapes: bool = typer.Option(True, "--model-shapes/--no-model-shapes",
+                                          help="add the shapes of every model pruned in the store"),
+        store: Optional[str] = StoreOption, force: bool = typer.Option(False, "--force"),
+        as_json: bool = typer.Option(False, "--json")) -> None:
+    """Time sparse matmul kernels against dense (a cached `bench` job; README, Kernel benchmarks)."""
+    from workbench.kernels.commands import kernels_command
+
+    try:
+        kernels_command(store, device, backend, dtype, shape, tokens, sparsity, block, budget_ms, model_shapes,
+                        force, as_json)
+    except WorkbenchError as err:
+        fail(err)
+
+
+@bench_app.command("latency")
+def bench_latency(
+        device: str = typer.Option("auto", help="cpu | cuda | auto"),
+        model: str = typer.Option("smollm2-135m", help="smollm2-135m, llama-7b (random weights) or a built-in"),
+        random_weights: bool = typer.Option(True, "--random-weights/--real-weights"),
+        variant: list[str] = typer.Option([], "--variant", help="backend of the linear layers (repeat)"),
+        dtype: Optional[str] = typer.Option(None, help="fp32, bf16 or fp16"),
+        prefill: list[int] = typer.Option([], "--prefill", help="prefill tokens (repeat)"),
+        decode: list[int] = typer.Option([], "--decode", help="decode batch sizes (repeat)"),
+        context: Optional[int] = typer.Option(None, help="tokens in the cache of a decode step"),
+        masks_run: Optional[str] = typer.Option(None, "--masks-run", help="pruning run whose masks are used"),
+        store: Optional[str] = StoreOption, force: bool = typer.Option(False, "--force"),
+        as_json: bool = typer.Option(False, "--json")) -> None:
+    """Prefill and decode latency of a model with dense vs sparse linear layers."""
+    from workbench.kernels.commands import latency_command
+
+    try:
+        latency_command(store, device, model, random_weights, variant, dtype, prefill, decode, context, masks_run,
+                        force, as_json)
+    except WorkbenchError as err:
+        fail(err)
+
+
+@bench_app.command("suite")
+def bench_suite(
+        device: str = typer.Option("auto", help="cpu | cuda | auto"),
+        masks_run: Optional[str] = typer.Option(None, "--masks-run",
+                                                help="pruning run for the latency (default: newest 2:4 smollm2 run)"),
+        budget_s: Optional[float] = typer.Option(None, help="leave out cases that would start after this many seconds"),
+        store: Optional[str] = StoreOption, force: bool = typer.Option(False, "--force"),
+        as_json: bool = typer.Option(False, "--json")) -> None:
+    """The default kernel and latency suite of this device (GPU or CPU)."""
+    from workbench.kernels.commands import suite_command
+
+    try:
+        suite_command(store, device, masks_run, budget_s, force, as_json)
+    except WorkbenchError as err:
+        fail(err)
+
+
+@bench_app.command("report")
+def bench_report(run_ids: Optional[list[str]] = typer.Argument(None, help="bench runs (default: all)"),
+                 store: Optional[str] = StoreOption, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Tables of stored benchmark runs: speedups, latency, ceilings, one-time costs, failures, targets."""
+    from workbench.kernels.commands import report_command
+
+    try:
+        report_command(store, run_ids, as_json)
+    except WorkbenchError as err:
+        fail(err)
+
+
+@app.command("export")
+def export(out: Path = typer.Argument(..., help="a .duckdb file, or a folder for Parquet files"),
+           run: Optional[list[str]] = typer.Option(None, "--run", help="run id (repeat; default: every finished run)"),
+           kind: Optional[str] = typer.Option(None, help="only runs of this kind (prune, train, bench)"),
+           store: Optional[str] = StoreOption) -> None:
+    """Write finished runs and all their rows (metrics, layers, masks, kernel results) to a file."""
+    from workbench import queries
+    from workbench.store.transfer import export_store
+
+    try:
+        ids = [queries.run(_store(store), r)["run_id"] for r in run] if run else None
+        summary = export_store(_store(store), out, ids, kind)
+    except WorkbenchError as err:
+        fail(err)
+    typer.echo(f"exported {summary.runs} runs to {summary.path}: "
+               + ", ".join(f"{n} {table}" for table, n in summary.rows.items()))
+
+
+@app.command("import")
+def import_runs(source: Path = typer.Argument(..., help="a file or folder written by `workbench export`"),
+                replace: bool = typer.Option(False, "--replace", help="replace local finished runs of the same keys"),
+                store: Optional[str] = StoreOption) -> None:
+    """Merge an export into the store without duplicating keys."""
+    from workbench.store.transfer import import_store
+
+    try:
+        summary = import_store(_store(store), source, replace)
+    except WorkbenchError as err:
+        fail(err)
+    typer.echo(f"imported {len(summary.imported)} runs ({len(summary.skipped_present)} already here, "
+               f"{len(summary.skipped_key)} whose key already finished here, {len(summary.replaced)} replaced): "
+               + ", ".join(f"{n} {table}" for table, n in summary.rows.items()))
+
+
 def main() -> None:
     try:
         app()

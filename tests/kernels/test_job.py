@@ -1,0 +1,85 @@
+import json
+
+import pytest
+
+from workbench import queries
+from workbench.kernels.isolation import run_isolated
+from workbench.runner import run_job
+from workbench.spec import parse_spec
+
+METHODOLOGY = ["median_us", "q1_us", "q3_us", "min_us", "reps", "tflops", "gbps", "bytes_moved", "roofline_us",
+               "roofline_fraction", "speedup", "rel_error", "device", "versions"]
+
+
+def _spec(tiny_timing, **kernels):
+    return {"kind": "bench", "device": "cpu", "kernels": {"shapes": ["64x128"], "tokens": [1, 16], **kernels},
+            "timing": tiny_timing}
+
+
+def test_cpu_bench_stores_a_row_per_case_with_every_methodology_field(store, tiny_timing, monkeypatch):
+    # the second csr case crashes its worker: a row with the error, a fresh worker for the rest
+    monkeypatch.setenv("WORKBENCH_KERNEL_FAULT", "csr:64x128-t1:crash")
+    result = run_job(_spec(tiny_timing, backends=["csr", "semi24"]), store)
+    rows = queries.kernel_results(store, [result.run_id])
+
+    ceilings = rows[rows["phase"] == "ceiling"]
+    assert set(ceilings["backend"]) == {"copy", "matmul"} and (ceilings["status"] == "ok").all()
+    assert ceilings["gbps"].max() > 0 and ceilings["tflops"].max() > 0
+
+    kernels = rows[rows["phase"] == "kernel"]
+    dense = kernels[kernels["backend"] == "dense"]
+    assert len(dense) == 2 and (dense["status"] == "ok").all() and (dense["timing"] == "wall").all()
+    assert dense[METHODOLOGY].notna().all().all()
+    assert (dense["speedup"] == 1.0).all() and (dense["rel_error"] < 1e-5).all()
+    assert (dense["q1_us"] <= dense["median_us"]).all() and (dense["median_us"] <= dense["q3_us"]).all()
+    assert (dense["min_us"] <= dense["q1_us"]).all()
+    assert json.loads(dense["versions"].iloc[0])["torch"]
+
+    csr = kernels[kernels["backend"] == "csr"].set_index("case_id")
+    assert csr.loc["64x128-t1", "status"] == "failed" and "worker died" in csr.loc["64x128-t1", "error"]
+    measured = csr.loc["64x128-t16"]
+    assert measured["status"] == "ok" and 0.85 < measured["sparsity"] < 0.95
+    assert measured[METHODOLOGY].notna().all()
+    assert json.loads(measured["extra"])["dense_median_us"] > 0  # the paired baseline, timed alternately
+
+    semi = kernels[kernels["backend"] == "semi24"]
+    assert len(semi) == 2 and (semi["status"] == "unsupported").all() and semi["error"].str.contains("cuda").all()
+
+    # the fastest backend of each measured case is marked; one-time costs are rows of their own
+    best = kernels[kernels["best"] == True]  # noqa: E712
+    assert sorted(best["case_id"]) == ["64x128-t1", "64x128-t16"]
+    setup = rows[rows["phase"] == "setup"]
+    assert {"first_call", "convert_s_per_weight"} <= {json.loads(e)["what"] for e in setup["extra"]}
+    assert result.metrics["failed"] == 1 and result.metrics["unsupported"] == 2
+
+    again = run_job(_spec(tiny_timing, backends=["csr", "semi24"]), store)
+    assert again.cached and again.run_id == result.run_id
+
+
+def test_a_hanging_case_is_killed_and_recorded_as_a_timeout(monkeypatch):
+    monkeypatch.setenv("WORKBENCH_KERNEL_FAULT", "dense:b:hang")
+    settings = {"dtype": "fp32", "budget_ms": 1, "min_samples": 2, "max_samples": 3, "rotate_mb": 0}
+    cases = [{"case_id": c, "out_features": 32, "in_features": 32, "tokens": 2} for c in "abc"]
+    records = run_isolated({"mode": "kernels", "device": "cpu", "backend": "dense", "settings": settings,
+                            "cases": cases}, case_timeout_s=2, startup_s=60)
+    status = {r["case_id"]: r["status"] for r in records if r["kind"] == "case"}
+    assert status == {"a": "ok", "b": "timeout", "c": "ok"}
+
+
+def test_bench_specs_fill_device_defaults_and_reject_unknown_names():
+    spec = parse_spec({"kind": "bench", "device": "cpu", "kernels": {"backends": ["csr"]}})
+    assert spec.kernels.backends == ("dense", "csr")  # the baseline always runs, first
+    assert spec.kernels.dtypes == ("fp32",) and spec.kernels.tokens == (1, 16, 128)
+    assert "latency" not in spec.canonical() and "kernels" in spec.canonical()
+    gpu = parse_spec({"kind": "bench", "device": "cuda", "kernels": {"shapes": ["4096X11008"]}})
+    assert gpu.kernels.shapes == ("4096x11008",) and "semi24-tuned" in gpu.kernels.backends
+    assert gpu.kernels.tokens == (1, 16, 128, 2048, 8192) and "fp8" in gpu.kernels.dtypes
+    latency = parse_spec({"kind": "bench", "target": "latency", "device": "cuda", "latency": {"model": "llama-7b"}})
+    assert latency.latency.variants[0] == "dense" and latency.latency.dtype == "bf16"
+    assert "kernels" not in latency.canonical()
+    from workbench.errors import SpecError
+
+    for bad in ({"kernels": {"backends": ["cusparse-magic"]}}, {"kernels": {"shapes": ["4096"]}},
+                {"target": "latency", "latency": {"model": "gpt-5"}}, {"kernels": {"dtypes": ["fp4"]}}):
+        with pytest.raises(SpecError):
+            parse_spec({"kind": "bench", **bad})

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from workbench.kernels.selection import headline_metrics, mark_best
+from workbench.kernels.stats import paired_speedup, quantile, summarize
+
+
+def test_quartiles_by_hand():
+    stats = summarize([4.0, 1.0, 3.0, 2.0])
+    # h = (n - 1) q: median between 2 and 3, q1 at 1 + 0.75, q3 at 3 + 0.25
+    assert (stats.median_us, stats.q1_us, stats.q3_us, stats.min_us, stats.max_us, stats.reps) == (2.5, 1.75, 3.25, 1, 4, 4)
+    assert summarize([7.0]).median_us == 7.0
+
+
+@pytest.mark.parametrize("n", [2, 5, 10, 101])
+def test_quantiles_match_numpy_on_synthetic_timings(n):
+    rng = np.random.default_rng(n)
+    samples = rng.lognormal(mean=3.0, sigma=0.5, size=n)  # timings: skewed, positive
+    stats = summarize(samples)
+    assert stats.median_us == pytest.approx(np.percentile(samples, 50))
+    assert stats.q1_us == pytest.approx(np.percentile(samples, 25))
+    assert stats.q3_us == pytest.approx(np.percentile(samples, 75))
+    assert stats.min_us == pytest.approx(samples.min())
+    assert quantile(sorted(samples), 0.9) == pytest.approx(np.percentile(samples, 90))
+
+
+def test_one_slow_repetition_does_not_move_the_median():
+    steady = [10.0] * 9
+    assert summarize(steady + [1000.0]).median_us == 10.0
+    assert summarize(steady + [1000.0]).spread == 0.0
+
+
+def test_bad_samples_are_refused():
+    with pytest.raises(ValueError):
+        summarize([])
+    with pytest.raises(ValueError):
+        summarize([1.0, float("nan")])
+    with pytest.raises(ValueError):
+        quantile([1.0], 1.5)
+
+
+def test_paired_speedup_is_the_ratio_of_medians():
+    assert paired_speedup([10, 12, 11], [5, 6, 5.5]) == pytest.approx(2.0)
+
+
+def _row(backend, median, speedup=None, tokens=2048, dtype="bf16", timing="graph", status="ok"):
+    return {"phase": "kernel", "backend": backend, "dtype": dtype, "out_features": 64, "in_features": 64,
+            "tokens": tokens, "timing": timing, "median_us": median, "speedup": speedup, "status": status}
+
+
+def test_the_fastest_backend_of_each_case_is_marked_best():
+    rows = [_row("dense", 10.0, 1.0), _row("semi24", 8.0, 1.25), _row("csr", 30.0, 0.33),
+            _row("dense", 5.0, 1.0, tokens=1), _row("semi24", 7.0, 0.7, tokens=1),
+            _row("semi24", 1.0, 9.0, timing="eager"),  # eager figures never win
+            _row("csr", None, None, status="failed")]
+    mark_best(rows)
+    assert [r.get("best") for r in rows] == [False, True, False, True, False, None, None]
+
+
+def test_headline_speedup_is_the_geometric_mean_of_each_large_case_best():
+    rows = [_row("dense", 10.0, 1.0), _row("semi24", 8.0, 1.25), _row("semi24-tuned", 6.25, 1.6),
+            _row("dense", 10.0, 1.0, dtype="fp16"), _row("semi24-tuned", 4.0, 2.5, dtype="fp16"),
+            _row("semi24-tuned", 20.0, 0.5, tokens=1), _row("csr", None, None, status="failed")]
+    metrics = headline_metrics(rows)
+    assert metrics["speedup"] == pytest.approx((1.6 * 2.5) ** 0.5)
+    assert metrics["best_speedup"] == 2.5
+    assert (metrics["cases"], metrics["failed"]) == (3, 1)

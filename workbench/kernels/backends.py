@@ -1,0 +1,298 @@
+"""Matmul backends: ``y = x W^T`` (a linear layer) through one library path each.
+
+Every backend turns a pruned weight into its own format once (``prepare``), may search its best
+configuration per token count (``tune``), then multiplies (``matmul``). The kernel harness times
+them on synthetic weights; the model converter (``convert.py``) puts the same backends inside
+``nn.Linear`` replacements, so a kernel figure and a model figure come from the same code.
+
+| backend        | format                              | where            | library path                      |
+|----------------|-------------------------------------|------------------|-----------------------------------|
+| dense          | the unpruned weight                 | CPU, CUDA        | F.linear / _scaled_mm / _int_mm   |
+| semi24         | 2:4, torch's semi-structured tensor | CUDA             | cuSPARSELt, default algorithm     |
+| semi24-cutlass | 2:4, torch's semi-structured tensor | CUDA, sm_8x only | CUTLASS                           |
+| semi24-tuned   | 2:4, cuSPARSELt compressed          | CUDA             | cuSPARSELt, searched algorithm    |
+| bsr            | block sparse rows                   | CPU, CUDA        | torch.mm dispatch                 |
+| bsr-triton     | block sparse rows                   | CUDA             | torch's Triton bsr_dense_mm       |
+| csr            | compressed sparse rows              | CPU, CUDA        | torch.mm (MKL / cuSPARSE)         |
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from workbench.kernels.environment import DeviceInfo, output_dtype
+from workbench.kernels.formats import compressed_bytes
+from workbench.kernels.tuning import DEFAULT_ALGORITHM, AlgorithmCache, cache_key, search_cached
+
+# error texts that mean "this library cannot do this here", as opposed to a fault
+_UNSUPPORTED_MARKERS = ("compute capability", "not implemented for", "not supported", "only supports",
+                        "unsupported", "is not compiled")
+
+
+def is_unsupported_error(err: BaseException) -> bool:
+    text = str(err).lower()
+    return isinstance(err, NotImplementedError) or any(marker in text for marker in _UNSUPPORTED_MARKERS)
+
+
+@dataclass
+class PreparedWeight:
+    data: Any  # the backend's own representation
+    nbytes: int  # bytes a matmul reads for the weight, sparse metadata included
+    dtype: str
+    shape: tuple[int, int]  # (out_features, in_features)
+    tuned: dict[int, Any] = field(default_factory=dict)  # token count -> chosen configuration
+
+
+@dataclass
+class TuneResult:
+    config: dict[str, Any]
+    seconds: float
+    cached: bool
+
+
+class Backend:
+    name: ClassVar[str] = ""
+    pattern: ClassVar[str] = "dense"  # dense | 2:4 | block | unstructured
+    devices: ClassVar[frozenset[str]] = frozenset({"cuda"})
+    dtypes: ClassVar[dict[str, frozenset[str]]] = {}  # device kind -> dtype names
+
+    def __init__(self, block: int = 64):
+        self.block = block
+
+    def unsupported(self, device: DeviceInfo, dtype: str) -> str | None:
+        """Why this backend cannot run ``dtype`` on ``device`` (None when it can)."""
+        if device.kind not in self.devices:
+            return f"{self.name} runs on {', '.join(sorted(self.devices))} only"
+        if dtype not in self.dtypes.get(device.kind, frozenset()):
+            return f"{self.name} has no {dtype} kernel on {device.kind}"
+        return None
+
+    def token_multiple(self, dtype: str) -> int:
+        """Token counts are padded (with zero rows, outside the timed call) to a multiple of this."""
+        return 1
+
+    def min_tokens(self, dtype: str) -> int:
+        return 1
+
+    def padded_tokens(self, tokens: int, dtype: str) -> int:
+        multiple = self.token_multiple(dtype)
+        return max(self.min_tokens(dtype), -(-tokens // multiple) * multiple)
+
+    def math_fraction(self, density: float) -> float:
+        """Fraction of the dense multiply-adds the format must do."""
+        return density
+
+    def prepare(self, weight: torch.Tensor, dtype: str) -> PreparedWeight:
+        raise NotImplementedError
+
+    def tune(self, prepared: PreparedWeight, x: torch.Tensor) -> TuneResult | None:
+        return None
+
+    def matmul(self, prepared: PreparedWeight, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Dense(Backend):
+    name = "dense"
+    devices = frozenset({"cpu", "cuda"})
+    dtypes = {"cpu": frozenset({"fp32", "bf16"}), "cuda": frozenset({"fp32", "bf16", "fp16", "fp8", "int8"})}
+
+    def unsupported(self, device: DeviceInfo, dtype: str) -> str | None:
+        reason = super().unsupported(device, dtype)
+        if reason is None and dtype == "fp8" and device.capability is not None and device.capability < (8, 9):
+            reason = "fp8 matmuls need compute capability 8.9 or newer"
+        return reason
+
+    def token_multiple(self, dtype: str) -> int:
+        return {"fp8": 16, "int8": 8}.get(dtype, 1)
+
+    def min_tokens(self, dtype: str) -> int:
+        return 32 if dtype == "int8" else 1  # torch._int_mm needs more than 16 rows
+
+    def math_fraction(self, density: float) -> float:
+        return 1.0
+
+    def prepare(self, weight: torch.Tensor, dtype: str) -> PreparedWeight:
+        data: Any = weight
+        if dtype == "fp8":
+            one = torch.ones((), device=weight.device, dtype=torch.float32)
+            data = (weight, one)
+        return PreparedWeight(data, weight.numel() * weight.element_size(), dtype, tuple(weight.shape))
+
+    def matmul(self, prepared: PreparedWeight, x: torch.Tensor) -> torch.Tensor:
+        if prepared.dtype == "fp8":
+            weight, one = prepared.data
+            return torch._scaled_mm(x, weight.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+        if prepared.dtype == "int8":
+            return torch._int_mm(x, prepared.data.t())
+        return F.linear(x, prepared.data)
+
+
+class Semi24Torch(Backend):
+    """2:4 through torch's public API: ``to_sparse_semi_structured`` then ``F.linear``."""
+
+    name = "semi24"
+    pattern = "2:4"
+    dtypes = {"cuda": frozenset({"bf16", "fp16"})}
+    force_cutlass: ClassVar[bool] = False
+
+    def math_fraction(self, density: float) -> float:
+        return 0.5
+
+    def prepare(self, weight: torch.Tensor, dtype: str) -> PreparedWeight:
+        from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
+
+        SparseSemiStructuredTensor._FORCE_CUTLASS = self.force_cutlass
+        sparse = to_sparse_semi_structured(weight)
+        parts = [getattr(sparse, name, None) for name in ("packed", "meta")]
+        return PreparedWeight(sparse, sum(p.numel() * p.element_size() for p in parts if p is not None), dtype,
+                              tuple(weight.shape))
+
+    def matmul(self, prepared: PreparedWeight, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, prepared.data)
+
+
+class Semi24Cutlass(Semi24Torch):
+    """CUTLASS's 2:4 kernels compress on Hopper but multiply only on sm_8x; a failed call is recorded."""
+
+    name = "semi24-cutlass"
+    force_cutlass = True
+
+
+class Semi24Tuned(Backend):
+    """cuSPARSELt called directly, with the algorithm searched per (shape, tokens, dtype) and cached."""
+
+    name = "semi24-tuned"
+    pattern = "2:4"
+    dtypes = {"cuda": frozenset({"bf16", "fp16", "fp8", "int8"})}
+
+    def __init__(self, block: int = 64, cache: AlgorithmCache | None = None):
+        super().__init__(block)
+        self._cache = cache
+
+    def token_multiple(self, dtype: str) -> int:
+        return 16 if dtype in ("fp8", "int8") else 8
+
+    def math_fraction(self, density: float) -> float:
+        return 0.5
+
+    @staticmethod
+    def transpose_result(dtype: str) -> bool:
+        # A fused transposed result gives (tokens, out) directly, as F.linear does; with fp16 it is a
+        # known fault (hundreds of ms per call, then an illegal instruction), so fp16 keeps (out, tokens).
+        return dtype != "fp16"
+
+    def prepare(self, weight: torch.Tensor, dtype: str) -> PreparedWeight:
+        compressed = torch._cslt_compress(weight)
+        return PreparedWeight(compressed, compressed.numel() * compressed.element_size(), dtype, tuple(weight.shape))
+
+    def _out_dtype(self, dtype: str) -> torch.dtype | None:
+        return output_dtype(dtype) if dtype in ("fp8", "int8") else None
+
+    def tune(self, prepared: PreparedWeight, x: torch.Tensor) -> TuneResult:
+        from workbench.kernels.environment import device_identity
+
+        if self._cache is None:
+            self._cache = AlgorithmCache()
+        dtype, tokens = prepared.dtype, x.shape[0]
+        transpose = self.transpose_result(dtype)
+        try:
+            key = cache_key(device_identity("cuda"), *prepared.shape, tokens, dtype, transpose)
+            algorithm, seconds, cached = search_cached(self._cache, key, prepared.data, x.t(), self._out_dtype(dtype),
+                                                       transpose)
+        except RuntimeError:
+            if not transpose:
+                raise
+            # a library without the fused transposed result for this dtype: (out, tokens), read transposed
+            transpose = False
+            key = cache_key(device_identity("cuda"), *prepared.shape, tokens, dtype, transpose)
+            algorithm, seconds, cached = search_cached(self._cache, key, prepared.data, x.t(), self._out_dtype(dtype),
+                                                       transpose)
+        prepared.tuned[tokens] = (algorithm, transpose)
+        return TuneResult({**algorithm.as_kwargs(), "transpose_result": transpose}, seconds, cached)
+
+    def matmul(self, prepared: PreparedWeight, x: torch.Tensor) -> torch.Tensor:
+        algorithm, transpose = prepared.tuned.get(x.shape[0], (DEFAULT_ALGORITHM, self.transpose_result(prepared.dtype)))
+        y = torch._cslt_sparse_mm(prepared.data, x.t(), out_dtype=self._out_dtype(prepared.dtype),
+                                  transpose_result=transpose, **algorithm.as_kwargs())
+        return y if transpose else y.t()
+
+
+class _Compressed(Backend):
+    """Shared by the CSR/BSR backends: ``torch.mm(W_sparse, x^T)`` read back as (tokens, out)."""
+
+    def _convert(self, weight: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def prepare(self, weight: torch.Tensor, dtype: str) -> PreparedWeight:
+        with warnings.catch_warnings():  # torch flags its sparse compressed layouts as beta on every conversion
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            sparse = self._convert(weight)
+        return PreparedWeight(sparse, compressed_bytes(sparse), dtype, tuple(weight.shape))
+
+    def matmul(self, prepared: PreparedWeight, x: torch.Tensor) -> torch.Tensor:
+        return torch.mm(prepared.data, x.t()).t()
+
+
+class Bsr(_Compressed):
+    name = "bsr"
+    pattern = "block"
+    devices = frozenset({"cpu", "cuda"})
+    dtypes = {"cpu": frozenset({"fp32"}), "cuda": frozenset({"fp32", "bf16", "fp16"})}
+
+    def _convert(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight.to_sparse_bsr((self.block, self.block))
+
+
+class BsrTriton(Bsr):
+    name = "bsr-triton"
+    devices = frozenset({"cuda"})
+    dtypes = {"cuda": frozenset({"fp32", "bf16", "fp16"})}
+
+    def unsupported(self, device: DeviceInfo, dtype: str) -> str | None:
+        reason = super().unsupported(device, dtype)
+        if reason is None:
+            try:
+                import triton  # noqa: F401
+            except ImportError:
+                reason = "triton is not installed"
+        return reason
+
+    def token_multiple(self, dtype: str) -> int:
+        return 16  # bsr_dense_mm needs the dense operand's columns divisible by 16
+
+    def matmul(self, prepared: PreparedWeight, x: torch.Tensor) -> torch.Tensor:
+        from torch.sparse._triton_ops import bsr_dense_mm
+
+        return bsr_dense_mm(prepared.data, x.t()).t()
+
+
+class Csr(_Compressed):
+    name = "csr"
+    pattern = "unstructured"
+    devices = frozenset({"cpu", "cuda"})
+    dtypes = {"cpu": frozenset({"fp32"}), "cuda": frozenset({"fp32", "bf16", "fp16"})}
+
+    def _convert(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight.to_sparse_csr()
+
+
+BACKENDS: dict[str, type[Backend]] = {cls.name: cls for cls in
+                                      (Dense, Semi24Torch, Semi24Cutlass, Semi24Tuned, Bsr, BsrTriton, Csr)}
+
+
+def make_backend(name: str, block: int = 64) -> Backend:
+    return BACKENDS[name](block=block)
+
+
+def default_backends(device: str) -> tuple[str, ...]:
+    return tuple(name for name, cls in BACKENDS.items() if device in cls.devices)
+
+
+def default_dtypes(device: str) -> tuple[str, ...]:
+    return ("fp32",) if device == "cpu" else ("bf16", "fp16", "fp8", "int8")

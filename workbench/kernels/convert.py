@@ -1,0 +1,122 @@
+"""Put a model's pruned linear layers into a sparse format, behind the kernel backends.
+
+``SparseLinear`` replaces an ``nn.Linear``: its pruned weight is prepared once by a backend of
+``backends.py`` and every forward multiplies through that backend, so a model's latency and a
+kernel's figure come from the same code. Masks come from a pruning run in the store (the run the
+latency is linked to) or, for random-weight models, from the backend's own pattern.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workbench.errors import WorkbenchError
+from workbench.kernels.backends import Backend, make_backend
+from workbench.kernels.environment import DTYPES
+from workbench.kernels.formats import SEMI24_GROUP, SEMI24_KEEP, pattern_mask
+from workbench.models.layers import prunable_layers
+from workbench.pruning.masks import nm_weight_valid
+
+
+class ConversionError(WorkbenchError):
+    """Masks that do not fit the model or the chosen sparse format."""
+
+
+class SparseLinear(nn.Module):
+    """``y = x W^T + b`` with W held by a backend in its sparse format."""
+
+    def __init__(self, backend: Backend, weight: torch.Tensor, bias: torch.Tensor | None, dtype: str):
+        super().__init__()
+        self.backend, self.dtype = backend, dtype
+        self.out_features, self.in_features = weight.shape
+        self.prepared = backend.prepare(weight, dtype)
+        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
+        self.search_s = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        rows = x.reshape(-1, self.in_features)
+        tokens = rows.shape[0]
+        padded = self.backend.padded_tokens(tokens, self.dtype)
+        if padded != tokens:
+            rows = F.pad(rows, (0, 0, 0, padded - tokens))
+        if padded not in self.prepared.tuned:
+            tuned = self.backend.tune(self.prepared, rows)  # searched once per token count, before capture
+            self.search_s += tuned.seconds if tuned is not None else 0.0
+        y = self.backend.matmul(self.prepared, rows)[:tokens]
+        if self.bias is not None:
+            y = y + self.bias
+        # attention reshapes q/k/v with .view: a transposed result must become contiguous (a real cost)
+        return y.contiguous().reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features} -> {self.out_features}, {self.backend.name}, {self.prepared.nbytes} bytes"
+
+
+@dataclass
+class ConversionReport:
+    layers: int = 0
+    seconds: float = 0.0
+    dense_bytes: int = 0
+    sparse_bytes: int = 0
+    sparsity: float = 0.0
+    from_run: bool = False
+    skipped: list[str] = field(default_factory=list)
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def convert_model(model: nn.Module, backend_name: str, dtype: str, masks: dict[str, torch.Tensor] | None = None,
+                  sparsity: float = 0.9, block: int = 64, seed: int = 0) -> ConversionReport:
+    """Replace the prunable linear layers by ``SparseLinear``s of ``backend_name`` (in place)."""
+    report = ConversionReport(from_run=masks is not None)
+    if backend_name == "dense":
+        return report
+    backend = make_backend(backend_name, block=block)
+    layers = prunable_layers(model)
+    if masks is not None:
+        missing = sorted(set(layers) - set(masks))
+        if missing:
+            raise ConversionError(f"the masks lack {len(missing)} of the model's layers (first: {missing[0]})",
+                                  "take masks from a pruning run of this model")
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    kept = total = 0
+    started = time.perf_counter()
+    with torch.no_grad():
+        for name, linear in layers.items():
+            weight = linear.weight
+            mask = masks[name].to(weight.device) if masks is not None else \
+                pattern_mask(weight, backend.pattern, sparsity, block, generator)
+            if mask is None:
+                continue
+            if mask.shape != weight.shape:
+                raise ConversionError(f"the mask of {name} is {tuple(mask.shape)}, the weight {tuple(weight.shape)}",
+                                      "take masks from a pruning run of this model")
+            pruned = (weight * mask).to(DTYPES[dtype])
+            if backend.pattern == "2:4" and not nm_weight_valid(pruned, SEMI24_KEEP, SEMI24_GROUP):
+                raise ConversionError(f"layer {name} is not 2:4 sparse, which {backend_name} needs",
+                                      "use masks from a run pruned with pattern 2:4, or a bsr/csr backend")
+            kept += int(mask.sum())
+            total += mask.numel()
+            sparse = SparseLinear(backend, pruned, linear.bias, dtype)
+            report.dense_bytes += weight.numel() * pruned.element_size()
+            report.sparse_bytes += sparse.prepared.nbytes
+            _set_module(model, name, sparse)
+            report.layers += 1
+    if next(model.parameters()).is_cuda:
+        torch.cuda.synchronize()
+    report.seconds = time.perf_counter() - started
+    report.sparsity = 1 - kept / total if total else 0.0
+    return report
+
+
+def search_seconds(model: nn.Module) -> float:
+    return sum(m.search_s for m in model.modules() if isinstance(m, SparseLinear))

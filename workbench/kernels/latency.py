@@ -1,0 +1,189 @@
+"""End-to-end latency of a model whose linear layers are dense or sparse: prefill and decode.
+
+- Prefill: one sequence of T tokens through the model (no cache), logits of the last position only,
+  as generation's first step computes them.
+- Decode: one new token for each of B sequences whose cache already holds ``context`` tokens. The
+  cache is static (fixed addresses, as CUDA graphs need) and its length counters are reset to
+  ``context`` inside every step, so each replay computes the same step.
+
+The sparse model and its dense original are timed alternately in one process; the speedup is the
+ratio of their medians. Only the linear layers inside the blocks change, so end-to-end gains are
+smaller than kernel gains (attention, norms, embeddings and the head stay dense).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from workbench.kernels.environment import DTYPES
+from workbench.kernels.harness import is_fatal, timing_modes
+from workbench.kernels.timing import Launch, eager_launch, graph_launch, measure
+
+# Shapes of models timed with random weights (no download, no pretrained file needed for latency).
+RANDOM_MODELS: dict[str, dict[str, Any]] = {
+    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3, head_dim=64, vocab_size=49152, max_position_embeddings=8192,
+                         tie_word_embeddings=True, rms_norm_eps=1e-5),
+    "llama-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                     num_key_value_heads=32, vocab_size=32000, max_position_embeddings=8192,
+                     tie_word_embeddings=False, rms_norm_eps=1e-5),
+    "tiny-llama": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, vocab_size=259, max_position_embeddings=512,
+                       tie_word_embeddings=False),
+}
+
+
+def build_model(name: str, random_weights: bool, dtype: str, device: str, seed: int = 0) -> nn.Module:
+    """A causal LM in eval mode: random weights of a known shape, or a built-in's real weights."""
+    if random_weights:
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        config = LlamaConfig(**RANDOM_MODELS[name])
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(DTYPES[dtype])
+        try:
+            with torch.random.fork_rng(devices=[]), torch.device(device):
+                torch.manual_seed(seed)
+                model = LlamaForCausalLM(config)
+        finally:
+            torch.set_default_dtype(previous)
+        return model.to(DTYPES[dtype]).eval()  # whatever dtype the library initialised in
+    from workbench.models import load_model
+
+    return load_model(name).model.to(device=device, dtype=DTYPES[dtype]).eval()
+
+
+def _reset_lengths(lengths: list[torch.Tensor], context: torch.Tensor) -> None:
+    """One multi-tensor kernel puts every layer's cache length back to ``context``."""
+    torch._foreach_copy_(lengths, [context] * len(lengths))
+
+
+def prefill_call(model: nn.Module, ids: torch.Tensor) -> Callable[[], object]:
+    return lambda: model(input_ids=ids, use_cache=False, logits_to_keep=1)
+
+
+def decode_calls(models: dict[str, nn.Module], batch: int, context: int, vocab: int, device: str,
+                 generator: torch.Generator) -> dict[str, Callable[[], object]]:
+    """One decode step per model over a shared static cache holding ``context`` tokens."""
+    from transformers import StaticCache
+
+    first = next(iter(models.values()))
+    cache = StaticCache(config=first.config, max_cache_len=context + 1)
+    prompt = torch.randint(0, vocab, (batch, context), device=device, generator=generator)
+    first(input_ids=prompt, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    lengths = [layer.cumulative_length for layer in cache.layers]
+    start = torch.full_like(lengths[0], context)
+    step = torch.randint(0, vocab, (batch, 1), device=device, generator=generator)
+
+    def call(model: nn.Module) -> Callable[[], object]:
+        def run() -> object:
+            _reset_lengths(lengths, start)
+            return model(input_ids=step, past_key_values=cache, use_cache=True)
+        return run
+
+    return {name: call(model) for name, model in models.items()}
+
+
+def _measure(calls: dict[str, Callable[[], object]], device: str, task: dict[str, Any]) -> tuple[dict, dict]:
+    """Samples per timing mode and model name; errors per mode (e.g. a step that cannot be captured)."""
+    for call in calls.values():  # eager first: searches and lazy initialisation stay out of capture
+        call()
+    samples: dict[str, dict[str, list[float]]] = {}
+    errors: dict[str, str] = {}
+    for mode in timing_modes(device, task["graphs"], task["eager"]):
+        try:
+            launches: dict[str, Launch] = {name: graph_launch([call], warmup=1) if mode == "graph" else
+                                           eager_launch([call]) for name, call in calls.items()}
+            samples[mode] = measure(launches, device, task["budget_ms"] / 1e3, warmup=2,
+                                    min_samples=task["min_samples"], max_samples=task["max_samples"])
+        except Exception as err:  # noqa: BLE001 - recorded beside the modes that worked
+            if is_fatal(err):
+                raise
+            errors[mode] = f"{type(err).__name__}: {err}"[:2000]
+        finally:
+            launches = {}
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return samples, errors
+
+
+def run_latency_task(task: dict[str, Any], emit: Callable[[dict[str, Any]], None],
+                     fault_hook: Callable[[str, str], None]) -> int:
+    from workbench.kernels.convert import convert_model, search_seconds
+
+    from workbench.kernels.environment import device_info, versions
+
+    device, dtype, variant = task["device"], task["dtype"], task["variant"]
+    emit({"kind": "device", "label": device_info(device).label, "versions": versions(device)})
+    masks = None
+    if task.get("masks_file"):
+        from safetensors.torch import load_file
+
+        masks = {name: mask.bool() for name, mask in load_file(task["masks_file"]).items()}
+    with torch.no_grad():
+        dense = build_model(task["model"], task["random_weights"], dtype, device, task.get("seed", 0))
+        models: dict[str, nn.Module] = {"dense": dense}
+        if variant != "dense":
+            sparse = copy.deepcopy(dense)
+            report = convert_model(sparse, variant, dtype, masks, task["sparsity"], task["block"], task.get("seed", 0))
+            emit({"kind": "setup", "what": "convert", "seconds": report.seconds, "extra": asdict(report)})
+            models["backend"] = sparse
+        weight_bytes = {name: _linear_bytes(model) for name, model in models.items()}
+        vocab = dense.config.vocab_size
+        generator = torch.Generator(device=device).manual_seed(task.get("seed", 0))
+        for case in task["cases"]:  # "prefill-<tokens>" | "decode-<batch>"
+            case_id = case["case_id"]
+            phase, size = case_id.split("-")[0], int(case_id.split("-")[1])
+            emit({"kind": "start", "case_id": case_id})
+            fault_hook(variant, case_id)
+            record: dict[str, Any] = {"kind": "case", "case_id": case_id, "phase": phase}
+            try:
+                if phase == "prefill":
+                    ids = torch.randint(0, vocab, (1, size), device=device, generator=generator)
+                    calls = {name: prefill_call(model, ids) for name, model in models.items()}
+                else:
+                    calls = decode_calls(models, size, task["decode_context"], vocab, device, generator)
+                samples, errors = _measure(calls, device, task)
+                name = "backend" if "backend" in models else "dense"
+                result = {"samples_us": {m: s[name] for m, s in samples.items()},
+                          "dense_us": {m: s["dense"] for m, s in samples.items()} if name == "backend" else {},
+                          "errors": errors, "weight_bytes": weight_bytes[name],
+                          "dense_weight_bytes": weight_bytes["dense"],
+                          "search_s": search_seconds(models[name])}
+                emit({**record, "status": "ok", "result": result})
+            except Exception as err:  # noqa: BLE001 - a failed case is a row with its error text
+                from workbench.kernels.backends import is_unsupported_error
+
+                status = "unsupported" if is_unsupported_error(err) else "failed"
+                emit({**record, "status": status, "error": f"{type(err).__name__}: {err}"[:4000]})
+                if is_fatal(err):
+                    return 3
+            finally:
+                calls = {}
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+            emit({"kind": "done", "case_id": case_id})
+    return 0
+
+
+def _linear_bytes(model: nn.Module) -> int:
+    """Bytes of the block linear layers' weights as the matmuls read them (sparse metadata included)."""
+    from workbench.kernels.convert import SparseLinear
+    from workbench.models.layers import transformer_blocks
+
+    prefix, _ = transformer_blocks(model)
+    total = 0
+    for name, module in model.named_modules():
+        if not name.startswith(prefix + "."):
+            continue
+        if isinstance(module, SparseLinear):
+            total += module.prepared.nbytes
+        elif isinstance(module, nn.Linear):
+            total += module.weight.numel() * module.weight.element_size()
+    return total

@@ -1,0 +1,144 @@
+"""Tables of a store's benchmark rows: kernel speedups, model latency, ceilings, failures, targets.
+
+Readers only: everything comes through ``workbench.queries``. The tables judge on graph replay
+(GPU) or the wall clock (CPU); eager figures are listed beside them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+import pandas as pd
+
+from workbench import queries
+from workbench.kernels.selection import DEPLOYED_TIMINGS, LARGE_TOKENS
+
+TARGETS = {
+    "dense_roofline": 0.75,  # dense baseline: fraction of the measured roofline at >= 2048 tokens
+    "semi24_tuned_speedup": 1.6,  # tuned 2:4 over dense, bf16 and fp16, >= 2048 tokens
+    "llama7b_prefill_speedup": 1.3,  # 2:4 Llama-7B-shaped model, prefill of 2048 tokens
+}
+
+
+def bench_rows(store: Any = None, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    frame = queries.kernel_results(store, run_ids)
+    if frame.empty or "phase" not in frame:
+        return pd.DataFrame(columns=["run_id", "phase", "backend", "dtype", "status"])
+    return frame
+
+
+def _ok(frame: pd.DataFrame, phases: tuple[str, ...], timings: tuple[str, ...] = DEPLOYED_TIMINGS) -> pd.DataFrame:
+    return frame[frame["phase"].isin(phases) & (frame["status"] == "ok") & frame["timing"].isin(timings)]
+
+
+def kernel_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dtype, shape, tokens): the speedup of every backend over dense, the fastest
+    backend, and the dense baseline's time and fraction of the roofline."""
+    rows = _ok(frame, ("kernel",))
+    if rows.empty:
+        return pd.DataFrame()
+    rows = rows.assign(shape=rows["out_features"].astype(str) + "x" + rows["in_features"].astype(str))
+    keys = ["dtype", "shape", "tokens"]
+    speedups = rows.pivot_table(index=keys, columns="backend", values="speedup", aggfunc="first")
+    best = rows[rows["best"] == True].set_index(keys)["backend"].rename("fastest")  # noqa: E712 (nullable)
+    dense = rows[rows["backend"] == "dense"].set_index(keys)
+    table = speedups.join(best).join(dense[["median_us", "roofline_fraction"]].rename(
+        columns={"median_us": "dense_us", "roofline_fraction": "dense_roofline"}))
+    return table.reset_index().sort_values(keys, key=lambda c: c.map(_shape_order) if c.name == "shape" else c)
+
+
+def _shape_order(shape: str) -> int:
+    out_features, in_features = (int(v) for v in shape.split("x"))
+    return out_features * in_features
+
+
+def latency_table(frame: pd.DataFrame) -> pd.DataFrame:
+    rows = _ok(frame, ("prefill", "decode"), DEPLOYED_TIMINGS + ("eager",))
+    if rows.empty:
+        return pd.DataFrame()
+    columns = ["model", "phase", "tokens", "batch", "backend", "dtype", "timing", "median_us", "tokens_per_s",
+               "speedup", "best", "source_run"]
+    table = rows[columns].assign(median_ms=rows["median_us"] / 1e3).drop(columns="median_us")
+    return table.sort_values(["model", "phase", "timing", "tokens", "backend"])
+
+
+def ceilings_table(frame: pd.DataFrame) -> pd.DataFrame:
+    rows = frame[(frame["phase"] == "ceiling") & (frame["status"] == "ok")]
+    return rows[["device", "backend", "dtype", "median_us", "gbps", "tflops"]].drop_duplicates()
+
+
+def setup_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """One-time costs: first call in a process, conversion per weight, configuration search."""
+    rows = frame[(frame["phase"] == "setup") & (frame["status"] == "ok")]
+    if rows.empty:
+        return pd.DataFrame()
+    what = rows["extra"].map(lambda e: json.loads(e).get("what") if isinstance(e, str) else None)
+    rows = rows.assign(what=what, seconds=rows["median_us"] / 1e6)
+    return rows.groupby(["what", "backend", "dtype"], dropna=False)["seconds"].agg(["count", "median", "max"]).reset_index()
+
+
+def failures_table(frame: pd.DataFrame) -> pd.DataFrame:
+    rows = frame[frame["status"] != "ok"]
+    if rows.empty:
+        return pd.DataFrame()
+    rows = rows.assign(error=rows["error"].fillna("").str.slice(0, 140))
+    return rows.groupby(["backend", "dtype", "timing", "status", "error"], dropna=False).size().rename("rows").reset_index()
+
+
+def targets(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The issue's targets, judged on this data: each with its figure and whether it is met."""
+    out = []
+    kernels = _ok(frame, ("kernel",))
+    large = kernels[kernels["tokens"] >= LARGE_TOKENS]
+    dense = large[large["backend"] == "dense"]["roofline_fraction"].dropna()
+    if not dense.empty:
+        out.append({"target": f"dense >= {TARGETS['dense_roofline']:.0%} of roofline at tokens >= {LARGE_TOKENS}",
+                    "figure": f"min {dense.min():.2f}, median {dense.median():.2f} over {len(dense)} cases",
+                    "met": bool(dense.min() >= TARGETS["dense_roofline"])})
+    tuned = large[(large["backend"] == "semi24-tuned") & large["dtype"].isin(["bf16", "fp16"])]["speedup"].dropna()
+    if not tuned.empty:
+        out.append({"target": f"semi24-tuned >= {TARGETS['semi24_tuned_speedup']}x over dense (bf16/fp16, "
+                              f"tokens >= {LARGE_TOKENS})",
+                    "figure": f"min {tuned.min():.2f}x, median {tuned.median():.2f}x, max {tuned.max():.2f}x "
+                              f"over {len(tuned)} cases", "met": bool(tuned.min() >= TARGETS["semi24_tuned_speedup"])})
+    prefill = _ok(frame, ("prefill",))
+    llama = prefill[(prefill["model"] == "llama-7b") & (prefill["tokens"] == 2048) & (prefill["pattern"] == "2:4")]
+    if not llama.empty:
+        best = llama["speedup"].max()
+        out.append({"target": f"llama-7b 2:4 prefill of 2048 tokens >= {TARGETS['llama7b_prefill_speedup']}x",
+                    "figure": f"{best:.2f}x ({llama.loc[llama['speedup'].idxmax(), 'backend']})",
+                    "met": bool(best >= TARGETS["llama7b_prefill_speedup"])})
+    return out
+
+
+def print_report(frame: pd.DataFrame) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=200)
+
+    def show(title: str, table: pd.DataFrame) -> None:
+        if table.empty:
+            return
+        rich_table = Table(title=title)
+        for column in table.columns:
+            rich_table.add_column(str(column))
+        for row in table.itertuples(index=False):
+            rich_table.add_row(*[_cell(v) for v in row])
+        console.print(rich_table)
+
+    show("ceilings (measured in the same run)", ceilings_table(frame))
+    show("kernels: speedup over dense (graph replay on GPU, wall clock on CPU)", kernel_table(frame))
+    show("model latency", latency_table(frame))
+    show("one-time costs (seconds)", setup_table(frame))
+    show("rows that did not measure", failures_table(frame))
+    show("targets", pd.DataFrame(targets(frame)))
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.0f}"
+    return str(value)
