@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from workbench_app.data import LOWER_IS_BETTER, QUALITY_METRICS, Reader
+from workbench_app.figures import figure_of, grouped_traces
 from workbench_app.pareto import pareto_front
 from workbench_app.specs import numeric_fields
 from workbench_app.ui import choose, runs_or_stop, selection, show_figure
@@ -32,12 +33,10 @@ def front_trace(frame: pd.DataFrame, x: str, y: str, higher_x: bool, higher_y: b
 def quality_figure(frame: pd.DataFrame, x: str, y: str, color: str, symbol: str | None, fronts: str,
                    higher_x: bool, log_y: bool, title: str) -> go.Figure:
     higher_y = y not in LOWER_IS_BETTER
-    hover = {c: True for c in ["run_id", "method", "pattern", "target_sparsity", "achieved_sparsity", y]
-             if c in frame and c not in (x,)}
-    figure = px.scatter(frame, x=x, y=y, color=frame[color].astype(str), symbol=symbol and frame[symbol].astype(str),
-                        hover_name="label", hover_data=hover, log_y=log_y, title=title,
-                        labels={"color": color, "symbol": symbol or ""})
-    colors = {trace.name.split(",")[0]: trace.marker.color for trace in figure.data}
+    hover = ["run_id"]  # the label names method, pattern, sparsity and model already
+    traces = grouped_traces(frame, x, y, color=color, symbol=symbol, hover=hover)
+    colors = {trace["name"].split(", ")[0]: trace["marker"]["color"] for trace in traces}
+    figure = figure_of(traces)
     if fronts == "all runs":
         trace = front_trace(frame, x, y, higher_x, higher_y, "Pareto front (all runs)")
         if trace is not None:
@@ -48,15 +47,25 @@ def quality_figure(frame: pd.DataFrame, x: str, y: str, color: str, symbol: str 
             if trace is not None:
                 figure.add_trace(trace)
     direction = "lower is better" if not higher_y else "higher is better"
-    figure.update_layout(yaxis_title=f"{y} ({direction})", height=520)
+    figure.update_layout(title=title, xaxis_title=x, yaxis_title=f"{y} ({direction})", height=520,
+                         legend_title_text=", ".join(c for c in (color, symbol) if c))
+    figure.update_yaxes(type="log" if log_y else "linear")
     return figure
 
 
-def kernel_speedups(kernels: pd.DataFrame, backend: str, dtype: str, tokens: int) -> pd.Series:
-    """Median measured speedup over dense per (pattern, sparsity) for one backend, dtype and token count."""
-    ok = kernels[(kernels["backend"] == backend) & (kernels["dtype"] == dtype) & (kernels["tokens"] == tokens)
-                 & kernels["speedup"].notna()]
-    return ok.groupby([ok["pattern"].astype(str), ok["sparsity"].round(3)])["speedup"].median()
+def measured_speedups(runs: pd.DataFrame, rows: pd.DataFrame) -> list[float | None]:
+    """Each run's speedup over dense: the median of the latency rows timed with its own masks
+    (``source_run``), else of the kernel cases at its pattern and sparsity; 1 for the dense run itself."""
+    own = rows.groupby("source_run")["speedup"].median().to_dict() if "source_run" in rows else {}
+    by_case = rows.groupby([rows["pattern"].astype(str), rows["sparsity"].round(3)])["speedup"].median().to_dict()
+    out = []
+    for run_id, method, pattern, target in zip(runs["run_id"], runs["method"], runs["pattern"],
+                                               runs["target_sparsity"].fillna(0.0)):
+        if method == "dense":
+            out.append(1.0)
+        else:
+            out.append(own.get(run_id, by_case.get((str(pattern), round(float(target), 3)))))
+    return out
 
 
 st.title("Compare")
@@ -100,33 +109,55 @@ show_figure(quality_figure(data, x_axis, metric, color, symbol, fronts, True, lo
                            f"{metric} against sparsity"), key="compare_quality")
 
 st.subheader("Against measured speed")
-speed_metrics = [c for c in ["speedup"] if c in data and data[c].notna().any()]
 kernels = reader.kernel_results()
-kernels = kernels[kernels.get("speedup", pd.Series(dtype=float)).notna()] if "speedup" in kernels else kernels.iloc[0:0]
+if "speedup" in kernels and not kernels.empty:
+    kernels = kernels[kernels["speedup"].notna()]
+    phase = kernels["phase"].fillna("kernel") if "phase" in kernels else pd.Series("kernel", index=kernels.index)
+    by_run = kernels[phase.isin(["prefill", "decode"]) & kernels["source_run"].isin(set(data["run_id"]))] \
+        if "source_run" in kernels else kernels.iloc[0:0]
+    cases = kernels[phase == "kernel"]
+else:
+    by_run = cases = kernels.iloc[0:0]
+sources = {}
+if not by_run.empty:
+    sources["the model pruned by each run (latency benchmark)"] = by_run
+if not cases.empty:
+    sources["kernel cases at each run's pattern and sparsity"] = cases
+if "speedup" in data and data["speedup"].notna().any():
+    sources["each run's own speedup metric"] = None
 speed = None
-if not kernels.empty:
-    pick = st.columns(3)
-    with pick[0]:
-        backend = choose("Backend", sorted(kernels["backend"].dropna().unique()), key="compare_backend",
-                         persist_state="session")
-    with pick[1]:
-        dtype = choose("Dtype", sorted(kernels["dtype"].dropna().unique()), key="compare_dtype", persist_state="session")
-    with pick[2]:
-        tokens = choose("Tokens", sorted(int(t) for t in kernels["tokens"].dropna().unique()), key="compare_tokens",
-                        persist_state="session")
-    medians = kernel_speedups(kernels, backend, dtype, tokens)
-    lookup = {(str(p), s): v for (p, s), v in medians.items()}
-    speed = data.assign(speedup=[1.0 if method == "dense" else lookup.get((str(pattern), round(float(target), 3)))
-                                 for method, pattern, target in zip(data["method"], data["pattern"],
-                                                                    data["target_sparsity"].fillna(0))])
-    st.caption(f"Speedup of each run's pattern and sparsity: median of the kernel cases measured on {backend}, "
-               f"{dtype}, {tokens} tokens (dense = 1).")
-elif speed_metrics:
-    speed = data
-    st.caption("Speedup as each run measured it.")
+if sources:
+    source = choose("Speed from", list(sources), key="compare_speed_source", persist_state="session")
+    rows = sources[source]
+    if rows is not None:
+        pick = st.columns(4)
+        with pick[0]:
+            backend = choose("Backend", sorted(rows["backend"].dropna().unique()), key="compare_backend",
+                             persist_state="session")
+        with pick[1]:
+            dtype = choose("Dtype", sorted(rows["dtype"].dropna().unique()), key="compare_dtype",
+                           persist_state="session")
+        rows = rows[(rows["backend"] == backend) & (rows["dtype"] == dtype)]
+        if source.startswith("kernel cases"):
+            size_column = "tokens"
+        else:
+            with pick[2]:
+                chosen_phase = choose("Phase", sorted(rows["phase"].dropna().unique()), key="compare_phase",
+                                      persist_state="session")
+            rows = rows[rows["phase"] == chosen_phase]
+            size_column = "batch" if chosen_phase == "decode" else "tokens"
+        with pick[3]:
+            size = choose(size_column.capitalize(), sorted(int(t) for t in rows[size_column].dropna().unique()),
+                          key=f"compare_{size_column}", persist_state="session")
+        rows = rows[rows[size_column] == size]
+        speed = data.assign(speedup=measured_speedups(data, rows))
+        st.caption(f"Median measured speedup over dense on {backend}, {dtype}, {size_column} = {size} "
+                   "(the dense run is the baseline: 1).")
+    else:
+        speed = data
 if speed is None or speed["speedup"].notna().sum() == 0:
-    st.info("No latency measured for these runs yet: kernel benchmark rows (job kind `bench`) or runs that "
-            "record a `speedup` metric fill this chart.", icon="⏱️")
+    st.info("No latency measured for these runs yet: kernel benchmark rows (job kind `bench`), a latency "
+            "benchmark of a pruned run's model, or runs that record a `speedup` metric fill this chart.", icon="⏱️")
 else:
     show_figure(quality_figure(speed[speed["speedup"].notna()], "speedup", metric, color, symbol, fronts, True,
                                log_y, f"{metric} against speedup over dense"), key="compare_speed")

@@ -8,6 +8,7 @@ import plotly.express as px
 import streamlit as st
 
 from workbench_app.data import Reader
+from workbench_app.figures import facet_figure
 from workbench_app.ui import runs_or_stop, show_figure
 
 LATENCY_WORDS = ("latency", "tokens_per_s", "throughput")
@@ -24,15 +25,13 @@ def filtered(frame: pd.DataFrame, column: str, label: str, key: str) -> pd.DataF
 
 
 def against_tokens(frame: pd.DataFrame, y: str, title: str, key: str, baseline: float | None = None) -> None:
-    shapes = sorted(frame["shape"].unique())
-    figure = px.line(frame.sort_values("tokens"), x="tokens", y=y, color="backend", line_dash="dtype",
-                     line_group="series", facet_col="shape", facet_col_wrap=FACETS, markers=True, log_x=True,
-                     hover_name="run", hover_data={"case_id": True, "median_us": ":.2f", "timing": True,
-                                                   "series": False, "shape": False},
-                     category_orders={"shape": shapes}, title=title,
-                     height=320 * ((len(shapes) + FACETS - 1) // FACETS) + 80)
+    """One panel per shape: ``y`` against tokens, a line per backend (colour), dtype (dash) and run."""
+    figure = facet_figure(frame, "shape", "tokens", y, title, columns=FACETS, color="backend", dash="dtype",
+                          line_group="series", mode="lines+markers",
+                          hover=["case_id", "median_us", "timing", "rel_error", "run_id"])
+    figure.update_xaxes(type="log")
     if baseline is not None:
-        figure.add_hline(y=baseline, line=dict(color="grey", dash="dash"), annotation_text="dense")
+        figure.add_hline(y=baseline, line=dict(color="grey", dash="dash"))
     show_figure(figure, key=key)
 
 
@@ -47,11 +46,13 @@ if kernels.empty:
     st.stop()
 
 labels = dict(zip(runs["run_id"], runs["label"]))
-kernels = kernels.assign(shape=kernels["out_features"].astype("Int64").astype(str) + "×"
-                         + kernels["in_features"].astype("Int64").astype(str),
-                         run=kernels["run_id"].map(labels).fillna(kernels["run_id"]))
-kernels["series"] = kernels["run_id"] + kernels["backend"].astype(str) + kernels["dtype"].astype(str) \
-    + kernels["timing"].astype(str) + kernels["shape"]
+kernels = kernels.assign(shape=kernels["out_features"].astype("Int64").astype(str).fillna("?") + "×"
+                         + kernels["in_features"].astype("Int64").astype(str).fillna("?"),
+                         label=kernels["run_id"].map(labels).fillna(kernels["run_id"]))
+kernels["run"] = kernels["label"]
+# one line per (run, backend, dtype, timing, shape, phase): the unit a curve over tokens belongs to
+kernels["series"] = kernels[["run_id", "backend", "dtype", "timing", "shape"]
+                            + (["phase"] if "phase" in kernels else [])].astype(str).fillna("").agg("/".join, axis=1)
 
 with st.container(border=True):
     columns = st.columns(4)
@@ -65,12 +66,17 @@ with st.container(border=True):
         kernels = filtered(kernels, "timing", "Timing", "kernels_timing")
     kernels = filtered(kernels, "run", "Benchmark runs", "kernels_runs")
 
-measured = kernels[kernels["speedup"].notna()]
-failed = kernels[kernels["error"].notna() | ~kernels["status"].fillna("ok").isin(["ok", "finished", "measured"])]
-st.caption(f"{len(measured):,} measured cases, {len(failed):,} failed, from {kernels['run_id'].nunique()} runs")
+phase = kernels["phase"].fillna("kernel") if "phase" in kernels else pd.Series("kernel", index=kernels.index)
+cases = kernels[phase == "kernel"]
+model_rows = kernels[phase.isin(["prefill", "decode"])]
+measured = cases[cases["speedup"].notna()]
+failed = kernels[kernels["error"].notna() | ~kernels["status"].fillna("ok").isin(["ok"])]
+st.caption(f"{len(measured):,} measured kernel cases, {len(model_rows):,} model latency rows, {len(failed):,} "
+           f"failed or unsupported, from {kernels['run_id'].nunique()} runs")
 
+st.subheader("Kernel cases")
 if measured.empty:
-    st.info("No measured speedup among the cases shown.")
+    st.info("No measured kernel case among the rows shown.")
 else:
     against_tokens(measured, "speedup", "speedup over dense (same shape, dtype and tokens)", "kernels_speedup", 1.0)
     if measured["roofline_fraction"].notna().any():
@@ -80,20 +86,41 @@ else:
         st.info("These cases recorded no roofline fraction.")
 
 st.subheader("Model latency")
-bench_runs = list(dict.fromkeys(kernels["run_id"]).keys()) + list(runs.loc[runs["kind"] == "bench", "run_id"])
-metrics = reader.metrics(list(dict.fromkeys(bench_runs)))
-latency = metrics[metrics["name"].str.contains("|".join(LATENCY_WORDS))] if not metrics.empty else metrics
-if latency.empty:
-    st.info("No model latency recorded: a benchmark that times a whole pruned model logs e.g. "
-            "`model_latency_ms`.", icon="⏱️")
+timed = model_rows[model_rows["speedup"].notna() | model_rows["median_us"].notna()]
+if not timed.empty:
+    size = timed["batch"].where(timed["phase"] == "decode", timed["tokens"]) if "batch" in timed else timed["tokens"]
+    timed = timed.assign(size=size, pruned_by=timed["source_run"].map(labels).fillna(timed["source_run"])
+                         if "source_run" in timed else None)
+    y = "speedup" if timed["speedup"].notna().any() else "median_us"
+    figure = facet_figure(timed, "phase", "size", y, "end-to-end model: " + ("speedup over dense" if y == "speedup"
+                                                                           else "median µs"), columns=2,
+                          color="backend", dash="dtype", line_group="series", mode="lines+markers",
+                          hover=["model", "pruned_by", "tokens_per_s", "median_us", "run_id"])
+    figure.update_xaxes(type="log", title_text="tokens (prefill) / batch (decode)")
+    if y == "speedup":
+        figure.add_hline(y=1.0, line=dict(color="grey", dash="dash"))
+    show_figure(figure, key="kernels_model")
 else:
-    latency = latency.assign(run=latency["run_id"].map(labels))
-    show_figure(px.bar(latency, x="run", y="value", color="name", barmode="group", hover_name="run",
-                       title="model latency and throughput per run"), key="kernels_latency")
+    bench_runs = list(dict.fromkeys(list(kernels["run_id"]) + list(runs.loc[runs["kind"] == "bench", "run_id"])))
+    metrics = reader.metrics(bench_runs)
+    latency = metrics[metrics["name"].str.contains("|".join(LATENCY_WORDS))] if not metrics.empty else metrics
+    if latency.empty:
+        st.info("No model latency recorded: a latency benchmark times a whole pruned model (prefill and "
+                "decode) against its dense original.", icon="⏱️")
+    else:
+        latency = latency.assign(run=latency["run_id"].map(labels))
+        show_figure(px.bar(latency, x="run", y="value", color="name", barmode="group", hover_name="run",
+                           title="model latency and throughput per run"), key="kernels_latency")
 
 if not failed.empty:
-    st.subheader("Failed cases")
-    st.dataframe(failed[["run", "case_id", "backend", "dtype", "shape", "tokens", "status", "error"]],
-                 hide_index=True, key="kernels_failed")
-with st.expander("Every case, with its methodology fields"):
+    st.subheader("Failed and unsupported cases")
+    st.dataframe(failed[[c for c in ["run", "case_id", "phase", "backend", "dtype", "shape", "tokens", "status",
+                                     "error"] if c in failed]], hide_index=True, key="kernels_failed")
+for name, title in (("ceiling", "Machine ceilings measured in the same runs"), ("setup", "One-time costs")):
+    rows = kernels[phase == name]
+    if not rows.empty:
+        with st.expander(title):
+            st.dataframe(rows.drop(columns=["series"]).dropna(axis=1, how="all"), hide_index=True,
+                         key=f"kernels_{name}")
+with st.expander("Every row, with its methodology fields"):
     st.dataframe(kernels.drop(columns=["series"]), hide_index=True, key="kernels_all")

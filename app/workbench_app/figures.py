@@ -69,3 +69,94 @@ def short_names(layers: pd.Series) -> pd.Series:
     prefix = os.path.commonprefix(names) if len(names) > 1 else ""
     prefix = prefix[: prefix.rfind(".") + 1]
     return layers.str.slice(len(prefix))
+
+
+# ---------------------------------------------------------------- grouped traces without plotly express
+# plotly express spends ~10 ms of bookkeeping per trace; a page with a few hundred traces (kernel curves
+# per backend, dtype and shape; 10,000 runs coloured by method) would take seconds. These build the same
+# traces directly. Every point names its run on hover (the frame's ``label`` column).
+
+COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+          "#17becf"]
+SYMBOLS = ["circle", "diamond", "square", "x", "triangle-up", "star", "cross", "triangle-down"]
+DASHES = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"]
+WEBGL_POINTS = 2000  # beyond this many points a trace draws with WebGL
+
+
+def _styles(frame: pd.DataFrame, column: str | None, styles: list[str]) -> dict[str, str]:
+    if not column:
+        return {}
+    return {value: styles[i % len(styles)] for i, value in enumerate(sorted(frame[column].astype(str).unique()))}
+
+
+def _hover(x: str, y: str, hover: list[str]) -> str:
+    extra = "".join(f"<br>{name}: %{{customdata[{i}]}}" for i, name in enumerate(hover))
+    return f"<b>%{{text}}</b><br>{x}: %{{x}}<br>{y}: %{{y}}{extra}<extra></extra>"
+
+
+def grouped_traces(frame: pd.DataFrame, x: str, y: str, *, color: str | None = None, symbol: str | None = None,
+                   dash: str | None = None, line_group: str | None = None, mode: str = "markers",
+                   hover: list[str] = (), label: str = "label") -> list[dict]:
+    """One trace (a plain dict) per combination of the ``color`` / ``symbol`` / ``dash`` columns, styled
+    consistently across figures of the same data. ``line_group`` splits a trace's line into one line per
+    value (NaN breaks between them) without adding traces."""
+    keys = list(dict.fromkeys(c for c in (color, symbol, dash) if c))
+    colors, symbols, dashes = _styles(frame, color, COLORS), _styles(frame, symbol, SYMBOLS), _styles(frame, dash, DASHES)
+    hover = [h for h in dict.fromkeys(hover) if h in frame and h not in (x, y)]
+    # copy only the columns drawn (frames read from the store are wide) and sort once
+    frame = frame[list(dict.fromkeys([*keys, *([line_group] if line_group else []), x, y, label, *hover]))]
+    if "lines" in mode:
+        frame = frame.sort_values([line_group, x] if line_group else [x], kind="stable")
+    groups = frame.groupby([frame[k].astype(str) for k in keys], sort=True) if keys else [((), frame)]
+    traces = []
+    for values, group in groups:
+        named = dict(zip(keys, values if isinstance(values, tuple) else (values,)))
+        columns = {"x": group[x].to_numpy(dtype=object), "y": group[y].to_numpy(dtype=object),
+                   "text": group[label].astype(str).to_numpy(dtype=object)}
+        if hover:
+            columns["customdata"] = group[hover].astype(str).to_numpy(dtype=object)
+        if line_group:  # a None between two lines of one trace breaks the line there
+            owner = group[line_group].astype(str).to_numpy()
+            cuts = np.flatnonzero(owner[1:] != owner[:-1]) + 1
+            columns = {k: np.insert(v, cuts, None, axis=0) for k, v in columns.items()}
+        webgl = len(group) > WEBGL_POINTS and "lines" not in mode
+        name = ", ".join(named.values()) or y
+        traces.append(dict(
+            type="scattergl" if webgl else "scatter", mode=mode, name=name, legendgroup=name,
+            hovertemplate=_hover(x, y, hover), **columns,
+            marker=dict(color=colors.get(named.get(color)), symbol=symbols.get(named.get(symbol))),
+            line=dict(color=colors.get(named.get(color)), dash=dashes.get(named.get(dash)))))
+    return traces
+
+
+def figure_of(traces: list[dict], layout: object = None) -> go.Figure:
+    """A figure from trusted trace dicts, skipping plotly's per-property validation (the slow part)."""
+    return go.Figure(data=traces, layout=layout, _validate=False)
+
+
+def facet_figure(frame: pd.DataFrame, facet: str, x: str, y: str, title: str, columns: int = 3,
+                 **traces: object) -> go.Figure:
+    """``grouped_traces`` in one panel per value of ``facet`` (shared y axis; one legend)."""
+    from plotly.subplots import make_subplots
+
+    values = sorted(frame[facet].astype(str).unique())
+    rows = max(1, -(-len(values) // columns))
+    grid = make_subplots(rows=rows, cols=min(columns, len(values)) or 1, shared_yaxes=True,
+                         subplot_titles=[f"{facet} {v}" for v in values], horizontal_spacing=0.04,
+                         vertical_spacing=0.12 if rows > 1 else 0.0)
+    data, shown, left = [], set(), []
+    for index, value in enumerate(values):
+        panel = grid.get_subplot(index // columns + 1, index % columns + 1)
+        if index % columns == 0:
+            left.append(panel.yaxis.plotly_name)
+        for trace in grouped_traces(frame[frame[facet].astype(str) == value], x, y, **traces):
+            trace.update(xaxis=panel.xaxis.plotly_name.replace("axis", ""),
+                         yaxis=panel.yaxis.plotly_name.replace("axis", ""), showlegend=trace["name"] not in shown)
+            shown.add(trace["name"])
+            data.append(trace)
+    figure = figure_of(data, grid.layout)
+    figure.update_layout(title=title, height=320 * rows + 90)
+    figure.update_xaxes(title_text=x)
+    for axis in left:
+        figure.layout[axis].title.text = y
+    return figure

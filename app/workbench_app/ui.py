@@ -96,7 +96,8 @@ def choose(label: str, options: list[Any], key: str, default: Any = None, **kwar
         return None
     if st.session_state.get(key) not in options:
         st.session_state[key] = default if default in options else options[0]
-    return st.selectbox(label, options, key=key, **kwargs)
+    value = st.selectbox(label, options, key=key, **kwargs)
+    return st.session_state.get(key) if value is None else value
 
 
 def number_columns(frame: pd.DataFrame) -> dict[str, Any]:

@@ -92,8 +92,9 @@ def add_training_run(store: Store) -> str:
     return run_id
 
 
-def add_kernel_run(store: Store) -> str:
-    """A kernel benchmark: 2:4 and dense backends over tokens, two shapes, one failed case, a model latency."""
+def add_kernel_run(store: Store, pruned_run: str) -> str:
+    """A kernel benchmark: 2:4 and block-sparse backends over tokens, two shapes, one unsupported case,
+    machine ceilings, and the latency of the model pruned by ``pruned_run`` (prefill and decode)."""
     run_id = _start(store, "c" * 64, "bench", {"kind": "bench", "backends": ["cusparselt", "bsr"]}, {})
     rows = []
     for out_features, in_features in ((2048, 2048), (4096, 1024)):
@@ -101,14 +102,24 @@ def add_kernel_run(store: Store) -> str:
             for tokens in (1, 16, 256, 4096):
                 for backend, gain in (("cusparselt", 1.6), ("bsr", 0.7)):
                     speedup = gain * (1 - 0.3 / (1 + tokens / 64))
-                    rows.append({"case_id": f"{out_features}x{in_features}-{tokens}-{dtype}-{backend}", "backend": backend,
+                    rows.append({"case_id": f"{out_features}x{in_features}-{tokens}-{dtype}-{backend}",
+                                 "phase": "kernel", "backend": backend,
                                  "dtype": dtype, "out_features": out_features, "in_features": in_features,
                                  "tokens": tokens, "pattern": "2:4", "sparsity": 0.5, "timing": "cuda-graph",
                                  "median_us": 100 / speedup, "speedup": speedup,
                                  "roofline_fraction": min(0.95, 0.3 + tokens / 8192), "status": "ok"})
-    rows.append({"case_id": "2048x2048-1-float16-cutlass", "backend": "cutlass", "dtype": "float16",
-                 "out_features": 2048, "in_features": 2048, "tokens": 1, "pattern": "2:4", "sparsity": 0.5,
-                 "status": "error", "error": "Supported only on GPUs with compute capability 8.x"})
+    rows.append({"case_id": "2048x2048-1-float16-cutlass", "phase": "kernel", "backend": "cutlass",
+                 "dtype": "float16", "out_features": 2048, "in_features": 2048, "tokens": 1, "pattern": "2:4",
+                 "sparsity": 0.5, "status": "unsupported",
+                 "error": "Supported only on GPUs with compute capability 8.x"})
+    for phase, sizes in (("prefill", (128, 512)), ("decode", (1, 8))):
+        for size in sizes:
+            rows.append({"case_id": f"{phase}-{size}", "phase": phase, "model": "tiny-llama", "backend": "cusparselt",
+                         "dtype": "float16", "tokens": size if phase == "prefill" else 1,
+                         "batch": size if phase == "decode" else None, "timing": "cuda-graph",
+                         "median_us": 900.0 / size ** 0.5, "speedup": 1.1 + 0.05 * size ** 0.5,
+                         "tokens_per_s": 1000.0 * size, "source_run": pruned_run, "status": "ok"})
+    rows.append({"case_id": "ceiling-copy", "phase": "ceiling", "gbps": 3900.0, "status": "ok"})
     store.finish_run(run_id, "c" * 64, JobOutput(metrics=[Metric("model_latency_ms", 12.5), Metric("speedup", 1.3)],
                                                  kernel_results=rows), 3.0)
     return run_id
@@ -119,6 +130,11 @@ def rich_store(suite_path: Path, path: Path) -> tuple[Store, dict[str, object]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(suite_path, path)
     store = Store(path)
-    ids = {"failed": add_failed_runs(store), "owl": add_allocation_run(store),
-           "train": add_training_run(store), "bench": add_kernel_run(store)}
+    from workbench import queries
+
+    suite = queries.runs(store)
+    nm_run = suite.loc[suite["pattern"] == "2:4", "run_id"].iloc[0]
+    by_name = {(m if p == "unstructured" else p): r for m, p, r in zip(suite["method"], suite["pattern"], suite["run_id"])}
+    ids = {"suite": by_name, "nm": nm_run, "failed": add_failed_runs(store),
+           "owl": add_allocation_run(store), "train": add_training_run(store), "bench": add_kernel_run(store, nm_run)}
     return store, ids

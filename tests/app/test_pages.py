@@ -1,0 +1,178 @@
+"""Every page under AppTest on stores made here: missing, the default suite (run for real on tiny-llama),
+and one with failed, training, OWL and kernel rows. No exceptions; the expected elements and figure
+data; filters and selections change what is shown."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.app.conftest import PAGES
+from tests.app.helpers import figures, no_exception, notices, table, trace_names
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_missing_store_shows_how_to_fill_it(open_page, tmp_path, page):
+    at = open_page(tmp_path / "nowhere" / "workbench.duckdb", page)
+    no_exception(at)
+    if page == "launch":
+        assert at.button and not figures(at)  # the form works without a store: it creates one
+        assert "Nothing launched yet" in at.caption[-1].value
+    else:
+        assert "No store at" in notices(at) and "workbench demo" in notices(at)
+        assert not figures(at)
+
+
+def test_runs_page_on_the_default_suite(open_page, suite_path):
+    at = open_page(suite_path, "runs")
+    no_exception(at)
+    runs = at.dataframe[0].value
+    assert sorted(runs["method"]) == ["dense", "magnitude", "magnitude", "random"]
+    assert set(runs["status"]) == {"finished"} and runs["perplexity"].notna().all()
+    assert "4 runs in" in at.caption[0].value
+
+
+def test_runs_filters_query_box_and_sorting(open_page, rich):
+    path, ids = rich
+    at = open_page(path, "runs")
+    assert len(at.dataframe[0].value) == 9
+    at.multiselect(key="runs_filter_status").set_value(["failed"]).run()
+    failed = at.dataframe[0].value
+    assert list(failed["run_id"]) == [ids["failed"][0]] and "no weights" in failed["error"].iloc[0]
+    at.multiselect(key="runs_filter_status").set_value([]).run()
+    at.text_input(key="runs_query").input("method=magnitude target>=0.8").run()
+    assert set(at.dataframe[0].value["status"]) == {"failed", "running"}
+    at.text_input(key="runs_query").input("kind=prune").run()
+    at.selectbox(key="runs_sort").set_value("perplexity").run()
+    at.toggle(key="runs_descending").set_value(False).run()
+    ordered = at.dataframe[0].value["perplexity"].dropna().tolist()
+    assert ordered == sorted(ordered) and len(ordered) == 5
+    at.text_input(key="runs_query").input("colour=red").run()
+    no_exception(at)
+    assert "unknown field 'colour'" in notices(at)
+
+
+def test_selecting_runs_shows_only_the_spec_fields_that_differ(open_page, rich):
+    path, ids = rich
+    at = open_page(path, "runs")
+    suite = ids["suite"]
+    at.multiselect(key="runs_pick").set_value([suite["magnitude"], suite["random"]]).run()
+    no_exception(at)
+    diff = table(at, "field")
+    # same model, data, sparsity, pattern, calibration: only the method and magnitude's own parameter
+    assert list(diff.index) == ["method", "params.scope"]
+    assert sorted(diff.loc["method"]) == ["magnitude", "random"]
+    assert sorted(diff.loc["params.scope"]) == ["layer", "—"]
+    at.multiselect(key="runs_pick").set_value([suite["magnitude"], suite["2:4"]]).run()
+    assert set(table(at, "field").index) == {"pattern.group", "pattern.keep", "pattern.name"}
+    at.multiselect(key="runs_pick").set_value([ids["failed"][0]]).run()
+    assert "This run failed" in notices(at)
+    assert '"sparsity": 0.9' in at.code[0].value
+
+
+def test_compare_draws_quality_against_sparsity_with_the_pareto_front(open_page, suite_path):
+    at = open_page(suite_path, "compare")
+    no_exception(at)
+    charts = figures(at)
+    quality = charts["compare_quality"]
+    points = [t for t in quality["data"] if not t["name"].startswith("Pareto")]
+    assert sum(len(t["x"]) for t in points) == 4
+    assert all("tiny-llama" in label for t in points for label in t["text"])  # hover names the run
+    front = [t for t in quality["data"] if t["name"] == "Pareto front (all runs)"]
+    assert front and len(front[0]["x"]) >= 1
+    assert "No latency measured" in notices(at)
+    assert "compare_matrix" in charts  # sparsity and pattern fields vary across the suite
+
+
+def test_compare_colour_grouping_and_speed(open_page, rich):
+    path, ids = rich
+    at = open_page(path, "compare")
+    no_exception(at)
+    names = trace_names(figures(at)["compare_quality"])
+    assert "wanda, unstructured" in names
+    at.selectbox(key="compare_color").set_value("pattern").run()
+    at.selectbox(key="compare_symbol").set_value("(none)").run()
+    at.selectbox(key="compare_fronts").set_value("each colour group").run()
+    names = trace_names(figures(at)["compare_quality"])
+    assert {"2:4", "unstructured", "front: 2:4", "front: unstructured"} <= set(names)
+    speed = figures(at)["compare_speed"]  # the latency rows timed with the 2:4 run's masks
+    xs = {label: x for t in speed["data"] if not t["name"].startswith("front")
+          for label, x in zip(t["text"], t["x"])}
+    assert any(ids["nm"][:8] in label and x > 1 for label, x in xs.items())
+    assert any(label.startswith("dense") and x == 1.0 for label, x in xs.items())
+
+
+def test_layers_side_by_side_heatmap_and_owl(open_page, rich):
+    path, ids = rich
+    at = open_page(path, "layers", selection=[ids["owl"], ids["nm"]])
+    no_exception(at)
+    charts = figures(at)
+    assert len([t for t in charts["layers_bars"]["data"] if t["type"] == "bar"]) == 2
+    heat = charts["layers_heatmap"]["data"][0]
+    assert len(heat["x"]) == 2 and len(heat["y"]) == 14  # runs x the 2:4 run's 14 layers
+    assert {"layers_recon", "layers_owl_ratio", "layers_owl_target"} <= set(charts)
+    owl = charts["layers_owl_target"]["data"][0]
+    assert sorted(owl["y"]) == pytest.approx([0.65, 0.75])
+    at.selectbox(key="layers_heatmap_value").set_value("achieved − target").run()
+    assert figures(at)["layers_heatmap"]["layout"]["coloraxis"]["cmid"] == 0
+
+
+def test_layers_without_recon_or_owl_say_so(open_page, suite_path):
+    at = open_page(suite_path, "layers")
+    no_exception(at)
+    assert "No outlier ratios recorded" in notices(at) and "reconstruction error" in notices(at)
+    assert "layers_bars" in figures(at)
+
+
+def test_masks_picture_zoom_and_overlap(open_page, suite_path):
+    at = open_page(suite_path, "masks")
+    no_exception(at)
+    charts = figures(at)
+    assert {"masks_image", "masks_detail", "masks_rows", "masks_cols", "masks_overlap"} <= set(charts)
+    overlap = charts["masks_overlap"]["data"][0]
+    assert len(overlap["z"]) == 4 and [overlap["z"][i][i] for i in range(4)] == [1.0] * 4
+    dense = [i for i, name in enumerate(overlap["y"]) if name.startswith("dense")][0]
+    assert min(overlap["z"][dense]) == pytest.approx(0.5, abs=0.01)  # 50% masks inside the all-kept one
+    nm_run = [r for r, label in zip(at.selectbox(key="masks_run").options, at.selectbox(key="masks_run").options)
+              if "2:4" in label][0]
+    at.selectbox(key="masks_run").select(nm_run).run()
+    detail = figures(at)["masks_detail"]
+    assert len(detail["layout"]["shapes"]) == 48 // 4 - 1  # a line between every two groups of 4 columns
+    at.radio(key="masks_scope").set_value("the whole model").run()
+    no_exception(at)
+
+
+def test_training_curves_divergence_and_snapshots(open_page, rich):
+    path, ids = rich
+    at = open_page(path, "training")
+    no_exception(at)
+    charts = figures(at)
+    loss = charts["training_metric_loss"]["data"][0]
+    assert loss["x"] == list(range(0, 61, 10)) and loss["y"][0] > loss["y"][-1]
+    lines = charts["training_sad_lines"]["data"]
+    assert len(lines) == 2 and all(len(t["x"]) == 3 for t in lines)  # 2 layers x 3 steps after the first
+    snapshots = charts["training_snapshots"]
+    assert len(snapshots["frames"]) == 4
+    at.multiselect(key="training_metrics").set_value(["accuracy"]).run()
+    assert "training_metric_loss" not in figures(at) and "training_metric_accuracy" in figures(at)
+
+
+def test_kernels_speedup_roofline_latency_and_failures(open_page, rich):
+    path, _ = rich
+    at = open_page(path, "kernels")
+    no_exception(at)
+    charts = figures(at)
+    speedup = charts["kernels_speedup"]
+    assert {t["name"] for t in speedup["data"]} == {"bsr, bfloat16", "bsr, float16", "cusparselt, bfloat16",
+                                                    "cusparselt, float16"}
+    assert "kernels_roofline" in charts and "kernels_model" in charts
+    failed = table(at, "error")
+    assert "compute capability 8.x" in failed["error"].iloc[0]
+    at.multiselect(key="kernels_dtype").set_value(["float16"]).run()
+    assert {t["name"] for t in figures(at)["kernels_speedup"]["data"]} == {"bsr, float16", "cusparselt, float16"}
+
+
+def test_training_and_kernels_are_empty_on_the_default_suite(open_page, suite_path):
+    for page, words in (("training", "No training runs yet"), ("kernels", "No kernel benchmark rows yet")):
+        at = open_page(suite_path, page)
+        no_exception(at)
+        assert words in notices(at)

@@ -1,0 +1,1 @@
+"""Benchmarks that build their own inputs and print figures (`workbench bench ...`)."""
