@@ -244,6 +244,31 @@ def gc(store: Optional[str] = StoreOption) -> None:
     typer.echo(f"removed {removed} unreferenced mask blobs")
 
 
+@bench_app.command("app")
+def bench_app_pages(
+        store: Path = typer.Option(Path("store") / "app-bench.duckdb", "--store",
+                                   help="synthetic store to build (if missing) and time the pages on"),
+        runs: int = typer.Option(10_000, help="runs in the synthetic store"),
+        layer_rows: int = typer.Option(1_000_000, help="per-layer rows in the synthetic store"),
+        repeat: int = typer.Option(5, help="fresh sessions timed per page"),
+        rebuild: bool = typer.Option(False, "--rebuild", help="build the store again even if it exists"),
+        app_file: Path = typer.Option(Path("app") / "main.py", "--app", help="the app's main script")) -> None:
+    """Time every page of the Streamlit app on a large synthetic store (cold and warm render)."""
+    from workbench.benchmarks.app_store import Sizes, build_store, environment, time_pages
+
+    if not app_file.is_file():
+        fail(WorkbenchError(f"no app at {app_file}", "run from the repository root or pass --app app/main.py"))
+    if rebuild or not store.exists():
+        started = __import__("time").perf_counter()
+        counts = build_store(store, Sizes(runs=runs, layer_rows=layer_rows))
+        typer.echo(f"built {store} in {__import__('time').perf_counter() - started:.1f} s: "
+                   + ", ".join(f"{n:,} {table}" for table, n in counts.items()))
+    figures = time_pages(store, app_file, repeat)
+    typer.echo(" ".join(f"{k}={v}" for k, v in environment().items()))
+    typer.echo(f"store {store} ({store.stat().st_size / 2**20:.0f} MiB), {repeat} sessions per page, seconds:")
+    typer.echo(figures.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
 @bench_app.command("kernels")
 def bench_kernels(
         device: str = typer.Option("auto", help="cpu | cuda | auto"),
