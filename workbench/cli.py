@@ -346,6 +346,18 @@ def bench_report(run_ids: Optional[list[str]] = typer.Argument(None, help="bench
         fail(err)
 
 
+@bench_app.command("train")
+def bench_train(store: Optional[str] = StoreOption, force: bool = typer.Option(False, "--force"),
+                as_json: bool = typer.Option(False, "--json")) -> None:
+    """Run the suite's training sweep (fashion-cnn) and print accuracy, sparsity, SAD and wall times."""
+    from workbench.training.report import train_sweep_command
+
+    try:
+        train_sweep_command(store, force, as_json)
+    except WorkbenchError as err:
+        fail(err)
+
+
 @app.command("export")
 def export(out: Path = typer.Argument(..., help="a .duckdb file, or a folder for Parquet files"),
            run: Optional[list[str]] = typer.Option(None, "--run", help="run id (repeat; default: every finished run)"),

@@ -59,3 +59,13 @@ def test_bad_width_or_device_fails_before_the_store_changes(store, text_spec):
         with pytest.raises(SpecError, match="CUDA"):
             run_job({**text_spec, "device": "cuda"}, store)
     assert not store.path.exists()
+
+
+def test_the_default_suite_trains_every_method_on_fashion_cnn():
+    from workbench.suite import default_suite
+
+    specs = default_suite(kinds=["train"])
+    assert {(s.method, str(s.pattern), s.sparsity) for s in specs} >= {
+        ("dense", "unstructured", 0.0), ("ste", "2:4", 0.5), ("sr-ste", "2:4", 0.5),
+        ("gmp", "unstructured", 0.9), ("rigl", "unstructured", 0.9), ("set", "unstructured", 0.9)}
+    assert all(s.model == "fashion-cnn" and s.steps == 1407 for s in specs)  # three epochs of 60k at 128

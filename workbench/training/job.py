@@ -69,6 +69,7 @@ def prepare(spec: TrainSpec, progress: bool = False) -> PreparedTrain:
                             f"set seq_len to at most {loaded.max_seq_len}")
         model = loaded.model.to(device)
         layers = prunable_layers(model)
+        _check_nm_widths(spec, layers)
         task = TextTask.from_spec(spec, loaded.tokenizer, device)
         params = resolve_method(spec.method).Params.model_validate(spec.params)
         if getattr(params, "prune_method", None):
@@ -78,12 +79,16 @@ def prepare(spec: TrainSpec, progress: bool = False) -> PreparedTrain:
             if resolve_prune(params.prune_method).needs_calibration:
                 calibration = calibration_windows(spec.data, loaded.tokenizer, params.calibration_samples,
                                                   spec.seq_len, spec.seed)
+    _check_nm_widths(spec, layers)
+    return PreparedTrain(spec, model, layers, task, calibration)
+
+
+def _check_nm_widths(spec: TrainSpec, layers: dict[str, nn.Module]) -> None:
     if spec.pattern.is_nm:
         from workbench.pruning.masks import check_nm_width
 
         for name, module in layers.items():
             check_nm_width(name, nm_width(module), spec.pattern.group)
-    return PreparedTrain(spec, model, layers, task, calibration)
 
 
 def execute(prepared: PreparedTrain, progress: bool = False) -> JobOutput:
