@@ -1,0 +1,138 @@
+"""The sequential calibration pipeline: grouping, batching, sequential inputs, held-out windows, bad input."""
+
+import duckdb
+import pytest
+import torch
+
+from workbench import queries
+from workbench.data import calibration_windows
+from workbench.errors import AssetError, PruningError
+from workbench.models import load_model
+from workbench.models.layers import prunable_layers
+from workbench.pruning.pipeline import InputStatistics, Needs, run_pipeline
+from workbench.pruning.wanda import wanda_pruner
+from workbench.runner import run_job
+from workbench.spec import Pattern
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    loaded = load_model("tiny-llama")
+    windows = calibration_windows("shakespeare", loaded.tokenizer, 6, 32, 0)
+    return loaded, windows
+
+
+def _wanda(model, windows, **options):
+    layers = prunable_layers(model)
+    return run_pipeline(model, layers, windows, Needs(sq_norm=True),
+                        wanda_pruner({n: 0.5 for n in layers}, Pattern.parse("unstructured")), **options)
+
+
+def _masks(model):
+    return {name: module.weight != 0 for name, module in prunable_layers(model).items()}
+
+
+def test_layers_reading_one_tensor_share_statistics(tiny):
+    loaded, windows = tiny
+    result = _wanda(load_model("tiny-llama").model, windows)
+    short = [[name.split(".")[-1] for name in group] for group in result.groups[:4]]
+    assert short == [["q_proj", "k_proj", "v_proj"], ["o_proj"], ["gate_proj", "up_proj"], ["down_proj"]]
+    assert len(result.groups) == 8
+
+
+def test_batching_and_held_out_windows_do_not_change_the_masks(tiny):
+    _, windows = tiny
+    one_by_one, batched, with_heldout = (load_model("tiny-llama").model for _ in range(3))
+    _wanda(one_by_one, windows, tokens_per_batch=32)  # one window per forward pass
+    _wanda(batched, windows, tokens_per_batch=4096)
+    garbage = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(5))
+    result = _wanda(with_heldout, windows, heldout=garbage)
+    reference = _masks(one_by_one)
+    for other in (batched, with_heldout):
+        assert all(torch.equal(reference[n], m) for n, m in _masks(other).items())
+    assert all(0 < r.extras["recon_error"] < 1 for r in result.results.values())
+
+
+def test_each_block_is_calibrated_on_the_pruned_outputs_of_the_blocks_before(tiny):
+    _, windows = tiny
+    model = load_model("tiny-llama").model
+    layers = prunable_layers(model)
+    seen = {}
+
+    def record(modules, stats):
+        seen[next(iter(modules))] = stats.sq_norm.clone()
+        return wanda_pruner({n: 0.5 for n in layers}, Pattern.parse("unstructured"))(modules, stats)
+
+    run_pipeline(model, layers, windows, Needs(sq_norm=True), record)
+    # replay: the (now fully pruned) model's block-1 q_proj input depends on the pruned block 0 only
+    stats = InputStatistics(64, Needs(sq_norm=True), torch.device("cpu"))
+    handle = model.model.layers[1].self_attn.q_proj.register_forward_pre_hook(lambda m, args: stats.add(args[0]))
+    with torch.no_grad():
+        model(input_ids=windows)
+    handle.remove()
+    assert torch.allclose(seen["model.layers.1.self_attn.q_proj"], stats.sq_norm, rtol=1e-5)
+    dense = load_model("tiny-llama").model
+    dense_stats = InputStatistics(64, Needs(sq_norm=True), torch.device("cpu"))
+    dense.model.layers[1].self_attn.q_proj.register_forward_pre_hook(lambda m, args: dense_stats.add(args[0]))
+    with torch.no_grad():
+        dense(input_ids=windows)
+    assert not torch.allclose(dense_stats.sq_norm, stats.sq_norm, rtol=1e-3)
+
+
+def test_an_encoder_is_pruned_block_by_block(store, tiny_spec):
+    result = run_job({**tiny_spec, "model": "tiny-bert", "method": "wanda"}, store)
+    layers = queries.layer_stats(store, [result.run_id])
+    assert len(layers) == 12 and (layers["achieved_sparsity"] == 0.5).all()
+    assert layers["recon_error"].notna().all()
+
+
+def test_an_unsupported_architecture_names_the_fix():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
+    with pytest.raises(PruningError, match="unsupported architecture: add a block locator for GPT2LMHeadModel"):
+        run_pipeline(model, {}, torch.zeros(1, 4, dtype=torch.long), Needs(sq_norm=True), lambda m, s: {})
+
+
+def _runs(store):
+    if not store.path.exists():
+        return []
+    con = duckdb.connect(str(store.path), read_only=True)
+    try:
+        return con.execute("SELECT status, error FROM runs").fetchall()
+    finally:
+        con.close()
+
+
+def test_bad_input_fails_before_the_run_is_registered(store, tiny_spec, tmp_path):
+    with pytest.raises(PruningError, match="does not divide"):
+        run_job({**tiny_spec, "method": "wanda", "pattern": "2:3", "sparsity": None}, store)
+    short_text = tmp_path / "short.txt"
+    short_text.write_text("To be, or not to be.\n" * 10)
+    with pytest.raises(AssetError, match="fewer than one window"):
+        run_job({**tiny_spec, "method": "sparsegpt", "data": str(short_text),
+                 "calibration": {"samples": 4, "seq_len": 512, "seed": 0}, "evaluation": {"windows": 1, "seq_len": 16}},
+                store)
+    assert _runs(store) == []
+
+
+def test_nan_activations_fail_the_run_cleanly(store, tiny_spec, monkeypatch):
+    import workbench.pruning.job as job
+
+    def overflowing(name):
+        loaded = load_model(name)
+        with torch.no_grad():
+            loaded.model.model.layers[0].mlp.up_proj.weight.mul_(1e30)  # finite weights, squares overflow
+        return loaded
+
+    monkeypatch.setattr(job, "load_model", overflowing)
+    with pytest.raises(PruningError, match="non-finite activations"):
+        run_job({**tiny_spec, "method": "wanda"}, store)
+    [(status, error)] = _runs(store)
+    assert status == "failed" and "non-finite activations" in error
+    assert queries.layer_stats(store).empty
+
+
+def test_layers_outside_the_blocks_are_refused(store, tiny_spec):
+    with pytest.raises(PruningError, match="use magnitude for them"):
+        run_job({**tiny_spec, "method": "wanda", "prune_head": True}, store)
