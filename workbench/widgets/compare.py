@@ -59,5 +59,5 @@ class CompareView(View):
                                  marker=dict(size=18, symbol="circle-open", line=dict(width=2, color="red"))))
         better = "lower" if api.LOWER_IS_BETTER.get(metric, True) else "higher"
         replace_traces(self.figure, traces, title=f"{metric} ({better} is better) vs sparsity",
-                       xaxis_title="sparsity (fraction of zeros)", yaxis_title=metric,
+                       xaxis_title="sparsity (fraction of zeros)", xaxis_range=[-0.05, 1.0], yaxis_title=metric,
                        yaxis_type="log" if self.log_y.value else "linear")
