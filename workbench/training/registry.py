@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, ContextManager
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel
 from torch import nn
 
 from workbench.errors import SpecError
+from workbench.params import HasParams
 from workbench.spec import Pattern
 from workbench.training.sparsity import apply_masks, mask_gradients
 
@@ -38,10 +39,6 @@ METHODS: dict[str, str] = {
     "rigl": "workbench.training.dst:RigL",
     "sparse-finetune": "workbench.training.finetune:SparseFinetune",
 }
-
-
-class NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass
@@ -62,29 +59,21 @@ class TrainContext:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-class TrainingMethod:
-    """Base: a fixed mask (``self.mask``) that gradients and weights are held to. Dense keeps none."""
+class TrainingMethod(HasParams):
+    """Base: a fixed mask (``self.mask``) that gradients and weights are held to. Dense keeps none.
+    One instance per run; the spec validates parameters on the class, before any run exists."""
 
-    name: ClassVar[str]
-    version: ClassVar[str]
-    Params: ClassVar[type[BaseModel]] = NoParams
     supports_nm: ClassVar[bool] = True
     nm_only: ClassVar[bool] = False
+    what: ClassVar[str] = "training method"
 
     def __init__(self, context: TrainContext):
         self.context = context
         self.mask: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def validate_params(cls, params: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return cls.Params.model_validate(params or {}).model_dump(mode="json")
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(map(str, first["loc"])) or "params"
-            known = ", ".join(cls.Params.model_fields) or "none"
-            raise SpecError(f"method {cls.name!r}: bad parameter {where!r} ({first['msg']})",
-                            f"its parameters are: {known}") from None
+    def validate_params(cls, params: dict[str, Any] | None) -> dict[str, Any]:  # type: ignore[override]
+        return HasParams.validate_params(cls, params)  # type: ignore[arg-type]
 
     @property
     def params(self) -> Any:
