@@ -99,6 +99,13 @@ def layers(run_ids: Iterable[str] | str, *, store: StoreLike = None) -> pd.DataF
     return queries.layer_stats(store, [_run_id(store, r) for r in ids])
 
 
+def kernel_results(run_ids: Iterable[str] | str, *, store: StoreLike = None) -> pd.DataFrame:
+    """The measured cases of bench runs: one row per backend, case and timing mode (see README)."""
+    store = open_store(store)
+    ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+    return queries.kernel_results(store, [_run_id(store, r) for r in ids])
+
+
 def block_sparsity(run_ids: Iterable[str] | str, *, store: StoreLike = None) -> pd.DataFrame:
     """Target and achieved sparsity per transformer block (weighted by each layer's size), per run:
     the picture that shows what a layer-wise allocation such as OWL did."""
@@ -193,9 +200,10 @@ def sweep(sweep: Mapping[str, Any] | Iterable[Mapping[str, Any] | JobSpec], *, s
 
 def results_frame(specs: list[JobSpec], results: list[RunResult]) -> pd.DataFrame:
     """A sweep's results as a table: what ran, whether it came from the cache, its final metrics."""
-    rows = [{"run_id": r.run_id, "job": describe(s), "kind": s.kind, "status": r.status, "cached": r.cached,
-             "wall_s": r.wall_s, "error": r.error, **r.metrics} for s, r in zip(specs, results)]
-    return pd.DataFrame(rows, columns=None if rows else ["run_id", "job", "kind", "status", "cached", "wall_s", "error"])
+    rows = [{"run_id": r.run_id, "key": r.key, "job": describe(s), "kind": s.kind, "status": r.status,
+             "cached": r.cached, "wall_s": r.wall_s, "error": r.error, **r.metrics} for s, r in zip(specs, results)]
+    return pd.DataFrame(rows, columns=None if rows else ["run_id", "key", "job", "kind", "status", "cached", "wall_s",
+                                                         "error"])
 
 
 # ---------------------------------------------------------------- SAD / IoU
@@ -268,6 +276,7 @@ def nonempty(frame: pd.DataFrame, columns: Iterable[str]) -> list[str]:
     return [c for c in columns if c in frame and frame[c].notna().any()]
 
 
-__all__ = ["open_store", "filter_runs", "runs", "get_run", "metrics", "curves", "layers", "block_sparsity", "masks", "apply_masks",
-           "load_pruned_model", "run", "sweep", "sweep_specs", "results_frame", "compare", "divergence_summary",
-           "mask_drift", "pareto_front", "nonempty", "LOWER_IS_BETTER"]
+__all__ = ["open_store", "filter_runs", "runs", "get_run", "metrics", "curves", "layers", "kernel_results",
+           "block_sparsity", "masks", "apply_masks", "load_pruned_model", "run", "sweep", "sweep_specs",
+           "results_frame", "compare", "divergence_summary", "mask_drift", "pareto_front", "nonempty",
+           "LOWER_IS_BETTER"]

@@ -8,17 +8,24 @@ from tests.widgets.synthetic import write_run
 from workbench.store import Store
 
 KERNEL_ROWS = [
-    # backend, pattern, dtype, tokens -> speedup; one failed case
+    # backend, pattern, dtype, tokens -> speedup of a matmul
     *({"backend": "dense", "pattern": "dense", "dtype": dtype, "out_features": 4096, "in_features": 4096,
-       "tokens": tokens, "timing": "cuda-graph", "speedup": 1.0, "median_us": 10.0, "status": "ok"}
-      for dtype in ("float16", "bfloat16") for tokens in (16, 256, 4096)),
-    *({"backend": "cusparselt", "pattern": "2:4", "dtype": dtype, "out_features": 4096, "in_features": 4096,
-       "tokens": tokens, "timing": "cuda-graph", "speedup": speedup * (1.0 if dtype == "float16" else 0.9),
+       "tokens": tokens, "timing": "graph", "phase": "kernel", "speedup": 1.0, "median_us": 10.0, "status": "ok"}
+      for dtype in ("fp16", "bf16") for tokens in (16, 256, 4096)),
+    *({"backend": "semi24", "pattern": "2:4", "dtype": dtype, "out_features": 4096, "in_features": 4096,
+       "tokens": tokens, "timing": "graph", "phase": "kernel", "speedup": speedup * (1.0 if dtype == "fp16" else 0.9),
        "median_us": 10.0 / speedup, "status": "ok"}
-      for dtype in ("float16", "bfloat16") for tokens, speedup in ((16, 1.2), (256, 1.4), (4096, 1.6))),
-    {"backend": "cutlass", "pattern": "2:4", "dtype": "float16", "out_features": 4096, "in_features": 4096,
-     "tokens": 16, "timing": "cuda-graph", "speedup": None, "status": "error",
+      for dtype in ("fp16", "bf16") for tokens, speedup in ((16, 1.2), (256, 1.4), (4096, 1.6))),
+    # a case that failed, and a one-time cost: neither is a speedup
+    {"backend": "semi24-cutlass", "pattern": "2:4", "dtype": "fp16", "out_features": 4096, "in_features": 4096,
+     "tokens": 16, "timing": "graph", "phase": "kernel", "speedup": None, "status": "unsupported",
      "error": "Supported only on GPUs with compute capability 8.x"},
+    {"backend": "semi24", "pattern": "2:4", "dtype": "fp16", "timing": "once", "phase": "setup",
+     "median_us": 2e6, "status": "ok"},
+    # model latency: decode steps at two batch sizes
+    *({"backend": "semi24", "pattern": "2:4", "dtype": "bf16", "model": "llama-7b", "phase": "decode",
+       "batch": batch, "tokens": 1, "timing": "graph", "speedup": speedup, "status": "ok"}
+      for batch, speedup in ((1, 1.3), (8, 1.25))),
 ]
 
 

@@ -177,17 +177,26 @@ def test_kernel_view_filters_cases_and_counts_failures(board):
     store, ids = board
     picker = RunPicker(store, kind="bench")
     view = KernelSpeedupView(picker)
+    assert view.filters["phase"].value == "kernel"  # matmul cases first; the setup row is no phase to pick
+    assert set(view.filters["phase"].options) == {"(all)", "kernel", "decode"}
     assert "12 measured cases; 1 failed" in view.failed.value
-    assert set(view.dtype.options) == {"(all)", "float16", "bfloat16"}
-    view.dtype.value = "float16"
+    assert set(view.filters["dtype"].options) == {"(all)", "fp16", "bf16"}
+    view.filters["dtype"].value = "fp16"
     drawn = traces(view.figure)
-    assert set(drawn) == {"dense dense 4096x4096", "cusparselt 2:4 4096x4096"}
-    assert list(drawn["cusparselt 2:4 4096x4096"].x) == [16, 256, 4096]
-    assert list(drawn["cusparselt 2:4 4096x4096"].y) == pytest.approx([1.2, 1.4, 1.6])
-    view.dtype.value = "bfloat16"
-    assert list(traces(view.figure)["cusparselt 2:4 4096x4096"].y) == pytest.approx([1.08, 1.26, 1.44])
-    view.shape.value = "4096x4096"  # one shape: traces lose the shape from their names
-    assert set(traces(view.figure)) == {"dense dense", "cusparselt 2:4"}
+    assert set(drawn) == {"dense dense 4096x4096", "semi24 2:4 4096x4096"}
+    assert list(drawn["semi24 2:4 4096x4096"].x) == [16, 256, 4096]
+    assert list(drawn["semi24 2:4 4096x4096"].y) == pytest.approx([1.2, 1.4, 1.6])
+    view.filters["dtype"].value = "bf16"
+    assert list(traces(view.figure)["semi24 2:4 4096x4096"].y) == pytest.approx([1.08, 1.26, 1.44])
+    view.filters["shape"].value = "4096x4096"  # one shape: traces lose the shape from their names
+    assert set(traces(view.figure)) == {"dense dense", "semi24 2:4"}
+
+    view.filters["shape"].value = "(all)"
+    view.filters["phase"].value = "decode"  # model latency: speedup against the batch size
+    view.x_axis.value = "batch"
+    drawn = traces(view.figure)
+    assert set(drawn) == {"semi24 2:4 model"}
+    assert list(drawn["semi24 2:4 model"].x) == [1, 8] and list(drawn["semi24 2:4 model"].y) == [1.3, 1.25]
 
 
 def test_sweep_launcher_runs_jobs_advances_the_bar_and_refreshes_pickers(store, tiny_spec):

@@ -1,8 +1,10 @@
-"""Sparse-kernel speedups over dense, per backend and pattern, against the number of tokens.
+"""Sparse-kernel and model-latency speedups over dense, per backend and pattern.
 
-A speedup above 1 means the sparse kernel beat the dense baseline measured in the same run (see
-BENCHMARKS in the README: ratios, medians, one machine). Failed cases (an unsupported backend, a
-timeout) are data too: they are counted under the figure rather than drawn.
+A speedup above 1 means the sparse backend beat the dense baseline measured in the same run (see
+README, Benchmarks: ratios of medians, one machine). Kernel runs time one matmul per case (phase
+``kernel``, x = tokens); latency runs time a whole model (phases ``prefill``, x = tokens, and
+``decode``, x = batch). One-time costs (``setup``, ``ceiling``) are not speedups and stay out;
+failed or unsupported cases are data too: they are counted under the figure rather than drawn.
 """
 
 from __future__ import annotations
@@ -16,19 +18,24 @@ from workbench.widgets._view import View, new_figure, replace_traces, set_option
 from workbench.widgets.picker import RunPicker
 
 ALL = "(all)"
-X_AXES = ["tokens", "out_features", "in_features", "sparsity"]
+X_AXES = ["tokens", "batch", "out_features", "in_features", "sparsity"]
+ONE_TIME_PHASES = ("setup", "ceiling")
+OK = ("ok", "finished", "success")
 # the columns this view reads (see the kernel_results table)
-COLUMNS = ["run_id", "backend", "pattern", "dtype", "timing", "out_features", "in_features", "tokens", "sparsity",
-           "speedup", "status", "error"]
+COLUMNS = ["run_id", "backend", "pattern", "dtype", "timing", "phase", "out_features", "in_features", "tokens",
+           "batch", "sparsity", "speedup", "status", "error"]
+FILTERS = ("phase", "dtype", "timing", "shape")
 
 
 def shape_label(frame: pd.DataFrame) -> pd.Series:
-    return frame["out_features"].astype("Int64").astype(str) + "x" + frame["in_features"].astype("Int64").astype(str)
+    """'OUTxIN' of a kernel case; 'model' for a latency case (no single shape)."""
+    label = frame["out_features"].astype("Int64").astype(str) + "x" + frame["in_features"].astype("Int64").astype(str)
+    return label.where(frame["out_features"].notna(), "model")
 
 
 def measured(frame: pd.DataFrame) -> pd.DataFrame:
-    """The cases that produced a timing (status ok, or no status recorded, and a speedup)."""
-    ok = frame["status"].isna() | frame["status"].isin(["ok", "finished", "success"])
+    """The cases that produced a speedup (status ok, or none recorded)."""
+    ok = frame["status"].isna() | frame["status"].isin(OK)
     return frame[ok & frame["speedup"].notna()]
 
 
@@ -36,13 +43,13 @@ class KernelSpeedupView(View):
     """Speedup over dense of the picker's chosen bench runs (all bench runs when none is chosen)."""
 
     def __init__(self, picker: RunPicker):
-        self.dtype = widgets.Dropdown(description="dtype", options=[ALL], value=ALL)
-        self.timing = widgets.Dropdown(description="timing", options=[ALL], value=ALL)
-        self.shape = widgets.Dropdown(description="shape", options=[ALL], value=ALL)
-        self.x_axis = widgets.Dropdown(description="x axis", options=X_AXES, value="tokens")
+        self.filters = {name: widgets.Dropdown(description=name, options=[ALL], value=ALL,
+                                               layout=widgets.Layout(width="220px")) for name in FILTERS}
+        self.x_axis = widgets.Dropdown(description="x axis", options=X_AXES, value="tokens",
+                                       layout=widgets.Layout(width="220px"))
         self.failed = widgets.HTML()
-        self.cases = pd.DataFrame()
-        super().__init__([self.dtype, self.timing, self.shape, self.x_axis], new_figure("kernel speedup"), picker,
+        self.cases = pd.DataFrame(columns=COLUMNS)
+        super().__init__([*self.filters.values(), self.x_axis], new_figure("speedup over dense"), picker,
                          footer=[self.failed])
         self.update()
 
@@ -50,29 +57,33 @@ class KernelSpeedupView(View):
         chosen = self.picker.chosen
         bench = chosen[chosen["kind"] == "bench"]["run_id"].tolist() if not chosen.empty else []
         frame = queries.kernel_results(self.picker.store, bench) if bench else pd.DataFrame()
-        return frame.reindex(columns=list(dict.fromkeys([*frame.columns, *COLUMNS])))
+        frame = frame.reindex(columns=list(dict.fromkeys([*frame.columns, *COLUMNS])))
+        frame = frame[~frame["phase"].isin(ONE_TIME_PHASES)]
+        return frame.assign(shape=shape_label(frame))
 
     def update(self) -> None:
         frame = self._results()
-        frame = frame.assign(shape=shape_label(frame))
         with self.quiet():
-            for dropdown, column in ((self.dtype, "dtype"), (self.timing, "timing"), (self.shape, "shape")):
-                set_options(dropdown, [ALL, *sorted(frame[column].dropna().astype(str).unique())])
-        for dropdown, column in ((self.dtype, "dtype"), (self.timing, "timing"), (self.shape, "shape")):
+            for column, dropdown in self.filters.items():
+                values = sorted(frame[column].dropna().astype(str).unique())
+                set_options(dropdown, [ALL, *values])
+                if column == "phase" and dropdown.value == ALL and "kernel" in values:
+                    dropdown.value = "kernel"  # matmul cases first; latency phases on request
+        for column, dropdown in self.filters.items():
             if dropdown.value != ALL:
                 frame = frame[frame[column].astype(str) == dropdown.value]
         good = measured(frame)
         self.cases = good
         x = self.x_axis.value
+        split = ["backend", "pattern"] + [c for c in ("phase", "shape") if self.filters[c].value == ALL]
         traces = []
-        split = ["backend", "pattern"] + (["shape"] if self.shape.value == ALL else [])
         for key, group in good.groupby(split, dropna=False, sort=True):
-            group = group.sort_values(x)
+            group = group.dropna(subset=[x]).sort_values(x)
             traces.append(go.Scatter(x=group[x], y=group["speedup"], mode="lines+markers",
-                                     name=" ".join(str(k) for k in key if pd.notna(k))))
+                                     name=" ".join(str(k) for k in key if pd.notna(k)), customdata=group["run_id"]))
         replace_traces(self.figure, traces, title="speedup over dense (same run)", xaxis_title=x,
-                       yaxis_title="speedup", xaxis_type="log" if x == "tokens" else "linear",
+                       yaxis_title="speedup", xaxis_type="log" if x in ("tokens", "batch") else "linear",
                        shapes=[dict(type="line", xref="paper", x0=0, x1=1, y0=1, y1=1,
                                     line=dict(dash="dot", color="grey"))])
-        failed = len(frame) - len(good)
+        failed = int((frame["status"].notna() & ~frame["status"].isin(OK)).sum())
         self.failed.value = f"{len(good)} measured cases; {failed} failed or unsupported (see kernel_results.error)"
