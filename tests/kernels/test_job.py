@@ -61,7 +61,7 @@ def test_a_hanging_case_is_killed_and_recorded_as_a_timeout(monkeypatch):
     settings = {"dtype": "fp32", "budget_ms": 1, "min_samples": 2, "max_samples": 3, "rotate_mb": 0}
     cases = [{"case_id": c, "out_features": 32, "in_features": 32, "tokens": 2} for c in "abc"]
     records = run_isolated({"mode": "kernels", "device": "cpu", "backend": "dense", "settings": settings,
-                            "cases": cases}, case_timeout_s=2, startup_s=60)
+                            "cases": cases}, case_timeout_s=6, startup_s=60)
     status = {r["case_id"]: r["status"] for r in records if r["kind"] == "case"}
     assert status == {"a": "ok", "b": "timeout", "c": "ok"}
 
@@ -83,3 +83,26 @@ def test_bench_specs_fill_device_defaults_and_reject_unknown_names():
                 {"target": "latency", "latency": {"model": "gpt-5"}}, {"kernels": {"dtypes": ["fp4"]}}):
         with pytest.raises(SpecError):
             parse_spec({"kind": "bench", **bad})
+
+
+def test_cases_past_the_suite_deadline_are_rows_that_say_so():
+    import time
+
+    cases = [{"case_id": c, "out_features": 32, "in_features": 32, "tokens": 2} for c in "ab"]
+    records = run_isolated({"mode": "kernels", "device": "cpu", "backend": "dense", "settings": {"dtype": "fp32"},
+                            "cases": cases}, case_timeout_s=60, deadline=time.time() - 1)
+    assert [(r["case_id"], r["status"]) for r in records] == [("a", "skipped"), ("b", "skipped")]
+    assert "time budget" in records[0]["error"]
+
+
+def test_a_run_cut_short_by_a_time_budget_is_run_again(store):
+    from workbench.kernels.commands import incomplete
+    from workbench.records import JobOutput, Metric
+    from workbench.spec import job_key
+
+    spec = parse_spec({"kind": "bench", "device": "cpu", "kernels": {"shapes": ["64x64"], "tokens": [1]}})
+    assert not incomplete(store, spec)
+    for skipped, expected in ((0, False), (3, True)):
+        run_id = store.start_run(job_key(spec), "bench", spec.canonical_json(), spec.summary(), {})
+        store.finish_run(run_id, job_key(spec), JobOutput(metrics=[Metric("skipped", skipped)]), 1.0)
+        assert incomplete(store, spec) is expected

@@ -84,3 +84,21 @@ def test_bad_sources_and_targets_are_user_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(TransferError, match="manifest"):
         import_store(store, tmp_path / "empty")
+
+
+def test_export_and_import_commands(tmp_path):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    source = Store(tmp_path / "a.duckdb")
+    run_id = _run(source, "k1")
+    runner = CliRunner()
+    out = runner.invoke(app, ["export", str(tmp_path / "x.duckdb"), "--kind", "bench", "--store", str(source.path)])
+    assert out.exit_code == 0 and "exported 1 runs" in out.output
+    target = tmp_path / "b.duckdb"
+    out = runner.invoke(app, ["import", str(tmp_path / "x.duckdb"), "--store", str(target)])
+    assert out.exit_code == 0 and "imported 1 runs" in out.output
+    assert list(queries.runs(Store(target))["run_id"]) == [run_id]
+    out = runner.invoke(app, ["import", str(tmp_path / "missing"), "--store", str(target)])
+    assert out.exit_code == 2 and out.output.startswith("error: ") and "Fix:" in out.output

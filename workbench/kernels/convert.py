@@ -9,7 +9,7 @@ latency is linked to) or, for random-weight models, from the backend's own patte
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +66,6 @@ class ConversionReport:
     sparse_bytes: int = 0
     sparsity: float = 0.0
     from_run: bool = False
-    skipped: list[str] = field(default_factory=list)
 
 
 def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:

@@ -179,6 +179,14 @@ def measure_case(backend: Backend, case: KernelCase, settings: CaseSettings, dev
     return result
 
 
+SKIPPED = "left out: the suite's time budget ran out"
+
+
+def past_deadline(task: dict[str, Any]) -> bool:
+    """True once a task's deadline (epoch seconds, set by a suite's time budget) has passed."""
+    return task.get("deadline") is not None and time.time() > task["deadline"]
+
+
 def timing_modes(device: str, graphs: bool, eager: bool) -> list[str]:
     """Graph replay and eager launches on a GPU; the wall clock on a CPU."""
     if device != "cuda":

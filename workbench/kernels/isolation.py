@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import workbench
+from workbench.kernels.harness import SKIPPED
 
 STARTUP_ALLOWANCE_S = 90.0  # importing torch and creating a CUDA context come before the first case
 
@@ -59,13 +60,13 @@ def run_isolated(task: dict[str, Any], case_timeout_s: float, deadline: float | 
         attempt = 0
         while remaining:
             if deadline is not None and time.time() > deadline:
-                records += [{"kind": "case", "case_id": c["case_id"], "status": "skipped",
-                             "error": "left out: the suite's time budget ran out"} for c in remaining]
+                records += [{"kind": "case", "case_id": c["case_id"], "status": "skipped", "error": SKIPPED}
+                            for c in remaining]
                 break
             attempt += 1
             task_file, out_file = Path(folder, f"task{attempt}.json"), Path(folder, f"out{attempt}.jsonl")
             err_file = Path(folder, f"stderr{attempt}.txt")
-            task_file.write_text(json.dumps({**task, "cases": remaining}))
+            task_file.write_text(json.dumps({**task, "cases": remaining, "deadline": deadline}))
             out_file.touch()
             with open(err_file, "wb") as stderr:
                 process = subprocess.Popen([sys.executable, "-m", "workbench.kernels.worker", str(task_file), str(out_file)],

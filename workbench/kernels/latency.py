@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from workbench.kernels.environment import DTYPES
-from workbench.kernels.harness import is_fatal, timing_modes
+from workbench.kernels.harness import SKIPPED, is_fatal, past_deadline, timing_modes
 from workbench.kernels.timing import Launch, eager_launch, graph_launch, measure
 
 # Shapes of models timed with random weights (no download, no pretrained file needed for latency).
@@ -37,6 +37,16 @@ RANDOM_MODELS: dict[str, dict[str, Any]] = {
                        num_key_value_heads=2, vocab_size=259, max_position_embeddings=512,
                        tie_word_embeddings=False),
 }
+
+
+def model_shapes(name: str) -> tuple[str, ...]:
+    """The block linear layers' weight shapes (OUTxIN) of a random-weight model."""
+    c = RANDOM_MODELS[name]
+    hidden, inter = c["hidden_size"], c["intermediate_size"]
+    head_dim = c.get("head_dim", hidden // c["num_attention_heads"])
+    q, kv = c["num_attention_heads"] * head_dim, c["num_key_value_heads"] * head_dim
+    shapes = [(q, hidden), (kv, hidden), (hidden, q), (inter, hidden), (hidden, inter)]
+    return tuple(dict.fromkeys(f"{o}x{i}" for o, i in shapes))
 
 
 def build_model(name: str, random_weights: bool, dtype: str, device: str, seed: int = 0) -> nn.Module:
@@ -141,6 +151,10 @@ def run_latency_task(task: dict[str, Any], emit: Callable[[dict[str, Any]], None
             case_id = case["case_id"]
             phase, size = case_id.split("-")[0], int(case_id.split("-")[1])
             emit({"kind": "start", "case_id": case_id})
+            if past_deadline(task):
+                emit({"kind": "case", "case_id": case_id, "status": "skipped", "error": SKIPPED})
+                emit({"kind": "done", "case_id": case_id})
+                continue
             fault_hook(variant, case_id)
             record: dict[str, Any] = {"kind": "case", "case_id": case_id, "phase": phase}
             try:

@@ -61,7 +61,7 @@ def _first_call_seconds(backend: Any, dtype: str, device: str) -> float | None:
 def run_kernels(task: dict[str, Any], emit: Emit) -> int:
     from workbench.kernels.backends import is_unsupported_error, make_backend
     from workbench.kernels.environment import device_info
-    from workbench.kernels.harness import CaseSettings, KernelCase, is_fatal, measure_case
+    from workbench.kernels.harness import SKIPPED, CaseSettings, KernelCase, is_fatal, measure_case, past_deadline
 
     device = task["device"]
     settings = CaseSettings(**task["settings"])
@@ -79,6 +79,8 @@ def run_kernels(task: dict[str, Any], emit: Emit) -> int:
         record: dict[str, Any] = {"kind": "case", "case_id": case.case_id}
         if reason is not None:
             emit({**record, "status": "unsupported", "error": reason})
+        elif past_deadline(task):
+            emit({**record, "status": "skipped", "error": SKIPPED})
         else:
             try:
                 result = measure_case(backend, case, settings, device)
