@@ -1,7 +1,9 @@
 """The Sparsity Workbench app: `streamlit run app/main.py` (binds to 127.0.0.1, see .streamlit/config.toml).
 
 Every page reads the store through ``workbench.queries`` (via ``workbench_app.data``), opening a
-read-only connection per query; the Launch page starts jobs as separate processes.
+read-only connection per query; the Launch page starts jobs as separate processes. The pages live in
+``views/``, not ``pages/``: Streamlit runs a ``pages/`` file on its own (without this script, so without
+the sidebar) when a browser opens its URL before any session has run this script.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ from workbench_app.ui import sidebar  # noqa: E402
 st.set_page_config(page_title="Sparsity Workbench", page_icon="🕸️", layout="wide")
 
 PAGES = [
-    st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:", default=True),
-    st.Page("pages/compare.py", title="Compare", icon=":material/scatter_plot:"),
-    st.Page("pages/layers.py", title="Layers", icon=":material/stacked_bar_chart:"),
-    st.Page("pages/masks.py", title="Masks", icon=":material/grid_on:"),
-    st.Page("pages/training.py", title="Training", icon=":material/show_chart:"),
-    st.Page("pages/kernels.py", title="Kernels", icon=":material/speed:"),
-    st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:"),
+    st.Page("views/runs.py", title="Runs", icon=":material/table_rows:", default=True),
+    st.Page("views/compare.py", title="Compare", icon=":material/scatter_plot:"),
+    st.Page("views/layers.py", title="Layers", icon=":material/stacked_bar_chart:"),
+    st.Page("views/masks.py", title="Masks", icon=":material/grid_on:"),
+    st.Page("views/training.py", title="Training", icon=":material/show_chart:"),
+    st.Page("views/kernels.py", title="Kernels", icon=":material/speed:"),
+    st.Page("views/launch.py", title="Launch", icon=":material/rocket_launch:"),
 ]
 
 page = st.navigation(PAGES)

@@ -26,6 +26,7 @@ from workbench import queries
 from workbench.errors import StoreBusyError, WorkbenchError
 from workbench.store import Store, default_store_path
 
+from workbench_app.maskview import PackedMask, overlap_matrices
 from workbench_app.specs import spec_table
 
 T = TypeVar("T")
@@ -116,10 +117,14 @@ def _mask(location: str, sig: tuple, run_id: str, layer: str, step: int | None) 
     return queries.load_mask(open_store(location), run_id, layer, step).numpy()
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def _masks(location: str, sig: tuple, run_id: str, layers: tuple[str, ...] | None) -> dict[str, np.ndarray]:
-    masks = queries.load_masks(open_store(location), run_id, None if layers is None else list(layers))
-    return {layer: mask.numpy() for layer, mask in masks.items()}
+@st.cache_data(show_spinner=False, max_entries=16)
+def _overlap(location: str, sig: tuple, run_ids: tuple[str, ...], layer: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    # one run's masks decoded at a time and packed at once: a whole model never sits in memory at a byte per weight
+    packed = {}
+    for run_id in run_ids:
+        masks = queries.load_masks(open_store(location), run_id, None if layer is None else [layer])
+        packed[run_id] = {name: PackedMask.of(mask.numpy()) for name, mask in masks.items()}
+    return overlap_matrices(packed)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -216,8 +221,9 @@ class Reader:
     def mask(self, run_id: str, layer: str, step: int | None = None) -> np.ndarray:
         return self._read(_mask, run_id, layer, step)
 
-    def masks(self, run_id: str, layers: list[str] | None = None) -> dict[str, np.ndarray]:
-        return self._read(_masks, run_id, None if layers is None else tuple(layers))
+    def overlap(self, run_ids: list[str], layer: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Runs x runs IoU and SAD fraction of their final masks: of one layer, or of the whole model."""
+        return self._read(_overlap, tuple(run_ids), layer)
 
     def divergence(self, run_ids: list[str]) -> pd.DataFrame:
         return self._read(_divergence, tuple(run_ids))

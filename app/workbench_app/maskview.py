@@ -5,6 +5,7 @@ A mask is a bool array (rows = outputs, columns = inputs), True where a weight i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import combinations
 from typing import Mapping
 
@@ -57,23 +58,45 @@ def column_sparsity(mask: np.ndarray) -> np.ndarray:
     return 1.0 - np.asarray(mask, dtype=bool).mean(axis=0)
 
 
-def overlap(masks_a: Mapping[str, np.ndarray], masks_b: Mapping[str, np.ndarray]) -> tuple[int, int, int]:
+# set bits of every byte value: popcount by table lookup works on any numpy version
+_POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class PackedMask:
+    """A mask at 1 bit per weight (numpy packbits, zero padding), for overlaps over whole models."""
+
+    bits: np.ndarray
+    shape: tuple[int, ...]
+
+    @classmethod
+    def of(cls, mask: np.ndarray) -> "PackedMask":
+        mask = np.asarray(mask, dtype=bool)
+        return cls(np.packbits(mask.ravel()), mask.shape)
+
+
+def _ones(bits: np.ndarray) -> int:
+    return int(_POPCOUNT[bits].sum(dtype=np.int64))
+
+
+def overlap(masks_a: Mapping[str, PackedMask], masks_b: Mapping[str, PackedMask]) -> tuple[int, int, int]:
     """(kept in both, kept in either, weights compared) over the layers both hold with the same shape.
 
-    IoU = both / either; SAD (Zhou et al. 2021) = positions that differ = either - both.
+    IoU = both / either; SAD (Zhou et al. 2021) = positions that differ = either - both. Counted on the
+    packed bits, so a whole model's masks stay at 1 bit per weight in memory.
     """
     both = either = numel = 0
     for layer in masks_a.keys() & masks_b.keys():
-        a, b = np.asarray(masks_a[layer], dtype=bool), np.asarray(masks_b[layer], dtype=bool)
+        a, b = masks_a[layer], masks_b[layer]
         if a.shape != b.shape:
             continue  # not the same weights
-        both += int(np.count_nonzero(a & b))
-        either += int(np.count_nonzero(a | b))
-        numel += a.size
+        both += _ones(a.bits & b.bits)
+        either += _ones(a.bits | b.bits)
+        numel += int(np.prod(a.shape))
     return both, either, numel
 
 
-def overlap_matrices(masks: Mapping[str, Mapping[str, np.ndarray]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def overlap_matrices(masks: Mapping[str, Mapping[str, PackedMask]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Runs x runs IoU and SAD fraction of the given runs' masks ({run: {layer: mask}}); NaN where disjoint."""
     runs = list(masks)
     iou = pd.DataFrame(np.nan, index=runs, columns=runs)

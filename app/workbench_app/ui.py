@@ -42,7 +42,7 @@ def empty_store(reader: Reader) -> None:
         st.info(f"**No store at {where} yet.** {FILL_HINT}", icon="📭")
     else:
         st.info(f"**The store at {where} holds no runs yet.** {FILL_HINT}", icon="📭")
-    st.page_link("pages/launch.py", label="Go to Launch", icon="🚀")
+    st.page_link("views/launch.py", label="Go to Launch", icon="🚀")
 
 
 def runs_or_stop(reader: Reader) -> pd.DataFrame:

@@ -41,7 +41,7 @@ def open_page(monkeypatch):
             at.session_state[key] = value
         at.run()
         if page != "runs":
-            at.switch_page(f"pages/{page}.py").run()
+            at.switch_page(f"views/{page}.py").run()
         return at
 
     return run

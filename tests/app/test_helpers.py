@@ -11,8 +11,8 @@ from workbench.errors import SpecError
 from workbench_app import filters, forms
 from workbench_app.figures import grouped_traces
 from workbench_app.launcher import parse_progress
-from workbench_app.maskview import (column_sparsity, density_image, mask_image, overlap, overlap_matrices,
-                                    row_sparsity)
+from workbench_app.maskview import (PackedMask, column_sparsity, density_image, mask_image, overlap,
+                                    overlap_matrices, row_sparsity)
 from workbench_app.pareto import pareto_front
 from workbench_app.specs import flatten, numeric_fields, spec_diff
 
@@ -136,13 +136,30 @@ def test_row_and_column_sparsity():
     assert column_sparsity(mask).tolist() == [0.0, 0.5, 1.0, 1.0]
 
 
+def packed(masks: dict) -> dict:
+    return {name: PackedMask.of(mask) for name, mask in masks.items()}
+
+
 def test_overlap_counts_match_sad_and_iou_by_hand():
-    a = {"l1": np.array([[1, 1, 0, 0]], dtype=bool), "l2": np.ones((2, 2), dtype=bool), "only_a": np.ones(3, bool)}
-    b = {"l1": np.array([[1, 0, 1, 0]], dtype=bool), "l2": np.ones((2, 3), dtype=bool)}  # l2 differs in shape
+    a = packed({"l1": np.array([[1, 1, 0, 0]], dtype=bool), "l2": np.ones((2, 2), dtype=bool),
+                "only_a": np.ones(3, bool)})
+    b = packed({"l1": np.array([[1, 0, 1, 0]], dtype=bool), "l2": np.ones((2, 3), dtype=bool)})  # l2: other shape
     assert overlap(a, b) == (1, 3, 4)  # one kept in both, three in either, four weights compared
     iou, sad = overlap_matrices({"a": a, "b": b})
     assert iou.loc["a", "b"] == pytest.approx(1 / 3) and sad.loc["a", "b"] == pytest.approx(2 / 4)
     assert iou.loc["a", "a"] == 1.0 and sad.loc["b", "b"] == 0.0
+
+
+def test_packed_overlap_agrees_with_the_workbench_sad_and_iou():
+    from workbench.metrics.divergence import iou, sad
+
+    rng = np.random.default_rng(0)
+    first, second = rng.random((37, 53)) < 0.4, rng.random((37, 53)) < 0.6  # 1961 bits: padding in the last byte
+    both, either, numel = overlap(packed({"w": first}), packed({"w": second}))
+    import torch
+
+    assert either - both == sad(torch.from_numpy(first), torch.from_numpy(second)) and numel == 37 * 53
+    assert both / either == pytest.approx(iou(torch.from_numpy(first), torch.from_numpy(second)))
 
 
 def test_grouped_traces_split_by_columns_and_break_lines_between_series():

@@ -139,6 +139,9 @@ def test_masks_picture_zoom_and_overlap(open_page, suite_path):
     assert len(detail["layout"]["shapes"]) == 48 // 4 - 1  # a line between every two groups of 4 columns
     at.radio(key="masks_scope").set_value("the whole model").run()
     no_exception(at)
+    whole = figures(at)["masks_overlap"]["data"][0]
+    dense = [i for i, name in enumerate(whole["y"]) if name.startswith("dense")][0]
+    assert sorted(whole["z"][dense])[:3] == pytest.approx([0.5] * 3, abs=0.01)  # 3 half-sparse runs vs all-kept
 
 
 def test_training_curves_divergence_and_snapshots(open_page, rich):
@@ -168,7 +171,12 @@ def test_kernels_speedup_roofline_latency_and_failures(open_page, rich):
     failed = table(at, "error")
     assert "compute capability 8.x" in failed["error"].iloc[0]
     at.multiselect(key="kernels_dtype").set_value(["float16"]).run()
-    assert {t["name"] for t in figures(at)["kernels_speedup"]["data"]} == {"bsr, float16", "cusparselt, float16"}
+    graph = figures(at)["kernels_speedup"]["data"]
+    assert {t["name"] for t in graph} == {"bsr, float16", "cusparselt, float16"}
+    at.selectbox(key="kernels_timing").set_value("eager").run()
+    eager = figures(at)["kernels_speedup"]["data"]
+    best = {t["name"]: max(v for v in t["y"] if v is not None) for t in graph}
+    assert all(max(v for v in t["y"] if v is not None) < best[t["name"]] for t in eager)
 
 
 def test_training_and_kernels_are_empty_on_the_default_suite(open_page, suite_path):

@@ -27,7 +27,7 @@ def extras(layers: pd.DataFrame) -> pd.DataFrame:
 st.title("Layers")
 reader = Reader()
 runs = runs_or_stop(reader)
-candidates = runs[runs["status"] == "finished"]
+candidates = runs[(runs["status"] == "finished") & (runs["kind"] != "bench")]  # benchmarks have no layers
 picked = pick_runs("Runs", candidates, key="layers_runs", default=4,
                    help="runs of one model line up layer by layer; the selection carries over to other pages")
 if not picked:

@@ -10,7 +10,7 @@ import streamlit as st
 
 from workbench_app.data import Reader
 from workbench_app.figures import detail_figure, group_of, overview_figure
-from workbench_app.maskview import column_sparsity, overlap_matrices, row_sparsity
+from workbench_app.maskview import column_sparsity, row_sparsity
 from workbench_app.ui import choose, pick_run, pick_runs, runs_or_stop, show_figure
 
 st.title("Masks")
@@ -65,10 +65,9 @@ if len(others) < 2:
     st.info("Pick at least two runs to compare their masks.")
     st.stop()
 if scope == "this layer":
-    masks = {r: {layer: reader.mask(r, layer)} for r in others if layer in set(reader.mask_index(r)["layer"])}
+    iou, sad = reader.overlap([r for r in others if layer in set(reader.mask_index(r)["layer"])], layer)
 else:
-    masks = {r: reader.masks(r) for r in others}
-iou, sad = overlap_matrices(masks)
+    iou, sad = reader.overlap(others)
 labels = dict(zip(runs["run_id"], runs["label"]))
 shown = st.radio("Show", ["IoU of kept weights", "SAD: share of weights that differ"], horizontal=True,
                  key="masks_overlap_value", persist_state="session")

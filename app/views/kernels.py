@@ -9,7 +9,7 @@ import streamlit as st
 
 from workbench_app.data import Reader
 from workbench_app.figures import facet_figure
-from workbench_app.ui import runs_or_stop, show_figure
+from workbench_app.ui import choose, runs_or_stop, show_figure
 
 LATENCY_WORDS = ("latency", "tokens_per_s", "throughput")
 FACETS = 3  # shapes side by side per row
@@ -62,13 +62,18 @@ with st.container(border=True):
         kernels = filtered(kernels, "backend", "Backend", "kernels_backend")
     with columns[2]:
         kernels = filtered(kernels, "shape", "Shape (out × in)", "kernels_shape")
+    timed = kernels[kernels["speedup"].notna() | kernels["median_us"].notna()]
+    timings = sorted(timed["timing"].dropna().astype(str).unique())
     with columns[3]:
-        kernels = filtered(kernels, "timing", "Timing", "kernels_timing")
+        # graph replay and eager launches of one case differ by design: compare within one timing mode
+        timing = choose("Timing", timings, key="kernels_timing", default="graph", persist_state="session",
+                        help="graph: CUDA-graph replay; eager: launches from Python; wall: CPU wall clock")
     kernels = filtered(kernels, "run", "Benchmark runs", "kernels_runs")
 
 phase = kernels["phase"].fillna("kernel") if "phase" in kernels else pd.Series("kernel", index=kernels.index)
-cases = kernels[phase == "kernel"]
-model_rows = kernels[phase.isin(["prefill", "decode"])]
+in_timing = kernels["timing"].astype(str) == str(timing)
+cases = kernels[(phase == "kernel") & in_timing]
+model_rows = kernels[phase.isin(["prefill", "decode"]) & in_timing]
 measured = cases[cases["speedup"].notna()]
 failed = kernels[kernels["error"].notna() | ~kernels["status"].fillna("ok").isin(["ok"])]
 st.caption(f"{len(measured):,} measured kernel cases, {len(model_rows):,} model latency rows, {len(failed):,} "

@@ -95,6 +95,6 @@ elif len(picked) > 1:
     st.dataframe(side.T.dropna(how="all").astype(str), key="runs_side_by_side")
 if picked:
     links = st.columns(3)
-    links[0].page_link("pages/compare.py", label="Compare them", icon="📈")
-    links[1].page_link("pages/layers.py", label="Their layers", icon="📊")
-    links[2].page_link("pages/masks.py", label="Their masks", icon="🔳")
+    links[0].page_link("views/compare.py", label="Compare them", icon="📈")
+    links[1].page_link("views/layers.py", label="Their layers", icon="📊")
+    links[2].page_link("views/masks.py", label="Their masks", icon="🔳")

@@ -130,14 +130,17 @@ if sources:
     source = choose("Speed from", list(sources), key="compare_speed_source", persist_state="session")
     rows = sources[source]
     if rows is not None:
-        pick = st.columns(4)
+        pick = st.columns(5)
         with pick[0]:
             backend = choose("Backend", sorted(rows["backend"].dropna().unique()), key="compare_backend",
                              persist_state="session")
         with pick[1]:
             dtype = choose("Dtype", sorted(rows["dtype"].dropna().unique()), key="compare_dtype",
                            persist_state="session")
-        rows = rows[(rows["backend"] == backend) & (rows["dtype"] == dtype)]
+        with pick[4]:
+            timing = choose("Timing", sorted(rows["timing"].dropna().astype(str).unique()), key="compare_timing",
+                            default="graph", persist_state="session")
+        rows = rows[(rows["backend"] == backend) & (rows["dtype"] == dtype) & (rows["timing"].astype(str) == timing)]
         if source.startswith("kernel cases"):
             size_column = "tokens"
         else:
@@ -151,7 +154,7 @@ if sources:
                           key=f"compare_{size_column}", persist_state="session")
         rows = rows[rows[size_column] == size]
         speed = data.assign(speedup=measured_speedups(data, rows))
-        st.caption(f"Median measured speedup over dense on {backend}, {dtype}, {size_column} = {size} "
+        st.caption(f"Median measured speedup over dense on {backend}, {dtype}, {timing}, {size_column} = {size} "
                    "(the dense run is the baseline: 1).")
     else:
         speed = data
