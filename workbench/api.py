@@ -128,6 +128,12 @@ def masks(run_id: str, *, layers: Iterable[str] | None = None, step: int | None 
     return queries.load_masks(store, _run_id(store, run_id), layers, step)
 
 
+def mask_steps(run_id: str, *, store: StoreLike = None) -> list[int]:
+    """The steps at which a run stored masks ([0] for a one-shot pruning run; snapshots for training)."""
+    store = open_store(store)
+    return sorted(int(step) for step in queries.mask_index(store, _run_id(store, run_id))["step"].unique())
+
+
 # ---------------------------------------------------------------- masks on models
 def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> float:
     """Zero the pruned weights of ``model`` in place; returns the sparsity of the masked weights.
@@ -277,6 +283,6 @@ def nonempty(frame: pd.DataFrame, columns: Iterable[str]) -> list[str]:
 
 
 __all__ = ["open_store", "filter_runs", "runs", "get_run", "metrics", "curves", "layers", "kernel_results",
-           "block_sparsity", "masks", "apply_masks", "load_pruned_model", "run", "sweep", "sweep_specs",
+           "block_sparsity", "masks", "mask_steps", "apply_masks", "load_pruned_model", "run", "sweep", "sweep_specs",
            "results_frame", "compare", "divergence_summary", "mask_drift", "pareto_front", "nonempty",
            "LOWER_IS_BETTER"]

@@ -88,3 +88,57 @@ def test_allocation_uniform_is_flat_and_keeps_the_target(execute):
         owl = summary["allocations"]["owl"]
         assert max(owl["blocks"]) - min(owl["blocks"]) > 1e-3  # OWL moves sparsity between blocks
         assert summary["iou_vs_uniform"]["owl"] < 1.0
+
+
+# training: two sparse methods, ten steps of 16 images, a snapshot every five steps
+TINY_TRAINING = {"epochs": None, "steps": 10, "train_subset": 256, "eval_subset": 128, "batch_size": 16,
+                 "eval_every": 5, "snapshot_every": 5, "log_every": 5}
+
+
+@pytest.mark.skipif(not registered("train"), reason="the 'train' job kind is not registered (workbench.training)")
+def test_training_curves_and_divergence(execute, tmp_path):
+    jobs = [{"method": "sr-ste", "pattern": "2:4"}, {"method": "gmp", "sparsity": 0.75}]
+    _, summary = execute("04_training", jobs=jobs, overrides=TINY_TRAINING)
+    assert summary["failed"] == 0, summary["errors"]
+    runs = summary["runs"]
+    assert set(runs) == {"sr-ste 50% 2:4", "gmp 75%"}
+    assert runs["sr-ste 50% 2:4"]["nm_valid"] == 1.0 and runs["sr-ste 50% 2:4"]["sparsity"] == pytest.approx(0.5)
+    assert runs["gmp 75%"]["sparsity"] == pytest.approx(0.75, abs=0.01)
+    store = api.open_store(tmp_path / "store" / "workbench.duckdb")
+    for run in runs.values():
+        assert run["snapshots"] == [0, 5, 10] and run["drift_steps"] == [5, 10]
+        assert 0 <= run["accuracy"] <= 1
+        # the SAD the notebook computes from stored masks is the SAD the training loop logged
+        logged = api.metrics([run["run_id"]], names=["sad"], store=store).set_index("step")["value"]
+        assert run["drift_sad"] == [int(logged[step]) for step in run["drift_steps"]]
+    assert runs["gmp 75%"]["drift_sad"][0] > 0  # the schedule prunes between the first snapshots
+    assert 0 < summary["final_iou"]["gmp 75%|sr-ste 50% 2:4"] < 1
+    assert summary["curve_traces"] >= 2 and summary["viewer_steps"] == [0, 5, 10]
+
+
+# kernels on two CPU cores: one small shape, the CSR backend, a few milliseconds per case
+TINY_BENCH = {"kernels": {"backends": ["csr"], "shapes": ["64x128"], "tokens": [16]},
+              "latency": {"variants": ["csr"], "prefill_tokens": [16], "decode_batches": [1], "decode_context": 16},
+              "timing": {"budget_ms": 5, "min_samples": 3, "rotate_mb": 0, "copy_mb": 8, "matmul_size": 64}}
+
+
+@pytest.mark.skipif(not registered("bench"), reason="the 'bench' job kind is not registered (workbench.kernels)")
+def test_kernels_and_the_accuracy_latency_tradeoff(execute, tmp_path):
+    _, summary = execute("05_kernels", sparsities=[0.5], patterns=["2:4"], **TINY, **TINY_BENCH)
+    assert summary["prune_failed"] == 0 and summary["kernel_failed"] == 0
+    assert summary["kernel_backends"] == ["csr", "dense"] and summary["kernel_cases"] == 2
+    assert summary["dense_speedups"] == [1.0]
+    store = api.open_store(tmp_path / "store" / "workbench.duckdb")
+    runs = api.runs(store=store, kind="prune").set_index("method")
+    latency = api.kernel_results(summary["latency_runs"]["0.5"], store=store)
+    tradeoff = {(row["job"], row["backend"], row["phase"]): row for row in summary["tradeoff"]}
+    assert set(tradeoff) == {("dense", "dense", "prefill"), ("dense", "dense", "decode"),
+                             ("magnitude 50%", "csr", "prefill"), ("magnitude 50%", "csr", "decode")}
+    assert tradeoff[("dense", "dense", "prefill")]["perplexity"] == pytest.approx(runs.loc["dense", "perplexity"])
+    for phase in ("prefill", "decode"):
+        row = tradeoff[("magnitude 50%", "csr", phase)]
+        measured = latency[(latency["backend"] == "csr") & (latency["phase"] == phase)]["speedup"]
+        assert row["speedup"] == pytest.approx(float(measured.iloc[0])) and row["speedup"] > 0
+        unstructured = runs[runs["pattern"] == "unstructured"].loc["magnitude"]
+        assert row["perplexity"] == pytest.approx(unstructured["perplexity"])
+    assert summary["figure_traces"] == 2  # csr and dense, one shape
