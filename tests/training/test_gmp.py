@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from workbench.training.gmp import cubic_sparsity
 

@@ -51,7 +51,7 @@ class TrainSpec(JobSpec):
     kind: Literal["train"] = "train"
     model: str = Field("fashion-cnn", description="fashion-cnn, or a causal LM (built-in, hub id, folder)")
     data: str = Field("fashion-mnist", description="fashion-mnist for the CNN, else a corpus for the LM")
-    method: str = Field("dense", description="sparse-training method (see `workbench train-methods`)")
+    method: str = Field("dense", description="dense | ste | sr-ste | gmp | set | rigl | sparse-finetune")
     params: dict[str, Any] = Field(default_factory=dict, description="the method's parameters")
     sparsity: float | None = Field(None, description="target fraction of zeros (default 0.5; N:M implies it)")
     pattern: Pattern = Field(default_factory=lambda: Pattern(name="unstructured"))

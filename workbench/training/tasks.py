@@ -9,6 +9,7 @@ so that a run resumed from a checkpoint sees exactly the batches the uninterrupt
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,14 +44,27 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-class Task:
+class Task(ABC):
+    """What the loop asks of a task: the batch of a step, a forward pass, its loss, an evaluation."""
+
     family: str
     quality: str  # the headline metric: accuracy (higher is better) or perplexity (lower)
 
-    def batch(self, step: int) -> Any: ...
-    def run(self, model: nn.Module, batch: Any) -> torch.Tensor: ...
-    def loss(self, outputs: torch.Tensor, batch: Any) -> torch.Tensor: ...
-    def evaluate(self, model: nn.Module, progress: bool = False) -> dict[str, float]: ...
+    @abstractmethod
+    def batch(self, step: int) -> Any:
+        """The batch of step ``step`` (a function of the seed and the step alone)."""
+
+    @abstractmethod
+    def run(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        """The model's outputs (logits) on a batch."""
+
+    @abstractmethod
+    def loss(self, outputs: torch.Tensor, batch: Any) -> torch.Tensor:
+        """The task loss of those outputs."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, progress: bool = False) -> dict[str, float]:
+        """Held-out metrics, by name."""
 
 
 @dataclass
