@@ -14,7 +14,7 @@ from workbench_app.specs import numeric_fields
 from workbench_app.ui import choose, runs_or_stop, selection, show_figure
 
 SUMMARY_FIELDS = ["method", "model", "pattern", "allocation", "target_sparsity", "data", "kind"]
-MAX_MATRIX_POINTS = 3000  # a scatter matrix of more points is a blur; a seeded sample keeps the picture
+MAX_MATRIX_POINTS = 1500  # a scatter matrix of more points is a blur; a seeded sample keeps the picture
 
 
 def front_trace(frame: pd.DataFrame, x: str, y: str, higher_x: bool, higher_y: bool, name: str,

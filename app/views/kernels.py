@@ -26,12 +26,10 @@ def filtered(frame: pd.DataFrame, column: str, label: str, key: str) -> pd.DataF
 
 def against_tokens(frame: pd.DataFrame, y: str, title: str, key: str, baseline: float | None = None) -> None:
     """One panel per shape: ``y`` against tokens, a line per backend (colour), dtype (dash) and run."""
-    figure = facet_figure(frame, "shape", "tokens", y, title, columns=FACETS, color="backend", dash="dtype",
-                          line_group="series", mode="lines+markers",
+    figure = facet_figure(frame, "shape", "tokens", y, title, columns=FACETS, baseline=baseline, color="backend",
+                          dash="dtype", line_group="series", mode="lines+markers",
                           hover=["case_id", "median_us", "timing", "rel_error", "run_id"])
     figure.update_xaxes(type="log")
-    if baseline is not None:
-        figure.add_hline(y=baseline, line=dict(color="grey", dash="dash"))
     show_figure(figure, key=key)
 
 
@@ -51,8 +49,10 @@ kernels = kernels.assign(shape=kernels["out_features"].astype("Int64").astype(st
                          label=kernels["run_id"].map(labels).fillna(kernels["run_id"]))
 kernels["run"] = kernels["label"]
 # one line per (run, backend, dtype, timing, shape, phase): the unit a curve over tokens belongs to
-kernels["series"] = kernels[["run_id", "backend", "dtype", "timing", "shape"]
-                            + (["phase"] if "phase" in kernels else [])].astype(str).fillna("").agg("/".join, axis=1)
+series = kernels["run_id"].astype(str)
+for column in ["backend", "dtype", "timing", "shape"] + (["phase"] if "phase" in kernels else []):
+    series = series + "/" + kernels[column].astype(str).fillna("")
+kernels["series"] = series
 
 with st.container(border=True):
     columns = st.columns(4)
@@ -99,11 +99,10 @@ if not timed.empty:
     y = "speedup" if timed["speedup"].notna().any() else "median_us"
     figure = facet_figure(timed, "phase", "size", y, "end-to-end model: " + ("speedup over dense" if y == "speedup"
                                                                            else "median µs"), columns=2,
-                          color="backend", dash="dtype", line_group="series", mode="lines+markers",
+                          baseline=1.0 if y == "speedup" else None, color="backend", dash="dtype",
+                          line_group="series", mode="lines+markers",
                           hover=["model", "pruned_by", "tokens_per_s", "median_us", "run_id"])
     figure.update_xaxes(type="log", title_text="tokens (prefill) / batch (decode)")
-    if y == "speedup":
-        figure.add_hline(y=1.0, line=dict(color="grey", dash="dash"))
     show_figure(figure, key="kernels_model")
 else:
     bench_runs = list(dict.fromkeys(list(kernels["run_id"]) + list(runs.loc[runs["kind"] == "bench", "run_id"])))

@@ -135,28 +135,35 @@ def figure_of(traces: list[dict], layout: object = None) -> go.Figure:
 
 
 def facet_figure(frame: pd.DataFrame, facet: str, x: str, y: str, title: str, columns: int = 3,
-                 **traces: object) -> go.Figure:
-    """``grouped_traces`` in one panel per value of ``facet`` (shared y axis; one legend)."""
-    from plotly.subplots import make_subplots
+                 baseline: float | None = None, **traces: object) -> go.Figure:
+    """``grouped_traces`` in one panel per value of ``facet`` (one legend), with an optional dashed
+    horizontal ``baseline`` in every panel (e.g. speedup 1 = dense).
 
+    The grid is laid out here as plain axis domains: plotly's make_subplots validates every axis it
+    creates, which costs more than drawing the data."""
     values = sorted(frame[facet].astype(str).unique())
+    columns = max(1, min(columns, len(values)))
     rows = max(1, -(-len(values) // columns))
-    grid = make_subplots(rows=rows, cols=min(columns, len(values)) or 1, shared_yaxes=True,
-                         subplot_titles=[f"{facet} {v}" for v in values], horizontal_spacing=0.04,
-                         vertical_spacing=0.12 if rows > 1 else 0.0)
-    data, shown, left = [], set(), []
+    gap_x, gap_y = 0.04, 0.1 if rows > 1 else 0.0
+    width, height = (1 - gap_x * (columns - 1)) / columns, (1 - gap_y * (rows - 1)) / rows
+    layout: dict = {"title": {"text": title}, "height": 320 * rows + 90, "annotations": [], "shapes": []}
+    data, shown = [], set()
     for index, value in enumerate(values):
-        panel = grid.get_subplot(index // columns + 1, index % columns + 1)
-        if index % columns == 0:
-            left.append(panel.yaxis.plotly_name)
+        row, col = divmod(index, columns)
+        suffix = "" if index == 0 else str(index + 1)
+        left, top = col * (width + gap_x), 1 - row * (height + gap_y)
+        layout[f"xaxis{suffix}"] = {"domain": [left, min(1.0, left + width)], "anchor": f"y{suffix}",
+                                    "title": {"text": x}}
+        layout[f"yaxis{suffix}"] = {"domain": [max(0.0, top - height), top], "anchor": f"x{suffix}",
+                                    "title": {"text": y if col == 0 else ""}}
+        layout["annotations"].append({"text": f"{facet} {value}", "x": left + width / 2, "y": top, "xref": "paper",
+                                      "yref": "paper", "xanchor": "center", "yanchor": "bottom", "showarrow": False})
+        if baseline is not None:
+            layout["shapes"].append({"type": "line", "xref": f"x{suffix} domain", "yref": f"y{suffix}", "x0": 0,
+                                     "x1": 1, "y0": baseline, "y1": baseline,
+                                     "line": {"color": "grey", "dash": "dash", "width": 1}})
         for trace in grouped_traces(frame[frame[facet].astype(str) == value], x, y, **traces):
-            trace.update(xaxis=panel.xaxis.plotly_name.replace("axis", ""),
-                         yaxis=panel.yaxis.plotly_name.replace("axis", ""), showlegend=trace["name"] not in shown)
+            trace.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}", showlegend=trace["name"] not in shown)
             shown.add(trace["name"])
             data.append(trace)
-    figure = figure_of(data, grid.layout)
-    figure.update_layout(title=title, height=320 * rows + 90)
-    figure.update_xaxes(title_text=x)
-    for axis in left:
-        figure.layout[axis].title.text = y
-    return figure
+    return figure_of(data, layout)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.app.conftest import APP
+from workbench.benchmarks.app_store import RENDERED
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = APP.parent / "test-artifacts" / "app"
@@ -76,10 +77,9 @@ def page(server):
 
 
 def settle(page) -> None:
-    """Wait until the script run triggered by the last action has finished."""
-    page.wait_for_timeout(400)
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
-    page.wait_for_timeout(300)
+    """Wait until the script run triggered by the last action has finished and its charts are drawn."""
+    page.wait_for_timeout(300)  # the run starts a moment after the action
+    page.wait_for_function(RENDERED)
 
 
 def visit(page, title: str) -> None:

@@ -293,6 +293,72 @@ def time_pages(store: Path, app: Path, repeat: int = 5, timeout: float = 120.0) 
     return pd.DataFrame(rows)
 
 
+TITLES = {page: page.capitalize() for page in PAGES}
+RENDERED = """() => document.querySelector('[data-testid="stApp"][data-test-script-state="notRunning"]')
+    && [...document.querySelectorAll('[data-testid="stPlotlyChart"]')].every(c => c.querySelector('.main-svg'))"""
+
+
+def time_pages_in_browser(store: Path, app: Path, repeat: int = 3,
+                          chromium: Path = Path("/usr/bin/chromium")) -> pd.DataFrame:
+    """Seconds from a click in the sidebar to the page fully drawn (script finished, every plotly chart
+    drawn) in headless chromium, as a user moving between pages sees it: *cold* right after the store's
+    signature changed (every read misses the cache), *warm* on the next visit. The server is
+    `streamlit run` on this machine; the browser runs here too and competes with it for the CPU."""
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    root = Path(app).resolve().parents[1]
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(Path(app).resolve()),
+                               f"--server.port={port}", "--server.address=127.0.0.1", "--server.headless=true"],
+                              cwd=root, env={**os.environ, "WORKBENCH_STORE": str(Path(store).resolve())},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    rows = []
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
+            tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+            tab.set_default_timeout(120_000)
+            tab.goto(url)
+
+            def visit(page: str) -> float:
+                started = time.perf_counter()
+                tab.get_by_test_id("stSidebarNav").get_by_text(TITLES[page], exact=True).click()
+                tab.get_by_role("heading", name=TITLES[page], exact=True).wait_for()
+                tab.wait_for_function(RENDERED)
+                return time.perf_counter() - started
+
+            visit("launch")  # the first session's imports (torch, plotly) are not a page's cost
+            for page in tqdm(PAGES, desc="pages in chromium", unit="page"):
+                cold, warm = [], []
+                for _ in range(repeat):
+                    visit("launch" if page != "launch" else "runs")
+                    os.utime(store)  # a new signature: the next visit reads the store again
+                    cold.append(visit(page))
+                    visit("launch" if page != "launch" else "runs")
+                    warm.append(visit(page))
+                rows.append({"page": page, "cold_median_s": float(np.median(cold)), "cold_max_s": max(cold),
+                             "warm_median_s": float(np.median(warm)), "warm_max_s": max(warm)})
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return pd.DataFrame(rows)
+
+
 def environment() -> dict[str, str]:
     import duckdb
     import streamlit
