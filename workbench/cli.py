@@ -252,9 +252,10 @@ def bench_app_pages(
         layer_rows: int = typer.Option(1_000_000, help="per-layer rows in the synthetic store"),
         repeat: int = typer.Option(5, help="fresh sessions timed per page"),
         rebuild: bool = typer.Option(False, "--rebuild", help="build the store again even if it exists"),
-        app_file: Path = typer.Option(Path("app") / "main.py", "--app", help="the app's main script")) -> None:
+        app_file: Path = typer.Option(Path("app") / "main.py", "--app", help="the app's main script"),
+        browser: bool = typer.Option(False, "--browser", help="also time each page drawn in headless chromium")) -> None:
     """Time every page of the Streamlit app on a large synthetic store (cold and warm render)."""
-    from workbench.benchmarks.app_store import Sizes, build_store, environment, time_pages
+    from workbench.benchmarks.app_store import Sizes, build_store, environment, time_pages, time_pages_in_browser
 
     if not app_file.is_file():
         fail(WorkbenchError(f"no app at {app_file}", "run from the repository root or pass --app app/main.py"))
@@ -267,6 +268,10 @@ def bench_app_pages(
     typer.echo(" ".join(f"{k}={v}" for k, v in environment().items()))
     typer.echo(f"store {store} ({store.stat().st_size / 2**20:.0f} MiB), {repeat} sessions per page, seconds:")
     typer.echo(figures.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if browser:
+        drawn = time_pages_in_browser(store, app_file, max(1, repeat // 2))
+        typer.echo(f"in chromium (navigation to every chart drawn), {max(1, repeat // 2)} visits per page, seconds:")
+        typer.echo(drawn.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
 @bench_app.command("kernels")
