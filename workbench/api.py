@@ -252,8 +252,10 @@ def mask_drift(run_id: str, *, store: StoreLike = None) -> pd.DataFrame:
     store = open_store(store)
     run_id = _run_id(store, run_id)
     rows = queries.divergence(store, [run_id])
-    rows = rows[(rows["run_a"] == run_id) & (rows["run_b"] == run_id) & rows["step_a"].notna() & rows["step_b"].notna()]
-    out = [{"step_a": int(a), "step_b": int(b), **_totals(group, _kept(store, run_id, int(a)), _kept(store, run_id, int(b)))}
+    rows = rows[(rows["run_a"] == run_id) & (rows["run_b"] == run_id)
+                & rows["step_a"].notna() & rows["step_b"].notna()]
+    out = [{"step_a": int(a), "step_b": int(b),
+            **_totals(group, _kept(store, run_id, int(a)), _kept(store, run_id, int(b)))}
            for (a, b), group in rows.groupby(["step_a", "step_b"])]
     return pd.DataFrame(out, columns=["step_a", "step_b", "sad", "numel", "sad_fraction", "iou", "layers"])
 

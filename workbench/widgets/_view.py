@@ -32,15 +32,17 @@ def replace_traces(figure: go.FigureWidget, traces: Sequence[go.BaseTraceType], 
 
 
 def set_options(dropdown: widgets.Dropdown, options: Sequence[Any], keep: bool = True) -> None:
-    """New options for a dropdown, keeping its value where it is still offered."""
+    """New options (values, or (label, value) pairs) for a dropdown, keeping its value where it is
+    still offered, else taking the first."""
     value = dropdown.value
     options = list(options)
+    values = [o[1] if isinstance(o, tuple) else o for o in options]
     if list(dropdown.options) != options:
         dropdown.options = options
-    if keep and value in options:
+    if keep and value in values:
         dropdown.value = value
-    elif options and dropdown.value not in options:
-        dropdown.value = options[0]
+    elif values and dropdown.value not in values:
+        dropdown.value = values[0]
 
 
 class View(widgets.VBox):

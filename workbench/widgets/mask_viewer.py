@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import ipywidgets as widgets
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import torch
 
 from workbench import queries
 from workbench.widgets._view import View, new_figure, replace_traces, set_options
-from workbench.widgets.picker import RunPicker
+from workbench.widgets.picker import RunPicker, run_label
 
 CELLS = 96
 ZOOMS = (1, 2, 4, 8, 16, 32, 64)
@@ -61,13 +62,14 @@ class MaskViewer(View):
 
     def _sync_controls(self) -> None:
         chosen = self.picker.chosen
-        runs = list(chosen["run_id"]) if not chosen.empty else []
+        runs = [(run_label(row), row.run_id) for row in chosen.itertuples(index=False)]
         set_options(self.run, runs)
-        if self._wanted_run in runs:
+        if self._wanted_run in chosen.get("run_id", pd.Series(dtype=str)).tolist():
             self.run.value, self._wanted_run = self._wanted_run, None
         index = queries.mask_index(self.picker.store, self.run.value) if self.run.value else None
         set_options(self.layer, sorted(index["layer"].unique()) if index is not None else [])
-        steps = [int(s) for s in sorted(index[index["layer"] == self.layer.value]["step"].unique())] if self.layer.value else []
+        steps = (sorted(int(s) for s in index[index["layer"] == self.layer.value]["step"].unique())
+                 if self.layer.value else [])
         if list(self.step.options) != steps:
             self.step.options = steps
         if steps and (self.step.value not in steps or self._shown != (self.run.value, self.layer.value)):
@@ -92,9 +94,11 @@ class MaskViewer(View):
         heatmap = go.Heatmap(z=z, zmin=0, zmax=1, colorscale="Greys", reversescale=True,
                              x=np.arange(z.shape[1]) * zoom + self.col0.value,
                              y=np.arange(z.shape[0]) * zoom + self.row0.value,
-                             colorbar=dict(title="kept"), hovertemplate="row %{y}, col %{x}: %{z:.2f} kept<extra></extra>")
+                             colorbar=dict(title="kept"),
+                             hovertemplate="row %{y}, col %{x}: %{z:.2f} kept<extra></extra>")
         sparsity = 1 - float(mask.float().mean())
         replace_traces(self.figure, [heatmap], title=f"{self.layer.value} (step {self.step.value})",
                        xaxis_title="input (column)", yaxis_title="output (row)", yaxis_autorange="reversed")
-        self.summary.value = (f"{rows} x {cols} weights, sparsity {sparsity:.3f}; showing rows {self.row0.value}"
-                              f"..{row_end - 1}, cols {self.col0.value}..{col_end - 1}, {zoom} x {zoom} weights per cell")
+        self.summary.value = (f"{rows} x {cols} weights, sparsity {sparsity:.3f}; showing rows "
+                              f"{self.row0.value}..{row_end - 1}, cols {self.col0.value}..{col_end - 1}, "
+                              f"{zoom} x {zoom} weights per cell")
