@@ -46,7 +46,7 @@ def test_masks_load_as_bool_tensors_that_match_the_layer_stats(tiny_runs):
     assert set(masks) == set(layers.index) and len(masks) == 14
     for name, mask in masks.items():
         assert mask.dtype == torch.bool
-        assert 1 - mask.float().mean().item() == pytest.approx(layers.loc[name, "achieved_sparsity"])
+        assert (~mask).float().mean().item() == pytest.approx(layers.loc[name, "achieved_sparsity"])
         groups = mask.reshape(mask.shape[0], -1, 4).sum(-1)
         assert bool((groups == 2).all())  # 2 of every 4 kept
 
