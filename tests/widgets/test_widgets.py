@@ -8,6 +8,7 @@ import torch
 
 from tests.widgets.synthetic import LAYERS, write_run
 from workbench import api, queries
+from workbench.errors import SpecError
 from workbench.widgets import (AllocationView, CompareView, Dashboard, KernelSpeedupView, MaskViewer, RunPicker,
                                SweepLauncher, TrainingCurveView)
 from workbench.widgets.mask_viewer import mask_tile
@@ -31,6 +32,12 @@ def test_picker_filters_narrow_the_runs_and_bump_the_version(board):
     picker.filters["kind"].value = "train"
     assert list(picker.runs["run_id"]) == [ids["train"]]
     assert picker.count.value == f"1 of {len(ids)} runs"
+
+
+def test_picker_refuses_an_unknown_filter(board):
+    store, _ = board
+    with pytest.raises(SpecError, match="unknown run filter 'colour'"):
+        RunPicker(store, colour="red")
 
 
 def test_picker_selection_survives_filters_that_keep_the_run_and_drops_the_rest(board):
@@ -230,4 +237,4 @@ def test_dashboard_links_every_view_to_one_picker(board):
     assert board_widget.launcher.pickers == [board_widget.picker]
     board_widget.picker.filters["kind"].value = "bench"
     assert board_widget.kernels.cases["run_id"].unique().tolist() == [ids["bench"]]
-    assert len(board_widget.compare.figure.data) == 0 or all(len(t.x) == 0 for t in board_widget.compare.figure.data)
+    assert all(len(trace.x) == 0 for trace in board_widget.compare.figure.data)  # a bench run has no quality

@@ -14,6 +14,7 @@ import pandas as pd
 import traitlets
 
 from workbench import api
+from workbench.errors import SpecError
 from workbench.widgets._view import set_options
 
 FILTERS = ("kind", "model", "data", "method", "pattern", "allocation", "status")
@@ -41,6 +42,9 @@ class RunPicker(widgets.VBox):
     selected = traitlets.List(traitlets.Unicode(), help="run ids selected in the list")
 
     def __init__(self, store: api.StoreLike = None, **filters: Any):
+        unknown = sorted(set(filters) - set(FILTERS))
+        if unknown:
+            raise SpecError(f"unknown run filter {unknown[0]!r}", f"the picker filters on: {', '.join(FILTERS)}")
         self.store = api.open_store(store)
         self.all_runs = pd.DataFrame()
         self.runs = pd.DataFrame()
