@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import torch
@@ -68,7 +69,7 @@ def scale_to_sparse_fan_in(weight: torch.Tensor, mask: torch.Tensor) -> None:
     weight.mul_(scale.view(-1, *([1] * (weight.dim() - 1))))
 
 
-class DynamicSparse(TrainingMethod):
+class DynamicSparse(TrainingMethod, ABC):
     """Shared prune-and-grow loop; subclasses say where connections grow."""
 
     Params: ClassVar[type[BaseModel]] = DSTParams
@@ -97,8 +98,9 @@ class DynamicSparse(TrainingMethod):
     def is_update_step(self, step: int) -> bool:
         return step > 0 and step % self.params.every == 0 and step < self.end_step
 
+    @abstractmethod
     def grow_scores(self, name: str, weight: torch.Tensor, step: int) -> torch.Tensor:
-        raise NotImplementedError
+        """Where to grow: the highest scores among the inactive positions win."""
 
     def before_optimizer_step(self, step: int) -> None:
         self.dense_grad = {}

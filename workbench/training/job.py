@@ -9,7 +9,7 @@ per-step metrics, mask snapshots and the SAD between consecutive snapshots for t
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,7 +35,6 @@ class PreparedTrain:
     task: Task
     calibration: torch.Tensor | None = None
     workdir: Path | None = None  # checkpoints; None = no resuming
-    extras: dict[str, object] = field(default_factory=dict)
 
 
 def resolve_device(name: str) -> torch.device:

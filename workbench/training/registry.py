@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, ContextManager
 
 import torch
@@ -56,7 +56,6 @@ class TrainContext:
     optimizer: torch.optim.Optimizer | None = None
     calibration: torch.Tensor | None = None  # token windows for one-shot methods that need them
     family: str = "image"
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class TrainingMethod(HasParams):
