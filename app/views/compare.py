@@ -14,7 +14,7 @@ from workbench_app.specs import numeric_fields
 from workbench_app.ui import choose, runs_or_stop, selection, show_figure
 
 SUMMARY_FIELDS = ["method", "model", "pattern", "allocation", "target_sparsity", "data", "kind"]
-MAX_MATRIX_POINTS = 1500  # a scatter matrix of more points is a blur; a seeded sample keeps the picture
+MAX_MATRIX_POINTS = 1000  # a scatter matrix of more points is a blur; a seeded sample keeps the picture
 
 
 def front_trace(frame: pd.DataFrame, x: str, y: str, higher_x: bool, higher_y: bool, name: str,
@@ -33,8 +33,8 @@ def front_trace(frame: pd.DataFrame, x: str, y: str, higher_x: bool, higher_y: b
 def quality_figure(frame: pd.DataFrame, x: str, y: str, color: str, symbol: str | None, fronts: str,
                    higher_x: bool, log_y: bool, title: str) -> go.Figure:
     higher_y = y not in LOWER_IS_BETTER
-    hover = ["run_id"]  # the label names method, pattern, sparsity and model already
-    traces = grouped_traces(frame, x, y, color=color, symbol=symbol, hover=hover)
+    # the label names method, pattern, sparsity, model and the run id's first characters: no more hover data
+    traces = grouped_traces(frame, x, y, color=color, symbol=symbol)
     colors = {trace["name"].split(", ")[0]: trace["marker"]["color"] for trace in traces}
     figure = figure_of(traces)
     if fronts == "all runs":

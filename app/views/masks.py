@@ -40,7 +40,8 @@ cells[0].metric("Shape", f"{mask.shape[0]} × {mask.shape[1]}")
 cells[1].metric("Kept", f"{kept:,}")
 cells[2].metric("Sparsity", f"{1 - kept / mask.size:.2%}")
 cells[3].metric("Pattern", str(record["pattern"] or "unstructured"))
-show_figure(overview_figure(mask, group, f"{record['label']} · {layer} · step {step}"), key="masks_image")
+show_figure(overview_figure(mask, group, f"{record['label']} · {layer} · step {step}", record["label"]),
+            key="masks_image")
 
 with st.expander("Zoom into a window (every weight one cell)", expanded=bool(group)):
     place = st.columns(2)
@@ -50,11 +51,14 @@ with st.expander("Zoom into a window (every weight one cell)", expanded=bool(gro
 
 left, right = st.columns(2)
 with left:
-    rows = pd.DataFrame({"row": np.arange(mask.shape[0]), "sparsity": row_sparsity(mask)})
-    show_figure(px.line(rows, x="row", y="sparsity", title="sparsity of each output row"), key="masks_rows")
+    rows = pd.DataFrame({"row": np.arange(mask.shape[0]), "sparsity": row_sparsity(mask), "run": record["label"]})
+    show_figure(px.line(rows, x="row", y="sparsity", hover_name="run", title="sparsity of each output row"),
+                key="masks_rows")
 with right:
-    columns = pd.DataFrame({"column": np.arange(mask.shape[1]), "sparsity": column_sparsity(mask)})
-    show_figure(px.line(columns, x="column", y="sparsity", title="sparsity of each input column"), key="masks_cols")
+    columns = pd.DataFrame({"column": np.arange(mask.shape[1]), "sparsity": column_sparsity(mask),
+                            "run": record["label"]})
+    show_figure(px.line(columns, x="column", y="sparsity", hover_name="run", title="sparsity of each input column"),
+                key="masks_cols")
 
 st.subheader("Overlap between runs")
 same_model = candidates[candidates["model"] == record["model"]] if pd.notna(record["model"]) else candidates

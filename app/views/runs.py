@@ -92,7 +92,8 @@ elif len(picked) > 1:
     shown = [c for c in ["status", "achieved_sparsity", *QUALITY_METRICS, "prune_seconds", "wall_s"] if c in runs]
     side = runs.set_index("run_id").loc[picked, shown]
     side.index = [labels[r] for r in picked]
-    st.dataframe(side.T.dropna(how="all").astype(str), key="runs_side_by_side")
+    st.dataframe(side.T.dropna(how="all").map(lambda v: "—" if pd.isna(v) else f"{v:.4g}" if isinstance(v, float)
+                                              else str(v)), key="runs_side_by_side")
 if picked:
     links = st.columns(3)
     links[0].page_link("views/compare.py", label="Compare them", icon="📈")

@@ -65,6 +65,8 @@ else:
     heat = px.imshow(grid, aspect="auto", color_continuous_scale="Magma_r", labels={"x": "step", "y": "layer",
                                                                                      "color": value},
                      height=max(260, 22 * len(grid) + 140))
+    heat.update_traces(hovertemplate=f"<b>{labels.get(run_id, run_id)}</b><br>%{{y}} at step %{{x}}: "
+                                     f"{value} %{{z:.4g}}<extra></extra>")
     show_figure(heat, key="training_sad_heatmap")
 
 st.subheader("Mask snapshots over time")
@@ -81,5 +83,5 @@ else:
         steps = [steps[round(i * (len(steps) - 1) / (MAX_SNAPSHOTS - 1))] for i in range(MAX_SNAPSHOTS)]
     masks = [reader.mask(run_id, layer, step) for step in steps]
     group = group_of(candidates.set_index("run_id").loc[run_id, "pattern"])
-    show_figure(snapshots_figure(masks, steps, group, f"{labels.get(run_id, run_id)} · {layer}"),
-                key="training_snapshots")
+    show_figure(snapshots_figure(masks, steps, group, f"{labels.get(run_id, run_id)} · {layer}",
+                                 labels.get(run_id, run_id)), key="training_snapshots")

@@ -21,15 +21,16 @@ def group_of(pattern: object) -> int | None:
     return int(match.group(2)) if match else None
 
 
-def overview_figure(mask: np.ndarray, group: int | None, title: str) -> go.Figure:
+def overview_figure(mask: np.ndarray, group: int | None, title: str, label: str) -> go.Figure:
+    """The whole mask, one pixel per weight (kept dark; alternate N:M groups shaded), block-averaged when huge."""
     if mask.size <= MAX_PIXELS:
         figure = px.imshow(mask_image(mask, group), binary_string=True, title=title)
-        figure.update_traces(hovertemplate="row %{y}, column %{x}<extra></extra>")
+        figure.update_traces(hovertemplate=f"<b>{label}</b><br>row %{{y}}, column %{{x}}<extra></extra>")
     else:
         density, side = density_image(mask)
         figure = px.imshow(density, zmin=0, zmax=1, color_continuous_scale="Blues", title=f"{title} "
                            f"(each pixel: share kept of a {side}×{side} block)", labels={"color": "kept"})
-        figure.update_traces(hovertemplate=f"block at row %{{y}}×{side}, column %{{x}}×{side}: "
+        figure.update_traces(hovertemplate=f"<b>{label}</b><br>block at row %{{y}}×{side}, column %{{x}}×{side}: "
                                            "%{z:.2f} kept<extra></extra>")
     figure.update_layout(height=min(720, max(320, int(900 * mask.shape[0] / max(mask.shape[1], 1)))),
                          xaxis_title="input (column)", yaxis_title="output (row)")
@@ -52,11 +53,17 @@ def detail_figure(mask: np.ndarray, group: int | None, row: int, col: int, label
     return figure
 
 
-def snapshots_figure(masks: list[np.ndarray], steps: list[int], group: int | None, title: str) -> go.Figure:
+def snapshots_figure(masks: list[np.ndarray], steps: list[int], group: int | None, title: str,
+                     label: str) -> go.Figure:
     """The same layer's mask at successive steps, with a slider (and play button) over the steps."""
     frames = np.stack([mask_image(mask, group) for mask in masks])
     figure = px.imshow(frames, animation_frame=0, binary_string=True, title=title,
                        labels={"animation_frame": "snapshot"})
+    hover = f"<b>{label}</b><br>row %{{y}}, column %{{x}}<extra></extra>"
+    figure.update_traces(hovertemplate=hover)
+    for frame in figure.frames:
+        for trace in frame.data:
+            trace.hovertemplate = hover
     for index, step in enumerate(figure.layout.sliders[0].steps if figure.layout.sliders else []):
         step.label = f"step {steps[index]}"
     figure.update_layout(height=min(720, max(360, int(900 * masks[0].shape[0] / max(masks[0].shape[1], 1)))))
@@ -94,6 +101,12 @@ def _hover(x: str, y: str, hover: list[str]) -> str:
     return f"<b>%{{text}}</b><br>{x}: %{{x}}<br>{y}: %{{y}}{extra}<extra></extra>"
 
 
+def _values(series: pd.Series) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        return series.to_numpy(dtype=float, na_value=np.nan)
+    return series.to_numpy(dtype=object)
+
+
 def grouped_traces(frame: pd.DataFrame, x: str, y: str, *, color: str | None = None, symbol: str | None = None,
                    dash: str | None = None, line_group: str | None = None, mode: str = "markers",
                    hover: list[str] = (), label: str = "label") -> list[dict]:
@@ -111,14 +124,16 @@ def grouped_traces(frame: pd.DataFrame, x: str, y: str, *, color: str | None = N
     traces = []
     for values, group in groups:
         named = dict(zip(keys, values if isinstance(values, tuple) else (values,)))
-        columns = {"x": group[x].to_numpy(dtype=object), "y": group[y].to_numpy(dtype=object),
-                   "text": group[label].astype(str).to_numpy(dtype=object)}
+        # numbers stay float arrays (plotly ships them as compact binary); text is an object array
+        columns = {axis: _values(group[column]) for axis, column in (("x", x), ("y", y))}
+        columns["text"] = group[label].astype(str).to_numpy(dtype=object)
         if hover:
             columns["customdata"] = group[hover].astype(str).to_numpy(dtype=object)
-        if line_group:  # a None between two lines of one trace breaks the line there
+        if line_group:  # a gap (NaN, or None in text) between two lines of one trace breaks the line there
             owner = group[line_group].astype(str).to_numpy()
             cuts = np.flatnonzero(owner[1:] != owner[:-1]) + 1
-            columns = {k: np.insert(v, cuts, None, axis=0) for k, v in columns.items()}
+            columns = {k: np.insert(v, cuts, np.nan if v.dtype.kind == "f" else None, axis=0)
+                       for k, v in columns.items()}
         webgl = len(group) > WEBGL_POINTS and "lines" not in mode
         name = ", ".join(named.values()) or y
         traces.append(dict(

@@ -254,41 +254,36 @@ def build_store(path: Path, sizes: Sizes = Sizes(), seed: int = 0) -> dict[str, 
 
 # ---------------------------------------------------------------- timing the pages
 
-def _page_run(app: Path, page: str, timeout: float) -> tuple[float, float, list[str]]:
-    """(cold seconds, warm seconds, exceptions) of one page in a fresh AppTest session."""
+def _page_run(app: Path, page: str, timeout: float) -> tuple[float, float, float, float, list[str]]:
+    """(cold s, warm s, cold CPU s, warm CPU s, exceptions) of one page in a fresh AppTest session.
+    CPU seconds are this process's (every thread): what the page costs whatever else the machine runs."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    st.cache_data.clear()
     at = AppTest.from_file(str(Path(app).resolve()), default_timeout=timeout)
-    at.run()  # the Runs page (the default) renders here too; switch_page below times the page itself
-    if page != "runs":
-        st.cache_data.clear()
-        started = time.perf_counter()
-        at.switch_page(f"views/{page}.py").run()
-        cold = time.perf_counter() - started
-    else:
-        st.cache_data.clear()
-        started = time.perf_counter()
-        at.run()
-        cold = time.perf_counter() - started
-    started = time.perf_counter()
+    at.run()  # the Runs page (the default) renders here; the page itself is timed below
+    st.cache_data.clear()
+    wall, cpu = time.perf_counter(), time.process_time()
+    (at.switch_page(f"views/{page}.py") if page != "runs" else at).run()
+    cold, cold_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    wall, cpu = time.perf_counter(), time.process_time()
     at.run()
-    warm = time.perf_counter() - started
-    return cold, warm, [str(e.value) for e in at.exception]
+    warm, warm_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return cold, warm, cold_cpu, warm_cpu, [str(e.value) for e in at.exception]
 
 
 def time_pages(store: Path, app: Path, repeat: int = 5, timeout: float = 120.0) -> pd.DataFrame:
-    """Median, min and max seconds of each page's cold and warm render, ``repeat`` sessions each."""
+    """Median and max seconds (wall clock and CPU) of each page's cold and warm render, ``repeat`` sessions each."""
     os.environ["WORKBENCH_STORE"] = str(store)
     _page_run(app, "runs", timeout)  # imports (torch, plotly) once, outside the figures
     rows = []
     for page in tqdm(PAGES, desc="pages", unit="page"):
-        samples = [_page_run(app, page, timeout) for _ in range(repeat)]
-        errors = sorted({e for _, _, errs in samples for e in errs})
-        cold, warm = np.array([s[0] for s in samples]), np.array([s[1] for s in samples])
-        rows.append({"page": page, "cold_median_s": np.median(cold), "cold_min_s": cold.min(), "cold_max_s": cold.max(),
-                     "warm_median_s": np.median(warm), "warm_min_s": warm.min(), "warm_max_s": warm.max(),
+        runs = [_page_run(app, page, timeout) for _ in range(repeat)]
+        samples = np.array([run[:4] for run in runs])
+        errors = sorted({error for run in runs for error in run[4]})
+        rows.append({"page": page, "cold_median_s": np.median(samples[:, 0]), "cold_max_s": samples[:, 0].max(),
+                     "warm_median_s": np.median(samples[:, 1]), "warm_max_s": samples[:, 1].max(),
+                     "cold_cpu_s": np.median(samples[:, 2]), "warm_cpu_s": np.median(samples[:, 3]),
                      "errors": "; ".join(errors)})
     return pd.DataFrame(rows)
 
