@@ -62,7 +62,7 @@ def run_job(spec: JobSpec | dict[str, Any], store: Store | None = None, force: b
 
     executor = importlib.import_module(type(spec).EXECUTOR)
     started = time.perf_counter()
-    prepared = executor.prepare(spec, progress=progress)
+    prepared = executor.prepare(spec, progress=progress, store=store)  # the store a job may read from
     if hasattr(prepared, "workdir"):  # jobs that resume from files kept beside the store (training checkpoints)
         prepared.workdir = store.artifacts_dir / "checkpoints" / key
     run_id = store.start_run(key, spec.kind, spec.canonical_json(), spec.summary(), spec.identity_parts(), spec.name)

@@ -4,7 +4,8 @@ from workbench import queries
 from workbench.runner import run_job
 
 
-def test_latency_is_linked_to_the_pruning_run_whose_masks_it_used(store, tiny_spec, tiny_timing):
+def test_latency_is_linked_to_the_pruning_run_whose_masks_it_used(store, tiny_spec, tiny_timing, monkeypatch):
+    monkeypatch.delenv("WORKBENCH_STORE")  # the masks must be read from the store the job is given
     pruned = run_job({**tiny_spec, "sparsity": 0.5}, store)
     spec = {"kind": "bench", "target": "latency", "device": "cpu",
             "latency": {"model": "tiny-llama", "variants": ["csr"], "prefill_tokens": [16], "decode_batches": [2],

@@ -31,6 +31,7 @@ from workbench.kernels.selection import headline_metrics, mark_best
 from workbench.kernels.spec import BenchError, BenchSpec, parse_shape
 from workbench.kernels.stats import summarize
 from workbench.records import JobOutput, Metric
+from workbench.store import Store
 
 DEADLINE_ENV = "WORKBENCH_BENCH_DEADLINE"  # epoch seconds after which cases are left out (suite time budgets)
 
@@ -42,15 +43,14 @@ class PreparedBench:
     masks: dict[str, torch.Tensor] | None = None
 
 
-def prepare(spec: BenchSpec, progress: bool = False) -> PreparedBench:
+def prepare(spec: BenchSpec, progress: bool = False, store: Store | None = None) -> PreparedBench:
     if spec.device == "cuda" and not torch.cuda.is_available():
         raise BenchError("this spec asks for a CUDA GPU and there is none here", "run it on a GPU host, or use --device cpu")
     prepared = PreparedBench(spec)
     if spec.target == "latency" and spec.latency.masks_key:
         from workbench import queries
-        from workbench.store import Store
 
-        store = Store()
+        store = store or Store()
         found = store.finished_run(spec.latency.masks_key)
         if found is None:
             raise BenchError(f"no finished pruning run with key {spec.latency.masks_key[:12]} in {store.path}",

@@ -25,6 +25,7 @@ from workbench.pruning.pipeline import heldout_count
 from workbench.pruning.registry import PruneContext, resolve_method
 from workbench.records import JobOutput, LayerStat, MaskRecord, Metric
 from workbench.spec import PruneSpec
+from workbench.store import Store
 
 
 @dataclass
@@ -34,7 +35,7 @@ class PreparedPrune:
     context: PruneContext
 
 
-def prepare(spec: PruneSpec, progress: bool = False) -> PreparedPrune:
+def prepare(spec: PruneSpec, progress: bool = False, store: Store | None = None) -> PreparedPrune:
     method = resolve_method(spec.method)
     allocation = resolve_allocation(spec.allocation)
     load_corpus(spec.data)

@@ -25,6 +25,7 @@ from workbench.training.registry import TrainContext, resolve_method
 from workbench.training.sparsity import layer_nm_weight_valid, nm_width
 from workbench.training.spec import TrainSpec
 from workbench.training.tasks import ImageTask, Task, TextTask
+from workbench.store import Store
 
 
 @dataclass
@@ -45,7 +46,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def prepare(spec: TrainSpec, progress: bool = False) -> PreparedTrain:
+def prepare(spec: TrainSpec, progress: bool = False, store: Store | None = None) -> PreparedTrain:
     device = resolve_device(spec.device)
     calibration = None
     if spec.is_image:
