@@ -19,7 +19,7 @@ if HERE not in sys.path:
 
 from workbench_app.ui import sidebar  # noqa: E402
 
-st.set_page_config(page_title="Sparsity Workbench", page_icon="🕸️", layout="wide")
+st.set_page_config(page_title="Sparsity Workbench", page_icon=":material/grid_on:", layout="wide")
 
 PAGES = [
     st.Page("views/runs.py", title="Runs", icon=":material/table_rows:", default=True),

@@ -75,7 +75,7 @@ finished = runs[runs["status"] == "finished"]
 metrics = [m for m in QUALITY_METRICS if m in finished and finished[m].notna().any()]
 if not metrics:
     st.info("No finished run has a quality metric (perplexity, embedding fidelity or accuracy) yet. "
-            "Run `workbench demo`, or start a prune job on the **Launch** page.", icon="📭")
+            "Run `workbench demo`, or start a prune job on the **Launch** page.", icon=":material/inbox:")
     st.stop()
 
 specs = reader.specs()
@@ -105,77 +105,92 @@ data = table[table[metric].notna() & table[x_axis].notna()]
 log_y = st.toggle("Log scale", value=metric == "perplexity", key=f"compare_log_{metric}")
 st.caption(f"{len(data):,} finished runs with {metric}; {int((runs['status'] != 'finished').sum()):,} "
            "unfinished or failed runs are left out.")
-show_figure(quality_figure(data, x_axis, metric, color, symbol, fronts, True, log_y,
-                           f"{metric} against sparsity"), key="compare_quality")
+# one view at a time: each chart of thousands of runs costs the browser a second or more to draw
+VIEWS = ["Against sparsity", "Against measured speed", "Scatter matrix of the spec's numeric fields"]
+view = st.segmented_control("View", VIEWS, default=VIEWS[0], key="compare_view", persist_state="session",
+                            label_visibility="collapsed") or VIEWS[0]
 
-st.subheader("Against measured speed")
-kernels = reader.kernel_results()
-if "speedup" in kernels and not kernels.empty:
-    kernels = kernels[kernels["speedup"].notna()]
-    phase = kernels["phase"].fillna("kernel") if "phase" in kernels else pd.Series("kernel", index=kernels.index)
-    by_run = kernels[phase.isin(["prefill", "decode"]) & kernels["source_run"].isin(set(data["run_id"]))] \
-        if "source_run" in kernels else kernels.iloc[0:0]
-    cases = kernels[phase == "kernel"]
-else:
-    by_run = cases = kernels.iloc[0:0]
-sources = {}
-if not by_run.empty:
-    sources["the model pruned by each run (latency benchmark)"] = by_run
-if not cases.empty:
-    sources["kernel cases at each run's pattern and sparsity"] = cases
-if "speedup" in data and data["speedup"].notna().any():
-    sources["each run's own speedup metric"] = None
-speed = None
-if sources:
-    source = choose("Speed from", list(sources), key="compare_speed_source", persist_state="session")
-    rows = sources[source]
-    if rows is not None:
-        pick = st.columns(5)
-        with pick[0]:
-            backend = choose("Backend", sorted(rows["backend"].dropna().unique()), key="compare_backend",
-                             persist_state="session")
-        with pick[1]:
-            dtype = choose("Dtype", sorted(rows["dtype"].dropna().unique()), key="compare_dtype",
-                           persist_state="session")
-        with pick[4]:
-            timing = choose("Timing", sorted(rows["timing"].dropna().astype(str).unique()), key="compare_timing",
-                            default="graph", persist_state="session")
-        rows = rows[(rows["backend"] == backend) & (rows["dtype"] == dtype) & (rows["timing"].astype(str) == timing)]
-        if source.startswith("kernel cases"):
-            size_column = "tokens"
-        else:
-            with pick[2]:
-                chosen_phase = choose("Phase", sorted(rows["phase"].dropna().unique()), key="compare_phase",
-                                      persist_state="session")
-            rows = rows[rows["phase"] == chosen_phase]
-            size_column = "batch" if chosen_phase == "decode" else "tokens"
-        with pick[3]:
-            size = choose(size_column.capitalize(), sorted(int(t) for t in rows[size_column].dropna().unique()),
-                          key=f"compare_{size_column}", persist_state="session")
-        rows = rows[rows[size_column] == size]
-        speed = data.assign(speedup=measured_speedups(data, rows))
-        st.caption(f"Median measured speedup over dense on {backend}, {dtype}, {timing}, {size_column} = {size} "
-                   "(the dense run is the baseline: 1).")
+
+def against_sparsity() -> None:
+    show_figure(quality_figure(data, x_axis, metric, color, symbol, fronts, True, log_y,
+                               f"{metric} against sparsity"), key="compare_quality")
+
+
+def against_speed() -> None:
+    """Quality against the speedup measured for each run's model or for kernels of its pattern."""
+    kernels = reader.kernel_results()
+    if "speedup" in kernels and not kernels.empty:
+        kernels = kernels[kernels["speedup"].notna()]
+        phase = kernels["phase"].fillna("kernel") if "phase" in kernels else pd.Series("kernel", index=kernels.index)
+        by_run = kernels[phase.isin(["prefill", "decode"]) & kernels["source_run"].isin(set(data["run_id"]))] \
+            if "source_run" in kernels else kernels.iloc[0:0]
+        cases = kernels[phase == "kernel"]
     else:
-        speed = data
-if speed is None or speed["speedup"].notna().sum() == 0:
-    st.info("No latency measured for these runs yet: kernel benchmark rows (job kind `bench`), a latency "
-            "benchmark of a pruned run's model, or runs that record a `speedup` metric fill this chart.", icon="⏱️")
-else:
-    show_figure(quality_figure(speed[speed["speedup"].notna()], "speedup", metric, color, symbol, fronts, True,
-                               log_y, f"{metric} against speedup over dense"), key="compare_speed")
+        by_run = cases = kernels.iloc[0:0]
+    sources = {}
+    if not by_run.empty:
+        sources["the model pruned by each run (latency benchmark)"] = by_run
+    if not cases.empty:
+        sources["kernel cases at each run's pattern and sparsity"] = cases
+    if "speedup" in data and data["speedup"].notna().any():
+        sources["each run's own speedup metric"] = None
+    speed = None
+    if sources:
+        source = choose("Speed from", list(sources), key="compare_speed_source", persist_state="session")
+        rows = sources[source]
+        if rows is not None:
+            pick = st.columns(5)
+            with pick[0]:
+                backend = choose("Backend", sorted(rows["backend"].dropna().unique()), key="compare_backend",
+                                 persist_state="session")
+            with pick[1]:
+                dtype = choose("Dtype", sorted(rows["dtype"].dropna().unique()), key="compare_dtype",
+                               persist_state="session")
+            with pick[4]:
+                timing = choose("Timing", sorted(rows["timing"].dropna().astype(str).unique()), key="compare_timing",
+                                default="graph", persist_state="session")
+            rows = rows[(rows["backend"] == backend) & (rows["dtype"] == dtype) & (rows["timing"].astype(str) == timing)]
+            if source.startswith("kernel cases"):
+                size_column = "tokens"
+            else:
+                with pick[2]:
+                    chosen_phase = choose("Phase", sorted(rows["phase"].dropna().unique()), key="compare_phase",
+                                          persist_state="session")
+                rows = rows[rows["phase"] == chosen_phase]
+                size_column = "batch" if chosen_phase == "decode" else "tokens"
+            with pick[3]:
+                size = choose(size_column.capitalize(), sorted(int(t) for t in rows[size_column].dropna().unique()),
+                              key=f"compare_{size_column}", persist_state="session")
+            rows = rows[rows[size_column] == size]
+            speed = data.assign(speedup=measured_speedups(data, rows))
+            st.caption(f"Median measured speedup over dense on {backend}, {dtype}, {timing}, {size_column} = {size} "
+                       "(the dense run is the baseline: 1).")
+        else:
+            speed = data
+    if speed is None or speed["speedup"].notna().sum() == 0:
+        st.info("No latency measured for these runs yet: kernel benchmark rows (job kind `bench`), a latency "
+                "benchmark of a pruned run's model, or runs that record a `speedup` metric fill this chart.",
+                icon=":material/timer:")
+    else:
+        show_figure(quality_figure(speed[speed["speedup"].notna()], "speedup", metric, color, symbol, fronts, True,
+                                   log_y, f"{metric} against speedup over dense"), key="compare_speed")
 
-st.subheader("Scatter matrix of the spec's numeric fields")
-dimensions = [f for f in numeric_fields(table[[c for c in table.columns if c in fields]]) if f != "kind"]
-dimensions = list(dict.fromkeys(dimensions + [x_axis, metric]))
-if len(dimensions) < 3:
-    st.info("The runs differ in fewer than two numeric spec fields; a sweep over e.g. `sparsity` and "
-            "`calibration.samples` fills this matrix.", icon="🔢")
-else:
-    sample = data.sample(MAX_MATRIX_POINTS, random_state=0) if len(data) > MAX_MATRIX_POINTS else data
-    if len(sample) < len(data):
-        st.caption(f"A seeded sample of {len(sample):,} of {len(data):,} runs.")
-    matrix = px.scatter_matrix(sample, dimensions=dimensions, color=sample[color].astype(str), hover_name="label",
-                               labels={"color": color}, height=160 * len(dimensions) + 120)
-    matrix.update_traces(diagonal_visible=False, marker=dict(size=5))
-    show_figure(matrix, key="compare_matrix")
+
+def scatter_matrix() -> None:
+    """Every numeric spec field that varies, against each other and the quality metric."""
+    dimensions = [f for f in numeric_fields(table[[c for c in table.columns if c in fields]]) if f != "kind"]
+    dimensions = list(dict.fromkeys(dimensions + [x_axis, metric]))
+    if len(dimensions) < 3:
+        st.info("The runs differ in fewer than two numeric spec fields; a sweep over e.g. `sparsity` and "
+                "`calibration.samples` fills this matrix.", icon=":material/numbers:")
+    else:
+        sample = data.sample(MAX_MATRIX_POINTS, random_state=0) if len(data) > MAX_MATRIX_POINTS else data
+        if len(sample) < len(data):
+            st.caption(f"A seeded sample of {len(sample):,} of {len(data):,} runs.")
+        matrix = px.scatter_matrix(sample, dimensions=dimensions, color=sample[color].astype(str), hover_name="label",
+                                   labels={"color": color}, height=160 * len(dimensions) + 120)
+        matrix.update_traces(diagonal_visible=False, marker=dict(size=5))
+        show_figure(matrix, key="compare_matrix")
+
+
+{VIEWS[0]: against_sparsity, VIEWS[1]: against_speed, VIEWS[2]: scatter_matrix}[view]()

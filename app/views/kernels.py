@@ -40,7 +40,7 @@ kernels = reader.kernel_results()
 if kernels.empty:
     st.info("No kernel benchmark rows yet. Kernel benchmark jobs (kind `bench`) time dense, 2:4 "
             "(cuSPARSELt), block-sparse and CSR matmuls over shapes, dtypes and token counts on a GPU and "
-            "write one row per case here.", icon="📭")
+            "write one row per case here.", icon=":material/inbox:")
     st.stop()
 
 labels = dict(zip(runs["run_id"], runs["label"]))
@@ -110,7 +110,7 @@ else:
     latency = metrics[metrics["name"].str.contains("|".join(LATENCY_WORDS))] if not metrics.empty else metrics
     if latency.empty:
         st.info("No model latency recorded: a latency benchmark times a whole pruned model (prefill and "
-                "decode) against its dense original.", icon="⏱️")
+                "decode) against its dense original.", icon=":material/timer:")
     else:
         latency = latency.assign(run=latency["run_id"].map(labels))
         show_figure(px.bar(latency, x="run", y="value", color="name", barmode="group", hover_name="run",

@@ -20,7 +20,8 @@ base: {model: tiny-llama, data: shakespeare, calibration: {samples: 8, seq_len: 
 grid: {method: [magnitude, random], sparsity: [0.5, 0.7]}
 include: [{method: dense}]
 """
-STATUS_ICON = {"running": "⏳", "finished": "✅", "failed": "❌", "stopped": "⏹️"}
+STATUS_ICON = {"running": ":material/hourglass_top:", "finished": ":material/check_circle:",
+               "failed": ":material/error:", "stopped": ":material/stop_circle:"}
 ROW_COLUMNS = ["run_id", "status", "model", "method", "pattern", "target_sparsity", "achieved_sparsity",
                "perplexity", "embedding_cosine", "accuracy", "wall_s", "error"]
 
@@ -49,10 +50,10 @@ def start(sweep: dict, title: str) -> None:
     try:
         specs = forms.expand(sweep)
     except SpecError as err:
-        st.error(f"**{err.problem}.** Fix: {err.fix}.", icon="🚫")
+        st.error(f"**{err.problem}.** Fix: {err.fix}.", icon=":material/error:")
         return
     launch = launcher.start(sweep, [spec.canonical_json() for spec in specs], reader.location, title)
-    st.success(f"Started {len(specs)} job{'s' * (len(specs) != 1)} in the background ({launch.id}).", icon="🚀")
+    st.success(f"Started {len(specs)} job{'s' * (len(specs) != 1)} in the background ({launch.id}).", icon=":material/rocket_launch:")
 
 
 st.title("Launch")
@@ -71,7 +72,7 @@ if mode == "YAML":
         try:
             sweep = forms.from_yaml(text)
         except SpecError as err:
-            st.error(f"**{err.problem}.** Fix: {err.fix}.", icon="🚫")
+            st.error(f"**{err.problem}.** Fix: {err.fix}.", icon=":material/error:")
         else:
             start(sweep, "YAML: " + ", ".join(f"{k}" for k in sweep))
 else:
@@ -134,7 +135,7 @@ else:
                                           forms.numbers(seed_text, "seeds", integer=True))
                 title = f"sweep of {', '.join(chosen_methods)} on {model}"
         except SpecError as err:
-            st.error(f"**{err.problem}.** Fix: {err.fix}.", icon="🚫")
+            st.error(f"**{err.problem}.** Fix: {err.fix}.", icon=":material/error:")
         else:
             start(sweep, title)
 

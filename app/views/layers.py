@@ -36,7 +36,7 @@ if not picked:
 layers = reader.layers(picked)
 if layers.empty:
     st.info("The selected runs recorded no per-layer rows (kernel benchmarks have none). Pick prune or "
-            "training runs.", icon="📭")
+            "training runs.", icon=":material/inbox:")
     st.stop()
 
 labels = dict(zip(runs["run_id"], runs["label"]))
@@ -82,7 +82,7 @@ st.subheader("Reconstruction error per layer")
 errors = layers.dropna(subset=["recon_error"])
 if errors.empty:
     st.info("None of these runs recorded a reconstruction error (‖WX − W′X‖ on calibration inputs); "
-            "calibration-based methods such as SparseGPT record it.", icon="📐")
+            "calibration-based methods such as SparseGPT record it.", icon=":material/straighten:")
 else:
     recon = px.line(errors, x="name", y="recon_error", color="run", markers=True, log_y=True, hover_name="run",
                     category_orders={"name": order, "run": run_order}, labels={"name": "layer"})
@@ -93,7 +93,7 @@ extra = extras(layers)
 ratio_columns = [c for c in extra.columns if "outlier" in c]
 if not ratio_columns:
     st.info("No outlier ratios recorded: runs with `allocation: owl` store each block's outlier ratio "
-            "(the share of Wanda scores above M × their mean) per layer.", icon="🧭")
+            "(the share of Wanda scores above M × their mean) per layer.", icon=":material/explore:")
 else:
     owl = layers.join(extra[ratio_columns]).dropna(subset=[ratio_columns[0]])
     per_block = owl.groupby(["run", "block"], as_index=False).agg(

@@ -19,7 +19,7 @@ runs = runs_or_stop(reader)
 stored = reader.mask_runs()
 if stored.empty:
     st.info("No masks stored yet: every prune and training run stores its masks (1 bit per weight). "
-            "Run `workbench demo` or start a job on the **Launch** page.", icon="📭")
+            "Run `workbench demo` or start a job on the **Launch** page.", icon=":material/inbox:")
     st.stop()
 candidates = runs[runs["run_id"].isin(set(stored["run_id"]))]
 run_id = pick_run("Run", candidates, key="masks_run")

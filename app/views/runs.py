@@ -96,6 +96,6 @@ elif len(picked) > 1:
                                               else str(v)), key="runs_side_by_side")
 if picked:
     links = st.columns(3)
-    links[0].page_link("views/compare.py", label="Compare them", icon="📈")
-    links[1].page_link("views/layers.py", label="Their layers", icon="📊")
-    links[2].page_link("views/masks.py", label="Their masks", icon="🔳")
+    links[0].page_link("views/compare.py", label="Compare them", icon=":material/scatter_plot:")
+    links[1].page_link("views/layers.py", label="Their layers", icon=":material/stacked_bar_chart:")
+    links[2].page_link("views/masks.py", label="Their masks", icon=":material/grid_on:")

@@ -20,7 +20,7 @@ if train.empty:
     st.info("No training runs yet. A spec with `kind: train` (sparse training: SR-STE, gradual magnitude "
             "pruning, RigL / SET) logs its loss and accuracy per step, snapshots of its masks and the "
             "divergence (SAD) between consecutive snapshots; start one with `workbench run SPEC.yaml` or on "
-            "the **Launch** page.", icon="📭")
+            "the **Launch** page.", icon=":material/inbox:")
     st.stop()
 
 picked = pick_runs("Training runs", train, key="training_runs", default=3)
@@ -51,7 +51,7 @@ divergence = reader.divergence([run_id])
 between_steps = divergence[(divergence["run_a"] == run_id) & (divergence["run_b"] == run_id)
                            & divergence["step_b"].notna()]
 if between_steps.empty:
-    st.info("This run recorded no divergence between mask snapshots.", icon="🧩")
+    st.info("This run recorded no divergence between mask snapshots.", icon=":material/extension:")
 else:
     between_steps = between_steps.assign(layer_name=short_names(between_steps["layer"]),
                                          run=labels.get(run_id, run_id))
@@ -75,7 +75,7 @@ multi = index.groupby("layer")["step"].nunique()
 layers = list(multi[multi > 1].index)
 if not layers:
     st.info("This run stored its masks at one step only; a training spec that snapshots masks every few "
-            "steps shows how the topology settles.", icon="🎞️")
+            "steps shows how the topology settles.", icon=":material/movie:")
 else:
     layer = choose("Layer", layers, key="training_snapshot_layer", persist_state="session")
     steps = sorted(int(s) for s in index.loc[index["layer"] == layer, "step"].unique())

@@ -39,10 +39,10 @@ def set_selection(run_ids: list[str]) -> None:
 def empty_store(reader: Reader) -> None:
     where = f"`{reader.location}`"
     if not reader.exists:
-        st.info(f"**No store at {where} yet.** {FILL_HINT}", icon="📭")
+        st.info(f"**No store at {where} yet.** {FILL_HINT}", icon=":material/inbox:")
     else:
-        st.info(f"**The store at {where} holds no runs yet.** {FILL_HINT}", icon="📭")
-    st.page_link("views/launch.py", label="Go to Launch", icon="🚀")
+        st.info(f"**The store at {where} holds no runs yet.** {FILL_HINT}", icon=":material/inbox:")
+    st.page_link("views/launch.py", label="Go to Launch", icon=":material/rocket_launch:")
 
 
 def runs_or_stop(reader: Reader) -> pd.DataFrame:

@@ -1,0 +1,356 @@
+"""Pruning speed and memory against llmcompressor, in the same run: `workbench bench prune`.
+
+Each measurement runs in a fresh subprocess (so that peak memory is one implementation's own, and
+llmcompressor's global session starts clean), on the same model file, the same calibration windows and
+the same sparsity, alternating the order (ours, reference, reference, ours, ...) over repeats. A worker
+times only the pruning call (wall and CPU seconds, peak resident memory sampled during the call, peak
+GPU memory), then measures quality: perplexity on the evaluation windows for a pretrained model, or the
+relative error of the final hidden states against the dense model on held-out windows for a
+random-weight model. The parent compares the two implementations' masks layer by layer.
+
+Models: ``smollm2-135m`` (pretrained, Shakespeare calibration), ``llama-7b-random`` (Llama-2-7B shapes:
+hidden 4096, MLP 11008, 32 blocks; random weights, random token windows; ``layers`` cuts the depth),
+``tiny-llama-random`` (for tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+IMPLEMENTATIONS = ("ours", "llmcompressor")
+RANDOM_SHAPES: dict[str, dict[str, int]] = {
+    "llama-7b-random": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+                        "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000},
+    "tiny-llama-random": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                          "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 259},
+}
+
+
+@dataclass
+class Case:
+    model: str = "smollm2-135m"
+    method: str = "wanda"
+    pattern: str = "unstructured"
+    sparsity: float = 0.5
+    samples: int = 64
+    seq_len: int = 512
+    eval_windows: int = 64
+    layers: int | None = None  # depth override for the random-weight shapes
+    device: str = "cpu"
+
+    @property
+    def label(self) -> str:
+        depth = f" x{self.layers} blocks" if self.layers else ""
+        return f"{self.model}{depth} {self.method} {self.pattern}"
+
+
+@dataclass
+class Measurement:
+    impl: str
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float  # sampled during the pruning call
+    process_peak_rss_mb: float  # whole worker process, model loading included
+    peak_gpu_mb: float | None
+    quality: dict[str, float]
+    sparsity: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- what a worker prunes
+@dataclass
+class Workload:
+    model: torch.nn.Module
+    calibration: torch.Tensor
+    heldout: torch.Tensor
+    tokenizer: Any
+    evaluate: Callable[[torch.nn.Module], dict[str, float]]
+    folder: Path  # a save_pretrained-style folder with the model's config (llmcompressor reads it)
+
+
+def _pretrained_workload(case: Case) -> Workload:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from workbench.data import calibration_windows, evaluation_windows
+    from workbench.metrics.language import perplexity
+    from workbench.models import smollm2_folder
+    from workbench.pruning.pipeline import heldout_count
+
+    if case.model != "smollm2-135m":
+        raise SystemExit(f"unknown benchmark model {case.model!r}")
+    folder = smollm2_folder()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval().to(case.device)
+    windows = calibration_windows("shakespeare", tokenizer, case.samples + heldout_count(case.samples),
+                                  case.seq_len, 0)
+    evaluation = evaluation_windows("shakespeare", tokenizer, case.eval_windows, case.seq_len)
+    return Workload(model, windows[: case.samples], windows[case.samples :], tokenizer,
+                    lambda m: {"perplexity": perplexity(m, evaluation)} if case.eval_windows else {}, folder)
+
+
+def _random_workload(case: Case) -> Workload:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from workbench.models import ByteTokenizer
+    from workbench.pruning.pipeline import heldout_count
+
+    shape = dict(RANDOM_SHAPES[case.model])
+    if case.layers:
+        shape["num_hidden_layers"] = case.layers
+    config = LlamaConfig(**shape, max_position_embeddings=max(4096, case.seq_len), tie_word_embeddings=False)
+    dtype = torch.bfloat16 if case.device.startswith("cuda") else torch.float32
+    torch.manual_seed(0)
+    with torch.device(case.device):
+        model = LlamaForCausalLM(config).to(dtype).eval()
+    folder = Path(tempfile.mkdtemp(prefix="bench-config-"))
+    config.save_pretrained(folder)
+    model.config._name_or_path = str(folder)
+    generator = torch.Generator().manual_seed(0)
+    windows = torch.randint(0, config.vocab_size, (case.samples + heldout_count(case.samples) + max(case.eval_windows, 1),
+                                                   case.seq_len), generator=generator)
+    calibration_end = case.samples + heldout_count(case.samples)
+    evaluation = windows[calibration_end:].to(case.device)
+    with torch.no_grad():
+        dense = model.model(input_ids=evaluation).last_hidden_state.float()
+
+    def hidden_state_error(pruned: torch.nn.Module) -> dict[str, float]:
+        with torch.no_grad():
+            output = pruned.model(input_ids=evaluation).last_hidden_state.float()
+        return {"hidden_state_error": float((output - dense).norm() / dense.norm())}
+
+    return Workload(model, windows[: case.samples], windows[case.samples : calibration_end], ByteTokenizer(),
+                    hidden_state_error, folder)
+
+
+def _prune_ours(case: Case, work: Workload) -> None:
+    from workbench.models.layers import prunable_layers
+    from workbench.pruning.registry import PruneContext, resolve_method
+    from workbench.spec import Pattern
+
+    method = resolve_method(case.method)
+    layers = prunable_layers(work.model)
+    context = PruneContext(model=work.model, layers=layers, targets={name: case.sparsity for name in layers},
+                           pattern=Pattern.parse(case.pattern), params=method.Params(),
+                           calibration=work.calibration, heldout=work.heldout)
+    outcome = method.prune(context)
+    with torch.no_grad():
+        for name, module in layers.items():
+            module.weight.mul_(outcome.masks[name].to(module.weight.device))
+
+
+def _prune_llmcompressor(case: Case, work: Workload) -> None:
+    from loguru import logger
+    from torch.utils.data import DataLoader
+
+    from llmcompressor import oneshot
+    from llmcompressor.modifiers.pruning.sparsegpt import SparseGPTModifier
+    from llmcompressor.modifiers.pruning.wanda import WandaPruningModifier
+
+    logger.remove()  # its per-layer log lines would dominate the output
+    modifiers = {"wanda": WandaPruningModifier, "sparsegpt": SparseGPTModifier}
+    if case.method not in modifiers:
+        raise SystemExit(f"llmcompressor has no {case.method}")
+    structure = "0:0" if case.pattern == "unstructured" else case.pattern  # its N counts pruned; equal at 2:4
+    modifier = modifiers[case.method](sparsity=case.sparsity, mask_structure=structure, targets=["Linear"],
+                                      ignore=["re:.*lm_head"])
+    batches = DataLoader([{"input_ids": w[None], "attention_mask": torch.ones_like(w)[None]} for w in work.calibration],
+                         batch_size=None)
+    oneshot(model=work.model, processor=work.tokenizer, dataset=batches, recipe=[modifier], pipeline="sequential")
+
+
+def _save_masks(model: torch.nn.Module, path: Path) -> None:
+    """Keep masks (weight != 0) bit-packed, one uint8 tensor per layer."""
+    from safetensors.torch import save_file
+
+    from workbench.models.layers import prunable_layers
+
+    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
+    packed = {}
+    for name, module in prunable_layers(model).items():
+        bits = (module.weight != 0).reshape(-1)
+        bits = torch.nn.functional.pad(bits, (0, -bits.numel() % 8)).view(-1, 8).to(torch.uint8)
+        packed[name] = (bits * weights.to(bits.device)).sum(1, dtype=torch.uint8).cpu()
+    save_file(packed, str(path))
+
+
+def worker(case: Case, impl: str, out_dir: Path) -> Measurement:
+    """One implementation on one case, in this process."""
+    import resource
+
+    from workbench.metrics.memory import PeakMemory
+
+    work = _random_workload(case) if case.model in RANDOM_SHAPES else _pretrained_workload(case)
+    prune = _prune_ours if impl == "ours" else _prune_llmcompressor
+    cuda = case.device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+    with PeakMemory() as peak:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        prune(case, work)
+        if cuda:
+            torch.cuda.synchronize()
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    from workbench.metrics.sparsity import overall_sparsity
+    from workbench.models.layers import prunable_layers
+
+    sparsity = overall_sparsity(prunable_layers(work.model))
+    quality = work.evaluate(work.model)
+    _save_masks(work.model, out_dir / f"{impl}.safetensors")
+    return Measurement(impl, wall, cpu, peak.rss_mb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                       peak.gpu_mb, quality, sparsity)
+
+
+# ---------------------------------------------------------------- the parent: A B B A ..., then compare
+def _run_worker(case: Case, impl: str, out_dir: Path, timeout_s: float | None) -> Measurement:
+    command = [sys.executable, "-m", "workbench.benchmarks.prune_speed", "worker", json.dumps(asdict(case)), impl,
+               str(out_dir)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    if done.returncode != 0:
+        raise RuntimeError(f"{impl} worker failed on {case.label}:\n{done.stderr[-3000:]}")
+    return Measurement(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def mask_agreement(path_a: Path, path_b: Path) -> dict[str, float]:
+    """Fraction of weights whose kept/pruned state differs, and how many layers match exactly."""
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(path_a)), load_file(str(path_b))
+    differ = total = equal_layers = 0
+    for name, packed in a.items():
+        xor = torch.bitwise_xor(packed, b[name])
+        count = int(sum(int(((xor >> shift) & 1).sum()) for shift in range(8)))
+        differ += count
+        total += packed.numel() * 8
+        equal_layers += count == 0
+    return {"masks_differ_fraction": differ / total, "layers_equal": equal_layers, "layers": len(a)}
+
+
+def environment(device: str) -> dict[str, Any]:
+    info: dict[str, Any] = {"torch": torch.__version__, "python": platform.python_version(),
+                            "threads": torch.get_num_threads(), "device": device, "host": platform.node(),
+                            "load_average": os.getloadavg()}
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+        from importlib.metadata import version
+
+        info["llmcompressor"] = version("llmcompressor")
+    except Exception:  # noqa: BLE001 - versions are informative only
+        pass
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+    else:
+        info["cpu"] = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                            if line.startswith("model name")), platform.processor())
+    return info
+
+
+def run_cases(cases: list[Case], repeats: int = 1, reference: bool = True, timeout_s: float | None = None,
+              on_result: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Every case with both implementations, alternating their order; one summary dict per case."""
+    summaries = []
+    for case in cases:
+        impls = IMPLEMENTATIONS if reference else IMPLEMENTATIONS[:1]
+        runs: dict[str, list[Measurement]] = {impl: [] for impl in impls}
+        with tempfile.TemporaryDirectory(prefix="bench-prune-") as tmp:
+            for repeat in range(repeats):
+                order = impls if repeat % 2 == 0 else tuple(reversed(impls))
+                for impl in order:
+                    runs[impl].append(_run_worker(case, impl, Path(tmp), timeout_s))
+            summary: dict[str, Any] = {"case": asdict(case), "label": case.label,
+                                       "runs": {impl: [asdict(m) for m in ms] for impl, ms in runs.items()}}
+            if reference:
+                summary.update(mask_agreement(Path(tmp) / "ours.safetensors", Path(tmp) / "llmcompressor.safetensors"))
+                summary.update(ratios(runs["ours"], runs["llmcompressor"]))
+        summaries.append(summary)
+        if on_result:
+            on_result(summary)
+    return summaries
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def ratios(ours: list[Measurement], theirs: list[Measurement]) -> dict[str, float]:
+    """Reference over ours (above 1: we are faster / leaner); quality as our relative difference."""
+    out = {"wall_speedup": _median([m.wall_s for m in theirs]) / _median([m.wall_s for m in ours]),
+           "cpu_speedup": _median([m.cpu_s for m in theirs]) / _median([m.cpu_s for m in ours]),
+           "peak_rss_ratio": _median([m.peak_rss_mb for m in ours]) / _median([m.peak_rss_mb for m in theirs])}
+    if ours[0].peak_gpu_mb and theirs[0].peak_gpu_mb:
+        out["peak_gpu_ratio"] = ours[0].peak_gpu_mb / theirs[0].peak_gpu_mb
+    for name, value in ours[0].quality.items():
+        out[f"{name}_relative_difference"] = value / theirs[0].quality[name] - 1
+    return out
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = [f"== {summary['label']} (sparsity {summary['case']['sparsity']}, calibration "
+             f"{summary['case']['samples']} x {summary['case']['seq_len']}, {summary['case']['device']})"]
+    for impl, measurements in summary["runs"].items():
+        for m in measurements:
+            gpu = f"  gpu peak {m['peak_gpu_mb']:.0f} MB" if m["peak_gpu_mb"] else ""
+            quality = "  ".join(f"{k} {v:.4g}" for k, v in m["quality"].items())
+            lines.append(f"  {impl:<14} wall {m['wall_s']:8.1f} s  cpu {m['cpu_s']:8.1f} s  rss peak "
+                         f"{m['peak_rss_mb']:7.0f} MB (process {m['process_peak_rss_mb']:.0f}){gpu}  "
+                         f"sparsity {m['sparsity']:.4f}  {quality}")
+    if "wall_speedup" in summary:
+        extra = "".join(f"  {k} {v:+.4f}" for k, v in summary.items() if k.endswith("_relative_difference"))
+        gpu = f"  gpu peak ours/ref {summary['peak_gpu_ratio']:.2f}" if "peak_gpu_ratio" in summary else ""
+        lines.append(f"  ref/ours wall {summary['wall_speedup']:.2f}x  cpu {summary['cpu_speedup']:.2f}x  "
+                     f"rss peak ours/ref {summary['peak_rss_ratio']:.2f}{gpu}  masks differ "
+                     f"{summary['masks_differ_fraction']:.2e} ({summary['layers_equal']}/{summary['layers']} layers "
+                     f"equal){extra}")
+    return "\n".join(lines)
+
+
+def prune_command(model: str, methods: list[str], patterns: list[str], sparsity: float, samples: int, seq_len: int,
+                  eval_windows: int, layers: int | None, device: str, repeats: int, reference: bool,
+                  out: Path | None, timeout_s: float | None = None, echo: Callable[[str], None] = print) -> list[dict]:
+    """`workbench bench prune`: print each case as it finishes, then write every figure as JSON."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    cases = [Case(model, method, pattern, sparsity, samples, seq_len, eval_windows, layers, device)
+             for method in methods for pattern in patterns]
+    env = environment(device)
+    echo(" ".join(f"{k}={v}" for k, v in env.items()))
+    summaries = run_cases(cases, repeats, reference, timeout_s, on_result=lambda s: echo(format_summary(s)))
+    out = out or Path("store") / "bench" / f"prune-{model}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"environment": {**env, "load_average_end": os.getloadavg()}, "cases": summaries},
+                              indent=2))
+    echo(f"wrote {out}")
+    return summaries
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m workbench.benchmarks.prune_speed")
+    sub = parser.add_subparsers(dest="command", required=True)
+    work = sub.add_parser("worker")
+    work.add_argument("case")
+    work.add_argument("impl", choices=IMPLEMENTATIONS)
+    work.add_argument("out_dir", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "worker":
+        measurement = worker(Case(**json.loads(args.case)), args.impl, args.out_dir)
+        print(json.dumps(asdict(measurement)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
