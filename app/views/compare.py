@@ -7,11 +7,11 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from workbench_app.data import LOWER_IS_BETTER, QUALITY_METRICS, Reader
+from workbench_app.data import LOWER_IS_BETTER, QUALITY_METRICS
 from workbench_app.figures import figure_of, grouped_traces
 from workbench_app.pareto import pareto_front
 from workbench_app.specs import numeric_fields
-from workbench_app.ui import choose, runs_or_stop, selection, show_figure
+from workbench_app.ui import choose, page_start, selection, show_figure, view_switch
 
 SUMMARY_FIELDS = ["method", "model", "pattern", "allocation", "target_sparsity", "data", "kind"]
 MAX_MATRIX_POINTS = 1000  # a scatter matrix of more points is a blur; a seeded sample keeps the picture
@@ -68,9 +68,7 @@ def measured_speedups(runs: pd.DataFrame, rows: pd.DataFrame) -> list[float | No
     return out
 
 
-st.title("Compare")
-reader = Reader()
-runs = runs_or_stop(reader)
+reader, runs = page_start("Compare")
 finished = runs[runs["status"] == "finished"]
 metrics = [m for m in QUALITY_METRICS if m in finished and finished[m].notna().any()]
 if not metrics:
@@ -105,10 +103,8 @@ data = table[table[metric].notna() & table[x_axis].notna()]
 log_y = st.toggle("Log scale", value=metric == "perplexity", key=f"compare_log_{metric}")
 st.caption(f"{len(data):,} finished runs with {metric}; {int((runs['status'] != 'finished').sum()):,} "
            "unfinished or failed runs are left out.")
-# one view at a time: each chart of thousands of runs costs the browser a second or more to draw
 VIEWS = ["Against sparsity", "Against measured speed", "Scatter matrix of the spec's numeric fields"]
-view = st.segmented_control("View", VIEWS, default=VIEWS[0], key="compare_view", persist_state="session",
-                            label_visibility="collapsed") or VIEWS[0]
+view = view_switch(VIEWS, "compare_view")
 
 
 def against_sparsity() -> None:

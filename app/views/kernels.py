@@ -7,9 +7,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from workbench_app.data import Reader
 from workbench_app.figures import facet_figure
-from workbench_app.ui import choose, runs_or_stop, show_figure
+from workbench_app.ui import choose, page_start, show_figure, view_switch
 
 LATENCY_WORDS = ("latency", "tokens_per_s", "throughput")
 FACETS = 3  # shapes side by side per row
@@ -33,9 +32,7 @@ def against_tokens(frame: pd.DataFrame, y: str, title: str, key: str, baseline: 
     show_figure(figure, key=key)
 
 
-st.title("Kernels")
-reader = Reader()
-runs = runs_or_stop(reader)
+reader, runs = page_start("Kernels")
 kernels = reader.kernel_results()
 if kernels.empty:
     st.info("No kernel benchmark rows yet. Kernel benchmark jobs (kind `bench`) time dense, 2:4 "
@@ -79,32 +76,31 @@ failed = kernels[kernels["error"].notna() | ~kernels["status"].fillna("ok").isin
 st.caption(f"{len(measured):,} measured kernel cases, {len(model_rows):,} model latency rows, {len(failed):,} "
            f"failed or unsupported, from {kernels['run_id'].nunique()} runs")
 
-st.subheader("Kernel cases")
-if measured.empty:
-    st.info("No measured kernel case among the rows shown.")
-else:
-    against_tokens(measured, "speedup", "speedup over dense (same shape, dtype and tokens)", "kernels_speedup", 1.0)
-    if measured["roofline_fraction"].notna().any():
-        against_tokens(measured[measured["roofline_fraction"].notna()], "roofline_fraction",
-                       "fraction of the roofline floor achieved", "kernels_roofline")
-    else:
-        st.info("These cases recorded no roofline fraction.")
 
-st.subheader("Model latency")
-timed = model_rows[model_rows["speedup"].notna() | model_rows["median_us"].notna()]
-if not timed.empty:
-    size = timed["batch"].where(timed["phase"] == "decode", timed["tokens"]) if "batch" in timed else timed["tokens"]
-    timed = timed.assign(size=size, pruned_by=timed["source_run"].map(labels).fillna(timed["source_run"])
-                         if "source_run" in timed else None)
-    y = "speedup" if timed["speedup"].notna().any() else "median_us"
-    figure = facet_figure(timed, "phase", "size", y, "end-to-end model: " + ("speedup over dense" if y == "speedup"
-                                                                           else "median µs"), columns=2,
-                          baseline=1.0 if y == "speedup" else None, color="backend", dash="dtype",
-                          line_group="series", mode="lines+markers",
-                          hover=["model", "pruned_by", "tokens_per_s", "median_us", "run_id"])
-    figure.update_xaxes(type="log", title_text="tokens (prefill) / batch (decode)")
-    show_figure(figure, key="kernels_model")
-else:
+def kernel_view(y: str, title: str, key: str, baseline: float | None = None) -> None:
+    if measured.empty:
+        st.info("No measured kernel case among the rows shown.")
+    elif measured[y].notna().any():
+        against_tokens(measured[measured[y].notna()], y, title, key, baseline)
+    else:
+        st.info(f"These cases recorded no {y}.")
+
+
+def model_latency() -> None:
+    timed = model_rows[model_rows["speedup"].notna() | model_rows["median_us"].notna()]
+    if not timed.empty:
+        size = timed["batch"].where(timed["phase"] == "decode", timed["tokens"]) if "batch" in timed else timed["tokens"]
+        timed = timed.assign(size=size, pruned_by=timed["source_run"].map(labels).fillna(timed["source_run"])
+                             if "source_run" in timed else None)
+        y = "speedup" if timed["speedup"].notna().any() else "median_us"
+        figure = facet_figure(timed, "phase", "size", y, "end-to-end model: "
+                              + ("speedup over dense" if y == "speedup" else "median µs"), columns=2,
+                              baseline=1.0 if y == "speedup" else None, color="backend", dash="dtype",
+                              line_group="series", mode="lines+markers",
+                              hover=["model", "pruned_by", "tokens_per_s", "median_us", "run_id"])
+        figure.update_xaxes(type="log", title_text="tokens (prefill) / batch (decode)")
+        show_figure(figure, key="kernels_model")
+        return
     bench_runs = list(dict.fromkeys(list(kernels["run_id"]) + list(runs.loc[runs["kind"] == "bench", "run_id"])))
     metrics = reader.metrics(bench_runs)
     latency = metrics[metrics["name"].str.contains("|".join(LATENCY_WORDS))] if not metrics.empty else metrics
@@ -115,6 +111,16 @@ else:
         latency = latency.assign(run=latency["run_id"].map(labels))
         show_figure(px.bar(latency, x="run", y="value", color="name", barmode="group", hover_name="run",
                            title="model latency and throughput per run"), key="kernels_latency")
+
+
+VIEWS = ["Speedup", "Roofline fraction", "Model latency"]
+view = view_switch(VIEWS, "kernels_view")
+if view == "Speedup":
+    kernel_view("speedup", "speedup over dense (same shape, dtype and tokens)", "kernels_speedup", 1.0)
+elif view == "Roofline fraction":
+    kernel_view("roofline_fraction", "fraction of the roofline floor achieved", "kernels_roofline")
+else:
+    model_latency()
 
 if not failed.empty:
     st.subheader("Failed and unsupported cases")

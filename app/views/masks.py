@@ -8,14 +8,11 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from workbench_app.data import Reader
 from workbench_app.figures import detail_figure, group_of, overview_figure
 from workbench_app.maskview import column_sparsity, row_sparsity
-from workbench_app.ui import choose, pick_run, pick_runs, runs_or_stop, show_figure
+from workbench_app.ui import choose, page_start, pick_run, pick_runs, show_figure
 
-st.title("Masks")
-reader = Reader()
-runs = runs_or_stop(reader)
+reader, runs = page_start("Masks")
 stored = reader.mask_runs()
 if stored.empty:
     st.info("No masks stored yet: every prune and training run stores its masks (1 bit per weight). "

@@ -8,18 +8,16 @@ import pandas as pd
 import streamlit as st
 
 from workbench_app import filters
-from workbench_app.data import QUALITY_METRICS, Reader
+from workbench_app.data import QUALITY_METRICS
 from workbench_app.specs import spec_diff
-from workbench_app.ui import number_columns, pick_runs, runs_or_stop, selection, set_selection
+from workbench_app.ui import number_columns, page_start, pick_runs, selection, set_selection
 
 FIXED = ["run_id", "status", "kind", "model", "method", "pattern", "target_sparsity", "achieved_sparsity",
          "allocation"]
 TRAILING = ["prune_seconds", "peak_memory_mb", "nm_valid", "speedup", "wall_s", "created_at", "name", "data",
             "host", "error"]
 
-st.title("Runs")
-reader = Reader()
-runs = runs_or_stop(reader)
+reader, runs = page_start("Runs")
 counts = runs["status"].value_counts()
 st.caption(f"{len(runs):,} runs in `{reader.location}`: " + ", ".join(f"{n:,} {s}" for s, n in counts.items()))
 

@@ -5,16 +5,13 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from workbench_app.data import Reader
 from workbench_app.figures import group_of, short_names, snapshots_figure
-from workbench_app.ui import choose, pick_run, pick_runs, runs_or_stop, show_figure
+from workbench_app.ui import choose, page_start, pick_run, pick_runs, show_figure
 
 PREFERRED = ("loss", "accuracy", "sad_fraction")
 MAX_SNAPSHOTS = 24  # frames in the snapshot slider (evenly spaced when a run stored more)
 
-st.title("Training")
-reader = Reader()
-runs = runs_or_stop(reader)
+reader, runs = page_start("Training")
 train = runs[runs["kind"] == "train"]
 if train.empty:
     st.info("No training runs yet. A spec with `kind: train` (sparse training: SR-STE, gradual magnitude "

@@ -68,6 +68,12 @@ def signature(location: str) -> tuple:
 # ---------------------------------------------------------------- cached reads (one query each)
 # Each takes (location, signature, ...): the signature is only there to key the cache.
 
+@st.cache_data(show_spinner=False, max_entries=128)
+def _query(location: str, sig: tuple, name: str, *args: Any) -> pd.DataFrame:
+    """``workbench.queries.<name>(store, *args)`` (arguments hashable: run ids as tuples)."""
+    return getattr(queries, name)(open_store(location), *args)
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
 def _runs(location: str, sig: tuple) -> pd.DataFrame:
     frame = queries.runs(open_store(location))
@@ -77,39 +83,14 @@ def _runs(location: str, sig: tuple) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _spec_texts(location: str, sig: tuple) -> pd.DataFrame:
-    return queries.run_specs(open_store(location))
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
 def _specs(location: str, sig: tuple) -> pd.DataFrame:
-    return spec_table(_spec_texts(location, sig))
+    return spec_table(_query(location, sig, "run_specs"))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _raw_specs(location: str, sig: tuple, run_ids: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    frame = queries.run_specs(open_store(location), list(run_ids))
+    frame = queries.run_specs(open_store(location), run_ids)
     return {row.run_id: json.loads(row.spec) for row in frame.itertuples(index=False)}
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def _layers(location: str, sig: tuple, run_ids: tuple[str, ...]) -> pd.DataFrame:
-    return queries.layer_stats(open_store(location), list(run_ids))
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def _metrics(location: str, sig: tuple, run_ids: tuple[str, ...]) -> pd.DataFrame:
-    return queries.metrics(open_store(location), list(run_ids))
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _mask_runs(location: str, sig: tuple) -> pd.DataFrame:
-    return queries.mask_runs(open_store(location))
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _mask_index(location: str, sig: tuple, run_id: str) -> pd.DataFrame:
-    return queries.mask_index(open_store(location), run_id)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -125,16 +106,6 @@ def _overlap(location: str, sig: tuple, run_ids: tuple[str, ...], layer: str | N
         masks = queries.load_masks(open_store(location), run_id, None if layer is None else [layer])
         packed[run_id] = {name: PackedMask.of(mask.numpy()) for name, mask in masks.items()}
     return overlap_matrices(packed)
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def _divergence(location: str, sig: tuple, run_ids: tuple[str, ...]) -> pd.DataFrame:
-    return queries.divergence(open_store(location), list(run_ids))
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _kernel_results(location: str, sig: tuple) -> pd.DataFrame:
-    return queries.kernel_results(open_store(location))
 
 
 def run_labels(frame: pd.DataFrame) -> pd.Series:
@@ -201,22 +172,22 @@ class Reader:
 
     def spec_texts(self) -> pd.DataFrame:
         """(run_id, kind, spec): every run's canonical spec JSON as stored."""
-        return self._read(_spec_texts)
+        return self._read(_query, "run_specs")
 
     def raw_specs(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
         return self._read(_raw_specs, tuple(run_ids))
 
     def layers(self, run_ids: list[str]) -> pd.DataFrame:
-        return self._read(_layers, tuple(run_ids))
+        return self._read(_query, "layer_stats", tuple(run_ids))
 
     def metrics(self, run_ids: list[str]) -> pd.DataFrame:
-        return self._read(_metrics, tuple(run_ids))
+        return self._read(_query, "metrics", tuple(run_ids))
 
     def mask_runs(self) -> pd.DataFrame:
-        return self._read(_mask_runs)
+        return self._read(_query, "mask_runs")
 
     def mask_index(self, run_id: str) -> pd.DataFrame:
-        return self._read(_mask_index, run_id)
+        return self._read(_query, "mask_index", run_id)
 
     def mask(self, run_id: str, layer: str, step: int | None = None) -> np.ndarray:
         return self._read(_mask, run_id, layer, step)
@@ -226,10 +197,10 @@ class Reader:
         return self._read(_overlap, tuple(run_ids), layer)
 
     def divergence(self, run_ids: list[str]) -> pd.DataFrame:
-        return self._read(_divergence, tuple(run_ids))
+        return self._read(_query, "divergence", tuple(run_ids))
 
     def kernel_results(self) -> pd.DataFrame:
-        return self._read(_kernel_results)
+        return self._read(_query, "kernel_results")
 
 
 def clear_caches() -> None:

@@ -54,6 +54,13 @@ def runs_or_stop(reader: Reader) -> pd.DataFrame:
     return runs
 
 
+def page_start(title: str) -> tuple[Reader, pd.DataFrame]:
+    """A page's title, its store reader and every run; an empty store shows how to fill it and ends the page."""
+    st.title(title)
+    reader = Reader()
+    return reader, runs_or_stop(reader)
+
+
 def pick_runs(label: str, candidates: pd.DataFrame, key: str, default: int = 4,
               help: str | None = None) -> list[str]:
     """A multiselect of runs (newest first) that starts from, and updates, the selection shared by all pages."""
@@ -98,6 +105,13 @@ def choose(label: str, options: list[Any], key: str, default: Any = None, **kwar
         st.session_state[key] = default if default in options else options[0]
     value = st.selectbox(label, options, key=key, **kwargs)
     return st.session_state.get(key) if value is None else value
+
+
+def view_switch(views: list[str], key: str) -> str:
+    """Which of a page's views to draw: one chart of thousands of points at a time keeps a page quick
+    to draw in the browser (each such chart costs it a second or more)."""
+    return st.segmented_control("View", views, default=views[0], key=key, persist_state="session",
+                                label_visibility="collapsed") or views[0]
 
 
 def number_columns(frame: pd.DataFrame) -> dict[str, Any]:

@@ -113,18 +113,21 @@ def test_layers_side_by_side_heatmap_and_owl(open_page, rich):
     assert len([t for t in charts["layers_bars"]["data"] if t["type"] == "bar"]) == 2
     heat = charts["layers_heatmap"]["data"][0]
     assert len(heat["x"]) == 2 and len(heat["y"]) == 14  # runs x the 2:4 run's 14 layers
-    assert {"layers_recon", "layers_owl_ratio", "layers_owl_target"} <= set(charts)
-    owl = charts["layers_owl_target"]["data"][0]
-    assert sorted(owl["y"]) == pytest.approx([0.65, 0.75])
     at.selectbox(key="layers_heatmap_value").set_value("achieved − target").run()
     assert figures(at)["layers_heatmap"]["layout"]["coloraxis"]["cmid"] == 0
+    at.get_by_key("layers_view").set_value("Reconstruction error and OWL outlier ratios").run()
+    charts = figures(at)
+    assert set(charts) == {"layers_recon", "layers_owl_ratio", "layers_owl_target"}
+    owl = charts["layers_owl_target"]["data"][0]
+    assert sorted(owl["y"]) == pytest.approx([0.65, 0.75])
 
 
 def test_layers_without_recon_or_owl_say_so(open_page, suite_path):
     at = open_page(suite_path, "layers")
     no_exception(at)
+    assert set(figures(at)) == {"layers_bars", "layers_heatmap"}
+    at.get_by_key("layers_view").set_value("Reconstruction error and OWL outlier ratios").run()
     assert "No outlier ratios recorded" in notices(at) and "reconstruction error" in notices(at)
-    assert "layers_bars" in figures(at)
 
 
 def test_masks_picture_zoom_and_overlap(open_page, suite_path):
@@ -171,7 +174,12 @@ def test_kernels_speedup_roofline_latency_and_failures(open_page, rich):
     speedup = charts["kernels_speedup"]
     assert {t["name"] for t in speedup["data"]} == {"bsr, bfloat16", "bsr, float16", "cusparselt, bfloat16",
                                                     "cusparselt, float16"}
-    assert "kernels_roofline" in charts and "kernels_model" in charts
+    for view, key in (("Roofline fraction", "kernels_roofline"), ("Model latency", "kernels_model")):
+        at.get_by_key("kernels_view").set_value(view).run()
+        assert list(figures(at)) == [key]
+    model = figures(at)["kernels_model"]  # the 2:4 run's model: prefill and decode panels, speedup above 1
+    assert {t["xaxis"] for t in model["data"]} == {"x", "x2"} and all(y > 1 for t in model["data"] for y in t["y"])
+    at.get_by_key("kernels_view").set_value("Speedup").run()
     failed = table(at, "error")
     assert "compute capability 8.x" in failed["error"].iloc[0]
     at.multiselect(key="kernels_dtype").set_value(["float16"]).run()
