@@ -363,6 +363,27 @@ def bench_train(store: Optional[str] = StoreOption, force: bool = typer.Option(F
         fail(err)
 
 
+@bench_app.command("prune")
+def bench_prune(
+        model: str = typer.Option("smollm2-135m", help="smollm2-135m, llama-7b-random or tiny-llama-random"),
+        method: list[str] = typer.Option(["wanda", "sparsegpt"], "--method", help="wanda, sparsegpt (repeat)"),
+        pattern: list[str] = typer.Option(["unstructured", "2:4"], "--pattern", help="unstructured or N:M (repeat)"),
+        sparsity: float = typer.Option(0.5, help="target sparsity of the unstructured cases"),
+        samples: int = typer.Option(64, help="calibration windows"),
+        seq_len: int = typer.Option(512, help="tokens per calibration window"),
+        eval_windows: int = typer.Option(64, help="evaluation windows (0: no quality measure)"),
+        layers: Optional[int] = typer.Option(None, help="blocks of a random-weight model (default: all)"),
+        device: str = typer.Option("auto", help="cpu | cuda | auto"),
+        repeats: int = typer.Option(1, help="runs per implementation, alternating their order"),
+        reference: bool = typer.Option(True, "--reference/--no-reference", help="also run llmcompressor"),
+        out: Optional[Path] = typer.Option(None, help="JSON file of every figure (default store/bench/)")) -> None:
+    """Time Wanda and SparseGPT against llmcompressor: wall, CPU, peak memory, quality, mask agreement."""
+    from workbench.benchmarks.prune_speed import prune_command
+
+    prune_command(model, method, pattern, sparsity, samples, seq_len, eval_windows, layers, device, repeats,
+                  reference, out, echo=typer.echo)
+
+
 @app.command("export")
 def export(out: Path = typer.Argument(..., help="a .duckdb file, or a folder for Parquet files"),
            run: Optional[list[str]] = typer.Option(None, "--run", help="run id (repeat; default: every finished run)"),

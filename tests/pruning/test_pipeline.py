@@ -136,3 +136,22 @@ def test_nan_activations_fail_the_run_cleanly(store, tiny_spec, monkeypatch):
 def test_layers_outside_the_blocks_are_refused(store, tiny_spec):
     with pytest.raises(PruningError, match="use magnitude for them"):
         run_job({**tiny_spec, "method": "wanda", "prune_head": True}, store)
+
+
+@pytest.mark.gpu
+def test_bfloat16_model_on_the_gpu_prunes_with_float32_statistics(tiny):
+    from workbench.pruning.masks import nm_valid
+    from workbench.pruning.pipeline import gram
+    from workbench.pruning.sparsegpt import sparsegpt_pruner
+
+    x = torch.randn(4096, 256, device="cuda").bfloat16()
+    assert torch.allclose(gram(x), x.float().t() @ x.float(), rtol=1e-4, atol=1e-2)
+    _, windows = tiny
+    model = load_model("tiny-llama").model.to("cuda", torch.bfloat16)
+    layers = prunable_layers(model)
+    result = run_pipeline(model, layers, windows[:4], Needs(hessian=True),
+                          sparsegpt_pruner({n: 0.5 for n in layers}, Pattern.parse("2:4"), 128, 0.01),
+                          heldout=windows[4:])
+    for name, module in layers.items():
+        assert module.weight.dtype == torch.bfloat16 and nm_valid(module.weight != 0, 2, 4), name
+        assert 0 < result.results[name].extras["recon_error"] < 1, name

@@ -134,3 +134,14 @@ def test_sparsegpt_job_records_predicted_loss_damping_and_valid_nm(store, tiny_s
     assert all(e["damping"] == 0.01 and e["predicted_loss"] >= 0 for e in extras)
     masks = queries.load_masks(store, result.run_id)
     assert all(nm_valid(m, 2, 4) for m in masks.values())
+
+
+@pytest.mark.gpu
+def test_the_gpu_gives_the_cpu_result():
+    weight, _, hessian = _layer(5)
+    factor = InverseHessianFactor(hessian.double(), 0.01)
+    upper = factor.upper.float()
+    cpu, cpu_keep, _ = sparsegpt_prune(weight, upper, [(0, ROWS, 0.5)], Pattern.parse("2:4"), 128)
+    gpu, gpu_keep, _ = sparsegpt_prune(weight.cuda(), upper.cuda(), [(0, ROWS, 0.5)], Pattern.parse("2:4"), 128)
+    assert torch.equal(cpu_keep, gpu_keep.cpu())
+    assert torch.allclose(cpu, gpu.cpu(), atol=1e-4)

@@ -134,7 +134,8 @@ def _random_workload(case: Case) -> Workload:
                     hidden_state_error, folder)
 
 
-def _prune_ours(case: Case, work: Workload) -> None:
+def _ours(case: Case, work: Workload) -> Callable[[], None]:
+    """The pruning call of the workbench, as the prune job makes it (imports and set-up outside the timing)."""
     from workbench.models.layers import prunable_layers
     from workbench.pruning.registry import PruneContext, resolve_method
     from workbench.spec import Pattern
@@ -144,13 +145,18 @@ def _prune_ours(case: Case, work: Workload) -> None:
     context = PruneContext(model=work.model, layers=layers, targets={name: case.sparsity for name in layers},
                            pattern=Pattern.parse(case.pattern), params=method.Params(),
                            calibration=work.calibration, heldout=work.heldout)
-    outcome = method.prune(context)
-    with torch.no_grad():
-        for name, module in layers.items():
-            module.weight.mul_(outcome.masks[name].to(module.weight.device))
+
+    def prune() -> None:
+        outcome = method.prune(context)
+        with torch.no_grad():
+            for name, module in layers.items():
+                module.weight.mul_(outcome.masks[name].to(module.weight.device))
+
+    return prune
 
 
-def _prune_llmcompressor(case: Case, work: Workload) -> None:
+def _llmcompressor(case: Case, work: Workload) -> Callable[[], None]:
+    """llmcompressor's one-shot entry point with its Wanda or SparseGPT modifier and sequential pipeline."""
     from loguru import logger
     from torch.utils.data import DataLoader
 
@@ -167,7 +173,8 @@ def _prune_llmcompressor(case: Case, work: Workload) -> None:
                                       ignore=["re:.*lm_head"])
     batches = DataLoader([{"input_ids": w[None], "attention_mask": torch.ones_like(w)[None]} for w in work.calibration],
                          batch_size=None)
-    oneshot(model=work.model, processor=work.tokenizer, dataset=batches, recipe=[modifier], pipeline="sequential")
+    return lambda: oneshot(model=work.model, processor=work.tokenizer, dataset=batches, recipe=[modifier],
+                           pipeline="sequential")
 
 
 def _save_masks(model: torch.nn.Module, path: Path) -> None:
@@ -185,20 +192,20 @@ def _save_masks(model: torch.nn.Module, path: Path) -> None:
     save_file(packed, str(path))
 
 
-def worker(case: Case, impl: str, out_dir: Path) -> Measurement:
-    """One implementation on one case, in this process."""
+def worker(case: Case, impl: str, out_dir: Path | None) -> Measurement:
+    """One implementation on one case, in this process; masks saved to ``out_dir`` when given."""
     import resource
 
     from workbench.metrics.memory import PeakMemory
 
     work = _random_workload(case) if case.model in RANDOM_SHAPES else _pretrained_workload(case)
-    prune = _prune_ours if impl == "ours" else _prune_llmcompressor
+    prune = (_ours if impl == "ours" else _llmcompressor)(case, work)
     cuda = case.device.startswith("cuda")
     if cuda:
         torch.cuda.synchronize()
     with PeakMemory() as peak:
         started, cpu_started = time.perf_counter(), time.process_time()
-        prune(case, work)
+        prune()
         if cuda:
             torch.cuda.synchronize()
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
@@ -207,15 +214,16 @@ def worker(case: Case, impl: str, out_dir: Path) -> Measurement:
 
     sparsity = overall_sparsity(prunable_layers(work.model))
     quality = work.evaluate(work.model)
-    _save_masks(work.model, out_dir / f"{impl}.safetensors")
+    if out_dir is not None:
+        _save_masks(work.model, out_dir / f"{impl}.safetensors")
     return Measurement(impl, wall, cpu, peak.rss_mb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                        peak.gpu_mb, quality, sparsity)
 
 
 # ---------------------------------------------------------------- the parent: A B B A ..., then compare
-def _run_worker(case: Case, impl: str, out_dir: Path, timeout_s: float | None) -> Measurement:
+def _run_worker(case: Case, impl: str, out_dir: Path | None, timeout_s: float | None) -> Measurement:
     command = [sys.executable, "-m", "workbench.benchmarks.prune_speed", "worker", json.dumps(asdict(case)), impl,
-               str(out_dir)]
+               *([str(out_dir)] if out_dir else [])]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
     if done.returncode != 0:
         raise RuntimeError(f"{impl} worker failed on {case.label}:\n{done.stderr[-3000:]}")
@@ -270,7 +278,7 @@ def run_cases(cases: list[Case], repeats: int = 1, reference: bool = True, timeo
             for repeat in range(repeats):
                 order = impls if repeat % 2 == 0 else tuple(reversed(impls))
                 for impl in order:
-                    runs[impl].append(_run_worker(case, impl, Path(tmp), timeout_s))
+                    runs[impl].append(_run_worker(case, impl, Path(tmp) if reference else None, timeout_s))
             summary: dict[str, Any] = {"case": asdict(case), "label": case.label,
                                        "runs": {impl: [asdict(m) for m in ms] for impl, ms in runs.items()}}
             if reference:
@@ -345,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
     work = sub.add_parser("worker")
     work.add_argument("case")
     work.add_argument("impl", choices=IMPLEMENTATIONS)
-    work.add_argument("out_dir", type=Path)
+    work.add_argument("out_dir", type=Path, nargs="?", help="where the bit-packed masks go (none: not saved)")
     args = parser.parse_args(argv)
     if args.command == "worker":
         measurement = worker(Case(**json.loads(args.case)), args.impl, args.out_dir)

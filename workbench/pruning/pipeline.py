@@ -77,9 +77,10 @@ class InputStatistics:
         x = x.reshape(x.shape[0], -1, self.columns)
         batch = x.shape[0]
         if self.sq_norm is not None:
+            # one reduction over the tokens of every sequence; then the running mean, one sequence at a time
+            column_norms = torch.linalg.vector_norm(x, dim=1, dtype=torch.float32)
             seen = self.sequences
-            for sequence in x:
-                column_norm = torch.norm(sequence.float().t(), p=2, dim=1)
+            for column_norm in column_norms:
                 self.sq_norm *= seen / (seen + 1)
                 seen += 1
                 self.sq_norm += column_norm**2 / seen
@@ -119,7 +120,10 @@ def gram(x: torch.Tensor) -> torch.Tensor:
     """X^T X in float32. Half-precision inputs multiply on the tensor cores with float32 accumulation and
     a float32 result: products of two 16-bit values are exact in float32, so this equals upcasting first."""
     if x.is_cuda and x.dtype in (torch.bfloat16, torch.float16):
-        return torch.mm(x.t(), x, out_dtype=torch.float32)
+        try:
+            return torch.mm(x.t(), x, out_dtype=torch.float32)
+        except (TypeError, RuntimeError):  # a torch without mixed-precision mm: upcast instead
+            pass
     x = x.float()
     return x.t() @ x
 
@@ -306,13 +310,14 @@ def block_layers(model: nn.Module, layers: dict[str, nn.Module]) -> list[dict[st
 @torch.no_grad()
 def run_pipeline(model: nn.Module, layers: dict[str, nn.Module], calibration: torch.Tensor, needs: Needs,
                  prune_group: GroupPruner, heldout: torch.Tensor | None = None, observe_only: bool = False,
-                 tokens_per_batch: int = 4096, heldout_tokens: int = 512, progress: bool = False,
+                 tokens_per_batch: int | None = None, heldout_tokens: int = 512, progress: bool = False,
                  desc: str = "prune") -> PipelineResult:
     """Walk the blocks in order: statistics on the dense block, ``prune_group`` per input group, pruned
     weights written in place, outputs of the pruned block passed on.
 
     ``observe_only``: the callback only reads statistics (OWL); weights stay dense, so the dense pass's
-    outputs are the next block's inputs and no second pass is run.
+    outputs are the next block's inputs and no second pass is run. ``tokens_per_batch``: tokens per
+    forward pass (default: 2048 on a CPU, where larger batches add memory for little speed; 16384 on a GPU).
     """
     if calibration is None or calibration.numel() == 0:
         raise PruningError("this method needs calibration windows and got none",
@@ -320,6 +325,7 @@ def run_pipeline(model: nn.Module, layers: dict[str, nn.Module], calibration: to
     _, blocks = transformer_blocks(model)
     per_block = block_layers(model, layers)
     device = next(model.parameters()).device
+    tokens_per_batch = tokens_per_batch or (16384 if device.type == "cuda" else 2048)
     windows = calibration if heldout is None or observe_only else torch.cat([calibration, heldout])
     seq_len = windows.shape[1]
     per_batch = max(1, tokens_per_batch // seq_len)

@@ -7,7 +7,9 @@ Per linear layer, with H = (2/n) sum_i X_i^T X_i over the calibration sequences 
 - damping: H += dampening * mean(diag H) * I; when a Cholesky factorisation still fails, the damping is
   raised tenfold and the increase is recorded (``damping``, ``damping_steps`` in the layer stats);
 - U = the upper Cholesky factor of H^-1 (section 3.3: its rows are the inverse Hessians of the
-  successively shrinking column sets);
+  successively shrinking column sets), computed without forming H^-1: with J the order-reversing
+  permutation and J H J = L L^T, H^-1 = (J L^-T J)(J L^-1 J) and J L^-1 J is upper triangular, so
+  U = J L^-1 J (one Cholesky and one triangular inverse instead of two factorisations and an inverse);
 - columns are processed in blocks of ``blocksize`` (the lazy batch of section 3.4), which are also the
   mask-selection group: unstructured prunes, inside a block, the weights with the smallest
   w^2 / U_ii^2 over all rows x the block's columns (so per-block sparsity is exact); N:M picks at every
@@ -60,10 +62,11 @@ class InverseHessianFactor:
         for step in range(MAX_DAMPING_STEPS + 1):
             damped = H.clone()
             damped[diagonal, diagonal] += self.damping * mean_diag
-            lower, info = torch.linalg.cholesky_ex(damped)
+            lower, info = torch.linalg.cholesky_ex(damped.flip(0, 1))
             if int(info) == 0:
-                upper, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(lower), upper=True)
-                if int(info) == 0 and bool(torch.isfinite(upper).all()):
+                identity = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+                upper = torch.linalg.solve_triangular(lower, identity, upper=False).flip(0, 1)
+                if bool(torch.isfinite(upper).all()):
                     self.upper, self.steps = upper, step
                     return
             self.damping *= 10
