@@ -19,6 +19,7 @@ them on synthetic weights; the model converter (``convert.py``) puts the same ba
 from __future__ import annotations
 
 import warnings
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -55,7 +56,7 @@ class TuneResult:
     cached: bool
 
 
-class Backend:
+class Backend(ABC):
     name: ClassVar[str] = ""
     pattern: ClassVar[str] = "dense"  # dense | 2:4 | block | unstructured
     devices: ClassVar[frozenset[str]] = frozenset({"cuda"})
@@ -87,14 +88,16 @@ class Backend:
         """Fraction of the dense multiply-adds the format must do."""
         return density
 
+    @abstractmethod
     def prepare(self, weight: torch.Tensor, dtype: str) -> PreparedWeight:
-        raise NotImplementedError
+        """The weight in this backend's format (compressed, padded), ready for ``matmul``."""
 
     def tune(self, prepared: PreparedWeight, x: torch.Tensor) -> TuneResult | None:
         return None
 
+    @abstractmethod
     def matmul(self, prepared: PreparedWeight, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """``x @ W^T`` with the prepared weight: (tokens, in) -> (tokens, out)."""
 
 
 class Dense(Backend):
@@ -226,8 +229,9 @@ class Semi24Tuned(Backend):
 class _Compressed(Backend):
     """Shared by the CSR/BSR backends: ``torch.mm(W_sparse, x^T)`` read back as (tokens, out)."""
 
+    @abstractmethod
     def _convert(self, weight: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The dense weight as this format's torch sparse tensor."""
 
     def prepare(self, weight: torch.Tensor, dtype: str) -> PreparedWeight:
         with warnings.catch_warnings():  # torch flags its sparse compressed layouts as beta on every conversion
