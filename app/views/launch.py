@@ -27,9 +27,9 @@ ROW_COLUMNS = ["run_id", "status", "model", "method", "pattern", "target_sparsit
 
 
 def suite_values(field: str) -> list[str]:
-    """Values a field takes anywhere in the default suite (the methods and allocations it compares)."""
+    """Values a field takes in the default suite's prune sweeps (the methods and allocations it compares)."""
     values = []
-    for sweep in SUITE:
+    for sweep in (s for s in SUITE if s["base"].get("kind", "prune") == "prune"):
         values += [sweep["base"].get(field)] + list(sweep.get("grid", {}).get(field, []))
         values += [entry.get(field) for entry in sweep.get("include", [])]
     return [str(v) for v in values if v is not None]

@@ -16,8 +16,8 @@ FILL_HINT = ("Fill it with `workbench demo` (the default comparison suite), run 
              "`workbench run SPEC.yaml`, or start a job on the **Launch** page.")
 
 
-def sidebar() -> Reader:
-    """The store chooser and a one-line summary of what it holds; returns the reader of that store."""
+def sidebar() -> None:
+    """The store chooser (every page reads the store named here) and a button that re-reads it now."""
     with st.sidebar:
         location = st.text_input("Store", value=store_location(), key="store_input",
                                  help="DuckDB file of results (or a ducklake: URL); default from WORKBENCH_STORE")
@@ -25,7 +25,6 @@ def sidebar() -> Reader:
             st.session_state[STORE_KEY] = location.strip()
         if st.button("Reload", help="read the store again now (it is re-read by itself after every job commits)"):
             clear_caches()
-    return Reader()
 
 
 def selection() -> list[str]:

@@ -133,17 +133,19 @@ def test_layers_without_recon_or_owl_say_so(open_page, suite_path):
 def test_masks_picture_zoom_and_overlap(open_page, suite_path):
     at = open_page(suite_path, "masks")
     no_exception(at)
-    charts = figures(at)
-    assert {"masks_image", "masks_detail", "masks_rows", "masks_cols", "masks_overlap"} <= set(charts)
-    overlap = charts["masks_overlap"]["data"][0]
+    assert set(figures(at)) == {"masks_image", "masks_detail", "masks_rows", "masks_cols"}
+    at.get_by_key("masks_view").set_value("Overlap between runs").run()
+    overlap = figures(at)["masks_overlap"]["data"][0]
     assert len(overlap["z"]) == 4 and [overlap["z"][i][i] for i in range(4)] == [1.0] * 4
     dense = [i for i, name in enumerate(overlap["y"]) if name.startswith("dense")][0]
     assert min(overlap["z"][dense]) == pytest.approx(0.5, abs=0.01)  # 50% masks inside the all-kept one
     nm_run = [r for r, label in zip(at.selectbox(key="masks_run").options, at.selectbox(key="masks_run").options)
               if "2:4" in label][0]
     at.selectbox(key="masks_run").select(nm_run).run()
+    at.get_by_key("masks_view").set_value("This run's mask").run()
     detail = figures(at)["masks_detail"]
     assert len(detail["layout"]["shapes"]) == 48 // 4 - 1  # a line between every two groups of 4 columns
+    at.get_by_key("masks_view").set_value("Overlap between runs").run()
     at.radio(key="masks_scope").set_value("the whole model").run()
     no_exception(at)
     whole = figures(at)["masks_overlap"]["data"][0]
