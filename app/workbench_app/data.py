@@ -126,7 +126,8 @@ def run_labels(frame: pd.DataFrame) -> pd.Series:
 
 def busy_notice() -> None:
     st.warning("**The store is busy**: a job is writing its results right now (a DuckDB file admits no "
-               "reader while a writer commits). Nothing is lost; press **Retry** in a moment.", icon=":material/hourglass_top:")
+               "reader while a writer commits). Nothing is lost; press **Retry** in a moment.",
+               icon=":material/hourglass_top:")
     st.button("Retry", key="busy_retry", type="primary")
 
 
