@@ -9,7 +9,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from workbench_app.figures import short_names
+from workbench_app.figures import COLORS, short_names
 from workbench_app.ui import choose, page_start, pick_runs, show_figure, view_switch
 
 HEATMAP_VALUES = {"achieved sparsity": "achieved_sparsity", "target sparsity": "target_sparsity",
@@ -59,7 +59,8 @@ def allocation() -> None:
     bars = px.bar(layers, x="name", y="achieved_sparsity", color="run", barmode="group", hover_name="run",
                   hover_data={"layer": True, "shape": True, "target_sparsity": ":.4f", "achieved_sparsity": ":.4f",
                               "run": False, "name": False},
-                  category_orders={"name": order, "run": run_order}, labels={"name": "layer", "run": "run"})
+                  category_orders={"name": order, "run": run_order}, labels={"name": "layer", "run": "run"},
+                  color_discrete_sequence=COLORS)
     targets = layers.dropna(subset=["target_sparsity"])
     if not targets.empty:
         bars.add_trace(go.Scatter(x=targets["name"], y=targets["target_sparsity"], mode="markers", name="target",
@@ -75,7 +76,8 @@ def allocation() -> None:
     grid = layers.pivot_table(index="name", columns="run", values=value, aggfunc="first").reindex(
         index=order, columns=run_order)
     heatmap = px.imshow(grid, aspect="auto", color_continuous_scale="RdBu_r" if value == "gap" else "Viridis",
-                        color_continuous_midpoint=0 if value == "gap" else None, labels={"color": shown},
+                        color_continuous_midpoint=0 if value == "gap" else None,
+                        labels={"color": shown, "x": "run", "y": "layer"},
                         height=max(300, 18 * len(order) + 140))
     heatmap.update_traces(hovertemplate="<b>%{x}</b><br>%{y}<br>" + shown + " = %{z:.4f}<extra></extra>")
     heatmap.update_xaxes(side="top")
