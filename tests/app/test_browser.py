@@ -121,7 +121,14 @@ def test_every_page_in_chromium(page):
     query.press("Enter")
     settle(page)
     page.get_by_text("4 of 9 runs shown").wait_for()
-    page.get_by_test_id("stDataFrame").first.wait_for()
+    table = page.get_by_test_id("stDataFrame").first
+    table.wait_for()
+    box = table.bounding_box()  # the grid is a canvas: tick the first row's box by position
+    page.mouse.click(box["x"] + 14, box["y"] + 35 + 17)
+    settle(page)
+    picked = page.get_by_test_id("stMultiSelect").filter(has_text="Selected runs").inner_text()
+    assert "eeeeeeee" in picked  # newest magnitude run: the one still running
+    page.get_by_text("Final metrics").wait_for()
     no_error(page)
     shot(page, "runs")
 
