@@ -24,6 +24,17 @@ PRUNE_SWEEP: dict[str, Any] = {
         {"method": "random", "sparsity": 0.5},
         {"method": "magnitude", "sparsity": 0.5},
         {"method": "magnitude", "pattern": "2:4"},
+        # one-shot calibration methods (README, Pruning methods): 50% and 2:4, then 70% where OWL matters
+        {"method": "wanda", "sparsity": 0.5},
+        {"method": "wanda", "pattern": "2:4"},
+        {"method": "sparsegpt", "sparsity": 0.5},
+        {"method": "sparsegpt", "pattern": "2:4"},
+        {"method": "magnitude", "sparsity": 0.7},
+        {"method": "wanda", "sparsity": 0.7},
+        {"method": "sparsegpt", "sparsity": 0.7},
+        {"method": "wanda", "sparsity": 0.7, "allocation": "owl"},
+        {"method": "sparsegpt", "sparsity": 0.7, "allocation": "owl"},
+        {"method": "dsnot", "sparsity": 0.7},
     ],
 }
 

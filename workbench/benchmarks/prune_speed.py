@@ -179,17 +179,13 @@ def _llmcompressor(case: Case, work: Workload) -> Callable[[], None]:
 
 def _save_masks(model: torch.nn.Module, path: Path) -> None:
     """Keep masks (weight != 0) bit-packed, one uint8 tensor per layer."""
+    import numpy as np
     from safetensors.torch import save_file
 
     from workbench.models.layers import prunable_layers
 
-    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
-    packed = {}
-    for name, module in prunable_layers(model).items():
-        bits = (module.weight != 0).reshape(-1)
-        bits = torch.nn.functional.pad(bits, (0, -bits.numel() % 8)).view(-1, 8).to(torch.uint8)
-        packed[name] = (bits * weights.to(bits.device)).sum(1, dtype=torch.uint8).cpu()
-    save_file(packed, str(path))
+    save_file({name: torch.from_numpy(np.packbits((module.weight != 0).reshape(-1).cpu().numpy()))
+               for name, module in prunable_layers(model).items()}, str(path))
 
 
 def worker(case: Case, impl: str, out_dir: Path | None) -> Measurement:
@@ -234,11 +230,12 @@ def mask_agreement(path_a: Path, path_b: Path) -> dict[str, float]:
     """Fraction of weights whose kept/pruned state differs, and how many layers match exactly."""
     from safetensors.torch import load_file
 
+    import numpy as np
+
     a, b = load_file(str(path_a)), load_file(str(path_b))
     differ = total = equal_layers = 0
     for name, packed in a.items():
-        xor = torch.bitwise_xor(packed, b[name])
-        count = int(sum(int(((xor >> shift) & 1).sum()) for shift in range(8)))
+        count = int(np.unpackbits(np.bitwise_xor(packed.numpy(), b[name].numpy())).sum())
         differ += count
         total += packed.numel() * 8
         equal_layers += count == 0

@@ -24,7 +24,9 @@ error ``||WX - W'X|| / ||WX||`` (``recon_error`` in the layer stats).
 
 from __future__ import annotations
 
+import ctypes
 import math
+import platform
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -163,6 +165,17 @@ class _Captured(Exception):
     def __init__(self, args: tuple, kwargs: dict):
         super().__init__()
         self.args, self.kwargs = args, kwargs
+
+
+def _return_freed_memory(device: torch.device) -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise), so that the resident set of a
+    long CPU run reflects what is in use: one block's temporaries at a time."""
+    if device.type != "cpu" or platform.system() != "Linux":
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def heldout_count(samples: int) -> int:
@@ -335,6 +348,7 @@ def run_pipeline(model: nn.Module, layers: dict[str, nn.Module], calibration: to
     heldout_stride = max(1, math.ceil((len(windows) - samples) * seq_len / heldout_tokens))
 
     timings = {"capture_s": 0.0, "statistics_s": 0.0, "prune_s": 0.0, "propagate_s": 0.0}
+    _return_freed_memory(device)
     started = time.perf_counter()
     inputs = _BlockInputs(model, blocks[0], windows, batches + heldout_batches, device)
     timings["capture_s"] = time.perf_counter() - started
@@ -381,7 +395,8 @@ def run_pipeline(model: nn.Module, layers: dict[str, nn.Module], calibration: to
                 module.weight.mul_(result.mask.to(module.weight.device))
                 if stats.heldout is not None and not observe_only:
                     result.extras["recon_error"] = relative_output_error(dense[name], module.weight, stats.heldout)
-                results[name] = result
+                # the layer holds its new weights now; keep only the mask, off the accelerator
+                results[name] = LayerResult(result.mask.cpu(), None, result.extras)
             del dense
         del hooks
         if device.type == "cuda":
@@ -396,5 +411,6 @@ def run_pipeline(model: nn.Module, layers: dict[str, nn.Module], calibration: to
             _check_finite(inputs.hidden, f"after block {index}")
         if device.type == "cuda":
             torch.cuda.synchronize()
+        _return_freed_memory(device)
         timings["propagate_s"] += time.perf_counter() - started
     return PipelineResult(results, timings, all_groups)
