@@ -376,12 +376,14 @@ def bench_prune(
         device: str = typer.Option("auto", help="cpu | cuda | auto"),
         repeats: int = typer.Option(1, help="runs per implementation, alternating their order"),
         reference: bool = typer.Option(True, "--reference/--no-reference", help="also run llmcompressor"),
+        attention: str = typer.Option("model", help="attention kernel of our calibration passes: model | eager "
+                                                    "(llmcompressor's, for bit-identical statistics)"),
         out: Optional[Path] = typer.Option(None, help="JSON file of every figure (default store/bench/)")) -> None:
     """Time Wanda and SparseGPT against llmcompressor: wall, CPU, peak memory, quality, mask agreement."""
     from workbench.benchmarks.prune_speed import prune_command
 
     prune_command(model, method, pattern, sparsity, samples, seq_len, eval_windows, layers, device, repeats,
-                  reference, out, echo=typer.echo)
+                  reference, out, attention, echo=typer.echo)
 
 
 @app.command("export")

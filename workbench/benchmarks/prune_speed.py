@@ -49,11 +49,15 @@ class Case:
     eval_windows: int = 64
     layers: int | None = None  # depth override for the random-weight shapes
     device: str = "cpu"
+    # attention kernel of our calibration passes: "model" (the model's own, sdpa) or "eager", the explicit
+    # softmax that llmcompressor forces during calibration; with "eager" both compute bit-identical statistics
+    attention: str = "model"
 
     @property
     def label(self) -> str:
         depth = f" x{self.layers} blocks" if self.layers else ""
-        return f"{self.model}{depth} {self.method} {self.pattern}"
+        attention = f" ({self.attention} attention)" if self.attention != "model" else ""
+        return f"{self.model}{depth} {self.method} {self.pattern}{attention}"
 
 
 @dataclass
@@ -146,8 +150,13 @@ def _ours(case: Case, work: Workload) -> Callable[[], None]:
                            pattern=Pattern.parse(case.pattern), params=method.Params(),
                            calibration=work.calibration, heldout=work.heldout)
 
+    own_attention = work.model.config._attn_implementation
+
     def prune() -> None:
+        if case.attention != "model":
+            work.model.set_attn_implementation(case.attention)
         outcome = method.prune(context)
+        work.model.set_attn_implementation(own_attention)  # evaluation uses the model's own kernel
         with torch.no_grad():
             for name, module in layers.items():
                 module.weight.mul_(outcome.masks[name].to(module.weight.device))
@@ -327,11 +336,12 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def prune_command(model: str, methods: list[str], patterns: list[str], sparsity: float, samples: int, seq_len: int,
                   eval_windows: int, layers: int | None, device: str, repeats: int, reference: bool,
-                  out: Path | None, timeout_s: float | None = None, echo: Callable[[str], None] = print) -> list[dict]:
+                  out: Path | None, attention: str = "model", timeout_s: float | None = None,
+                  echo: Callable[[str], None] = print) -> list[dict]:
     """`workbench bench prune`: print each case as it finishes, then write every figure as JSON."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    cases = [Case(model, method, pattern, sparsity, samples, seq_len, eval_windows, layers, device)
+    cases = [Case(model, method, pattern, sparsity, samples, seq_len, eval_windows, layers, device, attention)
              for method in methods for pattern in patterns]
     env = environment(device)
     echo(" ".join(f"{k}={v}" for k, v in env.items()))

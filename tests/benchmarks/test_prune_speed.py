@@ -1,0 +1,39 @@
+"""The prune benchmark: both implementations in their own processes, figures and mask agreement."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from workbench.benchmarks.prune_speed import Case, format_summary, mask_agreement, prune_command
+
+
+def test_mask_agreement_counts_differing_bits(tmp_path):
+    a = np.ones(20, dtype=bool)
+    b = a.copy()
+    b[[3, 17]] = False
+    save_file({"x": torch.from_numpy(np.packbits(a)), "y": torch.from_numpy(np.packbits(a[:8]))}, str(tmp_path / "a"))
+    save_file({"x": torch.from_numpy(np.packbits(b)), "y": torch.from_numpy(np.packbits(a[:8]))}, str(tmp_path / "b"))
+    assert mask_agreement(tmp_path / "a", tmp_path / "b") == {"masks_differ_fraction": 2 / 32, "layers_equal": 1,
+                                                              "layers": 2}
+
+
+def test_tiny_benchmark_against_llmcompressor_prints_and_writes_figures(tmp_path):
+    pytest.importorskip("llmcompressor", reason="install the dev extra: pip install -e '.[dev]'")
+    lines = []
+    out = tmp_path / "bench.json"
+    [summary] = prune_command("tiny-llama-random", ["wanda"], ["2:4"], 0.5, samples=4, seq_len=32, eval_windows=1,
+                              layers=None, device="cpu", repeats=1, reference=True, out=out, echo=lines.append)
+    assert summary["masks_differ_fraction"] == 0 and summary["layers_equal"] == summary["layers"] == 14
+    for impl in ("ours", "llmcompressor"):
+        [run] = summary["runs"][impl]
+        assert run["wall_s"] > 0 and run["cpu_s"] > 0 and run["peak_rss_mb"] > 100
+        assert run["sparsity"] == pytest.approx(0.5) and 0 < run["quality"]["hidden_state_error"] < 10
+    assert summary["hidden_state_error_relative_difference"] == pytest.approx(0, abs=1e-5)
+    assert summary["wall_speedup"] > 0 and summary["peak_rss_ratio"] > 0
+    assert "ref/ours wall" in "\n".join(lines) and format_summary(summary) in lines
+    written = json.loads(out.read_text())
+    assert written["environment"]["device"] == "cpu" and written["cases"][0]["case"] == vars(Case(
+        "tiny-llama-random", "wanda", "2:4", 0.5, 4, 32, 1, None, "cpu", "model"))
