@@ -27,9 +27,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from workbench.pruning.pipeline import GroupPruner, InputStatistics, LayerResult, Needs, run_pipeline
-from workbench.pruning.registry import PruneContext, PruneOutcome, PruningMethod
-from workbench.pruning.wanda import check_pattern, wanda_mask, wanda_scores
+from workbench.pruning.pipeline import CalibratedMethod, GroupPruner, InputStatistics, LayerResult, Needs
+from workbench.pruning.registry import PruneContext
+from workbench.pruning.wanda import wanda_mask, wanda_scores
 from workbench.spec import Pattern
 
 
@@ -127,18 +127,14 @@ def dsnot_pruner(targets: dict[str, float], pattern: Pattern, params: DSnoTParam
     return prune
 
 
-class DSnoT(PruningMethod):
+class DSnoT(CalibratedMethod):
     name = "dsnot"
     version = "1"
     Params = DSnoTParams
-    needs_calibration = True
+    needs = Needs(sq_norm=True, moments=True)
 
-    def prune(self, context: PruneContext) -> PruneOutcome:
-        check_pattern(context.layers, context.pattern)
-        result = run_pipeline(context.model, context.layers, context.calibration, Needs(sq_norm=True, moments=True),
-                              dsnot_pruner(context.targets, context.pattern, context.params),
-                              heldout=context.heldout, progress=context.progress, desc="dsnot")
-        return result.outcome()
+    def pruner(self, context: PruneContext) -> GroupPruner:
+        return dsnot_pruner(context.targets, context.pattern, context.params)
 
 
 METHOD = DSnoT()

@@ -28,8 +28,9 @@ import ctypes
 import math
 import platform
 import time
+from abc import abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -37,7 +38,9 @@ from tqdm.auto import tqdm
 
 from workbench.errors import PruningError
 from workbench.models.layers import transformer_blocks
-from workbench.pruning.registry import PruneOutcome
+from workbench.pruning.masks import check_nm_width
+from workbench.pruning.registry import PruneContext, PruneOutcome, PruningMethod
+from workbench.spec import Pattern
 
 
 @dataclass(frozen=True)
@@ -414,3 +417,28 @@ def run_pipeline(model: nn.Module, layers: dict[str, nn.Module], calibration: to
         _return_freed_memory(device)
         timings["propagate_s"] += time.perf_counter() - started
     return PipelineResult(results, timings, all_groups)
+
+
+def check_pattern(layers: dict[str, nn.Module], pattern: Pattern) -> None:
+    """N:M needs every layer's input width to be a multiple of M: say which layer is not, before any work."""
+    if pattern.is_nm:
+        for name, module in layers.items():
+            check_nm_width(name, module.weight.shape[-1], pattern.group)
+
+
+class CalibratedMethod(PruningMethod):
+    """A method that the pipeline runs: it names the statistics it reads (``needs``) and how it prunes a
+    group of layers that share one input (``pruner``)."""
+
+    needs_calibration = True
+    needs: ClassVar[Needs]
+
+    @abstractmethod
+    def pruner(self, context: PruneContext) -> GroupPruner:
+        """The per-group pruning step for this context's targets, pattern and parameters."""
+
+    def prune(self, context: PruneContext) -> PruneOutcome:
+        check_pattern(context.layers, context.pattern)
+        result = run_pipeline(context.model, context.layers, context.calibration, self.needs, self.pruner(context),
+                              heldout=context.heldout, progress=context.progress, desc=self.name)
+        return result.outcome()

@@ -34,9 +34,8 @@ from torch import nn
 
 from workbench.errors import PruningError
 from workbench.pruning.masks import nm_mask, topk_mask
-from workbench.pruning.pipeline import GroupPruner, InputStatistics, LayerResult, Needs, run_pipeline
-from workbench.pruning.registry import PruneContext, PruneOutcome, PruningMethod
-from workbench.pruning.wanda import check_pattern
+from workbench.pruning.pipeline import CalibratedMethod, GroupPruner, InputStatistics, LayerResult, Needs
+from workbench.pruning.registry import PruneContext
 from workbench.spec import Pattern
 
 SUB_BLOCK = 16
@@ -156,18 +155,14 @@ def sparsegpt_pruner(targets: dict[str, float], pattern: Pattern, blocksize: int
     return prune
 
 
-class SparseGPT(PruningMethod):
+class SparseGPT(CalibratedMethod):
     name = "sparsegpt"
     version = "1"
     Params = SparseGPTParams
-    needs_calibration = True
+    needs = Needs(hessian=True)
 
-    def prune(self, context: PruneContext) -> PruneOutcome:
-        check_pattern(context.layers, context.pattern)
-        pruner = sparsegpt_pruner(context.targets, context.pattern, context.params.blocksize, context.params.dampening)
-        result = run_pipeline(context.model, context.layers, context.calibration, Needs(hessian=True), pruner,
-                              heldout=context.heldout, progress=context.progress, desc="sparsegpt")
-        return result.outcome()
+    def pruner(self, context: PruneContext) -> GroupPruner:
+        return sparsegpt_pruner(context.targets, context.pattern, context.params.blocksize, context.params.dampening)
 
 
 METHOD = SparseGPT()

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from workbench.errors import PruningError
-from workbench.pruning.masks import check_nm_width, nm_mask
-from workbench.pruning.pipeline import GroupPruner, InputStatistics, LayerResult, Needs, run_pipeline
-from workbench.pruning.registry import PruneContext, PruneOutcome, PruningMethod
+from workbench.pruning.masks import nm_mask
+from workbench.pruning.pipeline import CalibratedMethod, GroupPruner, InputStatistics, LayerResult, Needs
+from workbench.pruning.registry import PruneContext
 from workbench.spec import Pattern
 
 
@@ -49,12 +49,6 @@ def wanda_mask(scores: torch.Tensor, sparsity: float, pattern: Pattern) -> torch
     return row_prune_mask(scores, sparsity)
 
 
-def check_pattern(layers: dict[str, nn.Module], pattern: Pattern) -> None:
-    if pattern.is_nm:
-        for name, module in layers.items():
-            check_nm_width(name, module.weight.shape[-1], pattern.group)
-
-
 def wanda_pruner(targets: dict[str, float], pattern: Pattern) -> GroupPruner:
     def prune(modules: dict[str, nn.Linear], stats: InputStatistics) -> dict[str, LayerResult]:
         return {name: LayerResult(wanda_mask(wanda_scores(m.weight, stats.sq_norm), targets[name], pattern))
@@ -63,17 +57,13 @@ def wanda_pruner(targets: dict[str, float], pattern: Pattern) -> GroupPruner:
     return prune
 
 
-class Wanda(PruningMethod):
+class Wanda(CalibratedMethod):
     name = "wanda"
     version = "1"
-    needs_calibration = True
+    needs = Needs(sq_norm=True)
 
-    def prune(self, context: PruneContext) -> PruneOutcome:
-        check_pattern(context.layers, context.pattern)
-        result = run_pipeline(context.model, context.layers, context.calibration, Needs(sq_norm=True),
-                              wanda_pruner(context.targets, context.pattern), heldout=context.heldout,
-                              progress=context.progress, desc="wanda")
-        return result.outcome()
+    def pruner(self, context: PruneContext) -> GroupPruner:
+        return wanda_pruner(context.targets, context.pattern)
 
 
 METHOD = Wanda()
