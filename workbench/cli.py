@@ -47,20 +47,30 @@ def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, default=_json_default, indent=2, sort_keys=True))
 
 
-def _result_table(rows: list[tuple[str, Any]], title: str = "") -> None:
+def _console():
     from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=160)  # no terminal: do not squeeze to 80
+
+
+def _result_table(specs: list[Any], results: list[Any], title: str = "") -> None:
     from rich.table import Table
 
     table = Table(title=title or None)
-    for column in ("run", "method", "pattern", "sparsity", "perplexity / fidelity", "cached", "wall s"):
+    for column in ("run", "kind", "model", "method", "pattern", "target", "sparsity", "quality", "cached", "wall s"):
         table.add_column(column)
-    for label, result in rows:
-        metrics = result.metrics
-        quality = metrics.get("perplexity", metrics.get("embedding_cosine", metrics.get("accuracy")))
-        table.add_row(result.run_id or "-", label, "", f"{metrics.get('sparsity', float('nan')):.3f}",
-                      "-" if quality is None else f"{quality:.3f}", "yes" if result.cached else "no",
+    for spec, result in zip(specs, results):
+        summary, metrics = spec.summary(), result.metrics
+        quality_name = next((k for k in ("perplexity", "embedding_cosine", "accuracy") if k in metrics), None)
+        quality = f"{quality_name} {metrics[quality_name]:.4g}" if quality_name else "-"
+        target = summary.get("target_sparsity")
+        table.add_row(result.run_id or "-", spec.kind, str(summary.get("model", "-")), str(summary.get("method", "-")),
+                      str(summary.get("pattern", "-")), "-" if target is None else f"{target:g}",
+                      f"{metrics['sparsity']:.3f}" if "sparsity" in metrics else "-", quality,
+                      "yes" if result.cached else "no",
                       f"{result.wall_s:.1f}" if result.wall_s is not None else result.status)
-    Console(stderr=False).print(table)
+    _console().print(table)
 
 
 @app.command()
@@ -92,7 +102,7 @@ def sweep(sweep_file: Path = typer.Argument(..., help="YAML sweep: base, grid, i
           as_json: bool = typer.Option(False, "--json"),
           dry_run: bool = typer.Option(False, "--dry-run", help="list the expanded specs and stop")) -> None:
     """Expand a grid into jobs and run the ones not finished yet."""
-    from workbench.runner import describe, run_sweep
+    from workbench.runner import run_sweep
     from workbench.spec import load_sweep
 
     try:
@@ -107,7 +117,7 @@ def sweep(sweep_file: Path = typer.Argument(..., help="YAML sweep: base, grid, i
     if as_json:
         _print_json([r.as_dict() for r in results])
     else:
-        _result_table([(describe(s), r) for s, r in zip(specs, results)])
+        _result_table(specs, results)
     if any(r.status == "failed" for r in results):
         for r in results:
             if r.error:
@@ -122,7 +132,7 @@ def demo(store: Optional[str] = StoreOption,
     """Run the default comparison suite (cached: seconds the second time)."""
     import time
 
-    from workbench.runner import describe, run_sweep
+    from workbench.runner import run_sweep
     from workbench.suite import default_suite
 
     started = time.perf_counter()
@@ -131,7 +141,7 @@ def demo(store: Optional[str] = StoreOption,
         results = run_sweep(specs, _store(store), force=force, progress=True)
     except WorkbenchError as err:
         fail(err)
-    _result_table([(describe(s), r) for s, r in zip(specs, results)], title=f"default suite ({model})")
+    _result_table(specs, results, title=f"default suite ({model})")
     typer.echo(f"suite wall time: {time.perf_counter() - started:.1f} s")
     if any(r.status == "failed" for r in results):
         for r in results:
@@ -162,7 +172,6 @@ def list_runs(store: Optional[str] = StoreOption,
     columns = [c for c in ["run_id", "status", "model", "method", "pattern", "allocation", "target_sparsity",
                            "sparsity", "perplexity", "embedding_cosine", "accuracy", "wall_s"]
                if c in frame and frame[c].notna().any()]
-    from rich.console import Console
     from rich.table import Table
 
     table = Table()
@@ -170,7 +179,7 @@ def list_runs(store: Optional[str] = StoreOption,
         table.add_column(column)
     for row in frame[columns].itertuples(index=False):
         table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-    Console().print(table)
+    _console().print(table)
 
 
 @app.command()
