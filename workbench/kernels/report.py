@@ -88,7 +88,7 @@ def failures_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def targets(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """The issue's targets, judged on this data: each with its figure and whether it is met."""
+    """The benchmark's stated targets, judged on this data: each with its figure and whether it is met."""
     out = []
     kernels = _ok(frame, ("kernel",))
     shapes = kernels["out_features"].astype(str) + "x" + kernels["in_features"].astype(str)
