@@ -66,6 +66,13 @@ def test_ties_prune_the_lower_column_first():
     assert mask.tolist() == [[False, False, False, True, True, True]] * 2
 
 
+def test_nm_ties_resolve_as_the_reference_does():
+    # an exact tie between two inputs of one group, met in smollm2's block 4 (quantised weights)
+    tie = 0.6558725833892822
+    scores = torch.tensor([[tie, 0.7670513987541199, tie, 0.5891398787498474]])
+    assert wanda_mask(scores, 0.5, Pattern.parse("2:4")).tolist() == [[True, True, False, False]]
+
+
 def test_a_row_must_keep_something():
     with pytest.raises(PruningError, match="leaves no weight"):
         row_prune_mask(torch.rand(2, 4), 1.0)

@@ -33,9 +33,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from workbench.errors import PruningError
-from workbench.pruning.masks import nm_mask, topk_mask
+from workbench.pruning.masks import topk_mask
 from workbench.pruning.pipeline import CalibratedMethod, GroupPruner, InputStatistics, LayerResult, Needs
 from workbench.pruning.registry import PruneContext
+from workbench.pruning.wanda import nm_prune_mask
 from workbench.spec import Pattern
 
 SUB_BLOCK = 16
@@ -111,7 +112,7 @@ def sparsegpt_prune(weight: torch.Tensor, upper: torch.Tensor, segments: list[tu
             for i in range(j1, j2):
                 if pattern.is_nm and i % pattern.group == 0:
                     group = slice(i, i + pattern.group)
-                    chosen = nm_mask(((block[group] / d[group]) ** 2).t(), pattern.keep, pattern.group).t()
+                    chosen = nm_prune_mask(((block[group] / d[group]) ** 2).t(), pattern.keep, pattern.group).t()
                     keep[group] = chosen
                     scale[group] = (~chosen) / d[group]
                 torch.mul(block[i], scale[i], out=errors[i])
