@@ -138,7 +138,7 @@ def _random_workload(case: Case) -> Workload:
                     hidden_state_error, folder)
 
 
-def _ours(case: Case, work: Workload) -> Callable[[], None]:
+def _ours(case: Case, work: Workload) -> Callable[[], dict[str, float]]:
     """The pruning call of the workbench, as the prune job makes it (imports and set-up outside the timing)."""
     from workbench.models.layers import prunable_layers
     from workbench.pruning.registry import PruneContext, resolve_method
@@ -152,7 +152,7 @@ def _ours(case: Case, work: Workload) -> Callable[[], None]:
 
     own_attention = work.model.config._attn_implementation
 
-    def prune() -> None:
+    def prune() -> dict[str, float]:
         if case.attention != "model":
             work.model.set_attn_implementation(case.attention)
         outcome = method.prune(context)
@@ -160,11 +160,12 @@ def _ours(case: Case, work: Workload) -> Callable[[], None]:
         with torch.no_grad():
             for name, module in layers.items():
                 module.weight.mul_(outcome.masks[name].to(module.weight.device))
+        return outcome.metrics  # where the pipeline's time went
 
     return prune
 
 
-def _llmcompressor(case: Case, work: Workload) -> Callable[[], None]:
+def _llmcompressor(case: Case, work: Workload) -> Callable[[], Any]:
     """llmcompressor's one-shot entry point with its Wanda or SparseGPT modifier and sequential pipeline."""
     from loguru import logger
     from torch.utils.data import DataLoader
@@ -210,7 +211,7 @@ def worker(case: Case, impl: str, out_dir: Path | None) -> Measurement:
         torch.cuda.synchronize()
     with PeakMemory() as peak:
         started, cpu_started = time.perf_counter(), time.process_time()
-        prune()
+        details = prune()
         if cuda:
             torch.cuda.synchronize()
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
@@ -222,7 +223,7 @@ def worker(case: Case, impl: str, out_dir: Path | None) -> Measurement:
     if out_dir is not None:
         _save_masks(work.model, out_dir / f"{impl}.safetensors")
     return Measurement(impl, wall, cpu, peak.rss_mb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                       peak.gpu_mb, quality, sparsity)
+                       peak.gpu_mb, quality, sparsity, details if isinstance(details, dict) else {})
 
 
 # ---------------------------------------------------------------- the parent: A B B A ..., then compare
