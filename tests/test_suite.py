@@ -21,3 +21,12 @@ def test_the_suite_on_smollm2_is_the_documented_one():
     rows = {(s.method, str(s.pattern), s.sparsity) for s in specs}
     assert {("dense", "unstructured", 0.0), ("random", "unstructured", 0.5), ("magnitude", "unstructured", 0.5),
             ("magnitude", "2:4", 0.5)} <= rows
+
+
+def test_the_baseline_suite_keeps_only_the_calibration_free_rows():
+    specs = default_suite(baseline=True)
+    assert {(s.kind, s.method, str(s.pattern), s.sparsity) for s in specs} == {
+        ("prune", "dense", "unstructured", 0.0), ("prune", "random", "unstructured", 0.5),
+        ("prune", "magnitude", "unstructured", 0.5), ("prune", "magnitude", "2:4", 0.5)}
+    full = default_suite(kinds=["prune"])
+    assert {s.method for s in full} - {s.method for s in specs} >= {"wanda", "sparsegpt", "dsnot"}

@@ -128,6 +128,8 @@ def sweep(sweep_file: Path = typer.Argument(..., help="YAML sweep: base, grid, i
 @app.command()
 def demo(store: Optional[str] = StoreOption,
          model: str = typer.Option("smollm2-135m", help="model of the suite"),
+         baseline: bool = typer.Option(False, "--baseline",
+                                       help="only dense, random and magnitude at 50% and 2:4 (minutes on a laptop)"),
          force: bool = typer.Option(False, "--force")) -> None:
     """Run the default comparison suite (cached: seconds the second time)."""
     import time
@@ -137,7 +139,7 @@ def demo(store: Optional[str] = StoreOption,
 
     started = time.perf_counter()
     try:
-        specs = default_suite(model=model)
+        specs = default_suite(model=model, baseline=baseline)
         results = run_sweep(specs, _store(store), force=force, progress=True)
     except WorkbenchError as err:
         fail(err)

@@ -1,4 +1,4 @@
-"""Stores the app tests read: the default suite run for real on tiny-llama, plus rows written directly
+"""Stores the app tests read: the default suite's baseline rows run for real on tiny-llama, plus rows written directly
 through Store.start_run / finish_run (training, kernel benchmarks, OWL-style allocations, failures)."""
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ TRAIN_STEPS = [0, 20, 40, 60]
 
 
 def suite_store(path: Path) -> Store:
-    """The default comparison suite (dense, random 50%, magnitude 50%, magnitude 2:4) on tiny-llama."""
+    """The default suite's baseline rows (dense, random 50%, magnitude 50%, magnitude 2:4) on tiny-llama."""
     store = Store(path)
-    specs = default_suite(kinds=["prune"], model="tiny-llama", calibration=TINY_CALIBRATION, evaluation=TINY_EVAL)
+    specs = default_suite(kinds=["prune"], baseline=True, model="tiny-llama", calibration=TINY_CALIBRATION, evaluation=TINY_EVAL)
     results = run_sweep(specs, store, progress=False)
     assert all(r.status == "finished" for r in results), [r.error for r in results]
     return store

@@ -45,8 +45,8 @@ def lab(tmp_path):
         pytest.skip("needs Debian chromium at /usr/bin/chromium: run `make system-packages`")
     notebook = load_notebook_node(str(NOTEBOOKS / "01_quickstart.ipynb"))
     store_path = tmp_path / "store" / "workbench.duckdb"
-    notebook = parameterize_notebook(notebook, {"store_path": str(store_path), "kinds": ["prune"], **TINY},
-                                     kernel_name="python3", language="python")
+    parameters = {"store_path": str(store_path), "kinds": ["prune"], "baseline": True, **TINY}
+    notebook = parameterize_notebook(notebook, parameters, kernel_name="python3", language="python")
     root = tmp_path / "lab"
     root.mkdir()
     nbformat.write(notebook, root / "quickstart.ipynb")

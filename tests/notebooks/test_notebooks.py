@@ -29,7 +29,7 @@ def test_notebooks_are_committed_without_outputs_and_with_a_parameters_cell(name
 
 
 def test_quickstart_runs_the_suite_and_shows_it(execute, tmp_path):
-    _, summary = execute("01_quickstart", kinds=["prune"], **TINY)
+    _, summary = execute("01_quickstart", kinds=["prune"], baseline=True, **TINY)
     assert summary["jobs"] == 4 and summary["failed"] == 0
     store = api.open_store(tmp_path / "store" / "workbench.duckdb")
     runs = api.runs(store=store).set_index("run_id")
