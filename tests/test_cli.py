@@ -111,3 +111,15 @@ def test_sweep_dry_run_and_methods(tmp_path):
     lines = workbench("sweep", sweep, "--dry-run", check=True).stdout.strip().splitlines()
     assert len(lines) == 4 and all(json.loads(line)["model"] == "tiny-llama" for line in lines)
     assert "method magnitude" in workbench("methods", check=True).stdout
+
+
+def test_demo_baseline_runs_four_rows_then_serves_them_from_the_store(tmp_path):
+    store = tmp_path / "workbench.duckdb"
+    first = workbench("demo", "--model", "tiny-llama", "--baseline", store=store, check=True)
+    assert "default suite (tiny-llama)" in first.stdout
+    runs = json.loads(workbench("ls", "--json", store=store, check=True).stdout)
+    assert sorted(r["method"] for r in runs) == ["dense", "magnitude", "magnitude", "random"]
+    assert all(r["status"] == "finished" for r in runs)
+    second = workbench("demo", "--model", "tiny-llama", "--baseline", store=store, check=True)
+    assert second.stdout.count("│ yes") == 4  # every row cached
+    assert len(json.loads(workbench("ls", "--json", store=store, check=True).stdout)) == 4
