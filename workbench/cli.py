@@ -389,12 +389,14 @@ def bench_prune(
         reference: bool = typer.Option(True, "--reference/--no-reference", help="also run llmcompressor"),
         attention: str = typer.Option("model", help="attention kernel of our calibration passes: model | eager "
                                                     "(llmcompressor's, for bit-identical statistics)"),
+        precision: str = typer.Option("model", help="our calibration forward passes: model (its dtype) | bfloat16 "
+                                                    "(autocast; AMX on recent x86, tensor cores on GPUs)"),
         out: Optional[Path] = typer.Option(None, help="JSON file of every figure (default store/bench/)")) -> None:
     """Time Wanda and SparseGPT against llmcompressor: wall, CPU, peak memory, quality, mask agreement."""
     from workbench.benchmarks.prune_speed import prune_command
 
     prune_command(model, method, pattern, sparsity, samples, seq_len, eval_windows, layers, device, repeats,
-                  reference, out, attention, echo=typer.echo)
+                  reference, out, attention, echo=typer.echo, precision=precision)
 
 
 @app.command("export")

@@ -31,12 +31,30 @@ class StrictModel(BaseModel):
     """Unknown keys are errors: a typo in a spec must not silently fall back to a default."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Fields added after keys were first stored, whose default reproduces the earlier results: left out of
+    # the canonical form while at their default, so that stored runs keep their keys.
+    KEY_OMITS_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset()
+
+
+def _omit_new_defaults(model: BaseModel, data: dict[str, Any]) -> dict[str, Any]:
+    for name in getattr(model, "KEY_OMITS_AT_DEFAULT", ()):
+        if getattr(model, name) == type(model).model_fields[name].default:
+            data.pop(name, None)
+    for name, value in model:
+        if isinstance(value, BaseModel) and isinstance(data.get(name), dict):
+            _omit_new_defaults(value, data[name])
+    return data
 
 
 class Calibration(StrictModel):
     samples: int = Field(64, ge=1, le=100_000, description="number of calibration windows")
     seq_len: int = Field(512, ge=8, le=131_072, description="tokens per calibration window")
     seed: int = Field(0, ge=0, description="seed that draws the windows")
+    precision: Literal["model", "bfloat16"] = Field(
+        "model", description="dtype of the calibration forward passes: the model's own, or bfloat16 autocast "
+                             "(AMX / tensor cores); statistics accumulate in float32 either way")
+
+    KEY_OMITS_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"precision"})
 
 
 class Evaluation(StrictModel):
@@ -90,7 +108,7 @@ class JobSpec(StrictModel):
 
     def canonical(self) -> dict[str, Any]:
         """The result-changing content of the spec, defaults filled in, as JSON-ready data."""
-        data = self.model_dump(mode="json")
+        data = _omit_new_defaults(self, self.model_dump(mode="json"))
         for label in LABEL_FIELDS:
             data.pop(label, None)
         return data

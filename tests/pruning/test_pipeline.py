@@ -155,3 +155,52 @@ def test_bfloat16_model_on_the_gpu_prunes_with_float32_statistics(tiny):
     for name, module in layers.items():
         assert module.weight.dtype == torch.bfloat16 and nm_valid(module.weight != 0, 2, 4), name
         assert 0 < result.results[name].extras["recon_error"] < 1, name
+
+
+def test_bfloat16_calibration_runs_the_block_products_in_bfloat16_and_keeps_float32_statistics(tiny):
+    _, windows = tiny
+    plain, fast = load_model("tiny-llama").model, load_model("tiny-llama").model
+    output_dtypes = set()
+    hook = fast.model.layers[0].mlp.up_proj.register_forward_hook(lambda m, a, out: output_dtypes.add(out.dtype))
+    stats_dtypes = set()
+
+    def pruner(modules, stats):
+        stats_dtypes.add(stats.sq_norm.dtype)
+        return wanda_pruner({n: 0.5 for n in modules}, Pattern.parse("unstructured"))(modules, stats)
+
+    layers = prunable_layers(fast)
+    run_pipeline(fast, layers, windows, Needs(sq_norm=True), pruner, precision="bfloat16")
+    hook.remove()
+    _wanda(plain, windows)
+    assert output_dtypes == {torch.bfloat16} and stats_dtypes == {torch.float32}
+    assert all(m.weight.dtype == torch.float32 for m in layers.values())  # weights are never cast
+    a, b = _masks(plain), _masks(fast)
+    differ = sum(int((a[n] ^ b[n]).sum()) for n in a) / sum(m.numel() for m in a.values())
+    assert 0 <= differ < 0.02  # bfloat16 activations move only near-ties across the per-row threshold
+    assert all(abs(float(b[n].float().mean()) - 0.5) < 1e-6 for n in b)  # the exact per-row count holds
+
+
+def test_calibration_precision_is_in_the_key_only_when_it_is_not_the_default(tiny_spec):
+    from workbench.spec import job_key, parse_spec
+
+    default = parse_spec(tiny_spec)
+    explicit = parse_spec({**tiny_spec, "calibration": {**tiny_spec.get("calibration", {}), "precision": "model"}})
+    fast = parse_spec({**tiny_spec, "calibration": {**tiny_spec.get("calibration", {}), "precision": "bfloat16"}})
+    assert "precision" not in default.canonical()["calibration"]  # keys stored before the field existed hold
+    assert job_key(default) == job_key(explicit) != job_key(fast)
+    assert fast.canonical()["calibration"]["precision"] == "bfloat16"
+    with pytest.raises(Exception, match="precision"):
+        parse_spec({**tiny_spec, "calibration": {"precision": "int4"}})
+
+
+def test_a_job_with_bfloat16_calibration_is_its_own_run(store, tiny_spec, monkeypatch):
+    import workbench.pruning.pipeline as pipeline
+
+    seen = []
+    original = pipeline.run_pipeline
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: seen.append(k["precision"]) or original(*a, **k))
+    spec = {**tiny_spec, "method": "wanda"}
+    plain = run_job(spec, store)
+    fast = run_job({**spec, "calibration": {**spec["calibration"], "precision": "bfloat16"}}, store)
+    assert seen == ["model", "bfloat16"] and plain.key != fast.key and not fast.cached
+    assert fast.metrics["sparsity"] == pytest.approx(0.5, abs=1e-3) and fast.metrics["perplexity"] > 1

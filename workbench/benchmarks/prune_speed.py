@@ -52,12 +52,15 @@ class Case:
     # attention kernel of our calibration passes: "model" (the model's own, sdpa) or "eager", the explicit
     # softmax that llmcompressor forces during calibration; with "eager" both compute bit-identical statistics
     attention: str = "model"
+    # dtype of our calibration forward passes (calibration.precision); llmcompressor runs in the model's
+    precision: str = "model"
 
     @property
     def label(self) -> str:
         depth = f" x{self.layers} blocks" if self.layers else ""
         attention = f" ({self.attention} attention)" if self.attention != "model" else ""
-        return f"{self.model}{depth} {self.method} {self.pattern}{attention}"
+        precision = f" ({self.precision} calibration)" if self.precision != "model" else ""
+        return f"{self.model}{depth} {self.method} {self.pattern}{attention}{precision}"
 
 
 @dataclass
@@ -148,7 +151,7 @@ def _ours(case: Case, work: Workload) -> Callable[[], dict[str, float]]:
     layers = prunable_layers(work.model)
     context = PruneContext(model=work.model, layers=layers, targets={name: case.sparsity for name in layers},
                            pattern=Pattern.parse(case.pattern), params=method.Params(),
-                           calibration=work.calibration, heldout=work.heldout)
+                           calibration=work.calibration, heldout=work.heldout, precision=case.precision)
 
     own_attention = work.model.config._attn_implementation
 
@@ -338,12 +341,12 @@ def format_summary(summary: dict[str, Any]) -> str:
 def prune_command(model: str, methods: list[str], patterns: list[str], sparsity: float, samples: int, seq_len: int,
                   eval_windows: int, layers: int | None, device: str, repeats: int, reference: bool,
                   out: Path | None, attention: str = "model", timeout_s: float | None = None,
-                  echo: Callable[[str], None] = print) -> list[dict]:
+                  echo: Callable[[str], None] = print, precision: str = "model") -> list[dict]:
     """`workbench bench prune`: print each case as it finishes, then write every figure as JSON."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    cases = [Case(model, method, pattern, sparsity, samples, seq_len, eval_windows, layers, device, attention)
-             for method in methods for pattern in patterns]
+    cases = [Case(model, method, pattern, sparsity, samples, seq_len, eval_windows, layers, device, attention,
+                  precision) for method in methods for pattern in patterns]
     env = environment(device)
     echo(" ".join(f"{k}={v}" for k, v in env.items()))
     summaries = run_cases(cases, repeats, reference, timeout_s, on_result=lambda s: echo(format_summary(s)))

@@ -61,7 +61,7 @@ def prepare(spec: PruneSpec, progress: bool = False, store: Store | None = None)
     context = PruneContext(model=loaded.model, layers=layers, targets={}, pattern=spec.pattern,
                            params=method.Params.model_validate(spec.params), seed=spec.calibration.seed,
                            calibration=calibration, heldout=heldout, family=loaded.family, progress=progress,
-                           allocation_params=spec.allocation_params)
+                           allocation_params=spec.allocation_params, precision=spec.calibration.precision)
     return PreparedPrune(spec, loaded, context)
 
 

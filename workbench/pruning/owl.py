@@ -86,7 +86,7 @@ def owl_targets(context: Any, sparsity: float, params: OWLParams) -> dict[str, f
         return {}
 
     run_pipeline(context.model, context.layers, context.calibration, Needs(sq_norm=True), observe,
-                 observe_only=True, progress=context.progress, desc="owl")
+                 observe_only=True, progress=context.progress, desc="owl", precision=context.precision)
     blocks = [{name: m.weight.detach() for name, m in block.items()}
               for block in block_layers(context.model, context.layers) if block]
     ratios = block_outlier_ratios(blocks, sq_norms, params.m)

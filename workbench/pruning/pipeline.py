@@ -24,6 +24,7 @@ error ``||WX - W'X|| / ||WX||`` (``recon_error`` in the layer stats).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import platform
@@ -327,13 +328,15 @@ def block_layers(model: nn.Module, layers: dict[str, nn.Module]) -> list[dict[st
 def run_pipeline(model: nn.Module, layers: dict[str, nn.Module], calibration: torch.Tensor, needs: Needs,
                  prune_group: GroupPruner, heldout: torch.Tensor | None = None, observe_only: bool = False,
                  tokens_per_batch: int | None = None, heldout_tokens: int = 512, progress: bool = False,
-                 desc: str = "prune") -> PipelineResult:
+                 desc: str = "prune", precision: str = "model") -> PipelineResult:
     """Walk the blocks in order: statistics on the dense block, ``prune_group`` per input group, pruned
     weights written in place, outputs of the pruned block passed on.
 
     ``observe_only``: the callback only reads statistics (OWL); weights stay dense, so the dense pass's
     outputs are the next block's inputs and no second pass is run. ``tokens_per_batch``: tokens per
     forward pass (default: 2048 on a CPU, where larger batches add memory for little speed; 16384 on a GPU).
+    ``precision``: "bfloat16" runs the blocks' forward passes under bfloat16 autocast (matrix products on
+    AMX or tensor cores); the hooks still accumulate statistics in float32 and weights stay in their dtype.
     """
     if calibration is None or calibration.numel() == 0:
         raise PruningError("this method needs calibration windows and got none",
@@ -351,6 +354,7 @@ def run_pipeline(model: nn.Module, layers: dict[str, nn.Module], calibration: to
     heldout_stride = max(1, math.ceil((len(windows) - samples) * seq_len / heldout_tokens))
 
     timings = {"capture_s": 0.0, "statistics_s": 0.0, "prune_s": 0.0, "propagate_s": 0.0}
+    forward_precision = _forward_precision(precision, device)
     _return_freed_memory(device)
     started = time.perf_counter()
     inputs = _BlockInputs(model, blocks[0], windows, batches + heldout_batches, device)
@@ -366,7 +370,8 @@ def run_pipeline(model: nn.Module, layers: dict[str, nn.Module], calibration: to
             for batch in batches + heldout_batches:
                 hooks.heldout = batch.start >= samples
                 try:
-                    output = inputs.run(block, batch)
+                    with forward_precision:
+                        output = inputs.run(block, batch)
                     if observe_only:
                         inputs.hidden[batch] = output
                 except _StopBlock:
@@ -409,7 +414,8 @@ def run_pipeline(model: nn.Module, layers: dict[str, nn.Module], calibration: to
         started = time.perf_counter()
         if not observe_only and index < len(blocks) - 1:
             for batch in batches + heldout_batches:
-                inputs.hidden[batch] = inputs.run(block, batch)
+                with forward_precision:
+                    inputs.hidden[batch] = inputs.run(block, batch)
         if index < len(blocks) - 1:
             _check_finite(inputs.hidden, f"after block {index}")
         if device.type == "cuda":
@@ -417,6 +423,15 @@ def run_pipeline(model: nn.Module, layers: dict[str, nn.Module], calibration: to
         _return_freed_memory(device)
         timings["propagate_s"] += time.perf_counter() - started
     return PipelineResult(results, timings, all_groups)
+
+
+def _forward_precision(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The context the calibration forward passes run in (one object, re-entered for every batch)."""
+    if precision == "model":
+        return contextlib.nullcontext()
+    if precision == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise PruningError(f"unknown calibration precision {precision!r}", "use calibration.precision: model or bfloat16")
 
 
 def check_pattern(layers: dict[str, nn.Module], pattern: Pattern) -> None:
@@ -440,5 +455,6 @@ class CalibratedMethod(PruningMethod):
     def prune(self, context: PruneContext) -> PruneOutcome:
         check_pattern(context.layers, context.pattern)
         result = run_pipeline(context.model, context.layers, context.calibration, self.needs, self.pruner(context),
-                              heldout=context.heldout, progress=context.progress, desc=self.name)
+                              heldout=context.heldout, progress=context.progress, desc=self.name,
+                              precision=context.precision)
         return result.outcome()

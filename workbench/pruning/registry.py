@@ -46,6 +46,7 @@ class PruneContext:
     allocation_params: dict[str, Any] = field(default_factory=dict)  # the spec's validated allocation_params
     family: str = "causal-lm"
     progress: bool = False
+    precision: str = "model"  # calibration forward passes: "model" (its dtype) or "bfloat16" (autocast)
 
 
 @dataclass
