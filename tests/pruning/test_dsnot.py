@@ -65,13 +65,14 @@ def test_rows_within_the_threshold_are_left_alone_and_cycles_are_bounded():
 
 
 def test_dsnot_job_keeps_the_weights_and_the_sparsity(store, tiny_spec):
-    spec = {**tiny_spec, "method": "dsnot", "params": {"threshold": 0.0005}}
+    spec = {**tiny_spec, "method": "dsnot", "params": {"threshold": 0.0005, "skip": "none"}}
     result = run_job(spec, store)
     layers = queries.layer_stats(store, [result.run_id])
     assert (layers["achieved_sparsity"] == 0.5).all()
     extras = layers["extra"].map(json.loads)
     assert sum(e["dsnot_swaps"] for e in extras) > 0
     assert all(e["dsnot_error_after"] <= e["dsnot_error_before"] for e in extras)
+    assert not any("dsnot_skipped" in e for e in extras)
     from workbench.models import load_model
 
     dense = dict(load_model("tiny-llama").model.named_parameters())
@@ -81,3 +82,21 @@ def test_dsnot_job_keeps_the_weights_and_the_sparsity(store, tiny_spec):
     for name, mask in masks.items():
         assert torch.equal(mask.sum(1), wanda[name].sum(1))
         assert dense[name + ".weight"][mask].abs().min() > 0  # kept weights are the dense ones, unchanged
+
+
+def test_by_default_the_mlp_layers_keep_wandas_mask_as_in_the_authors_code(store, tiny_spec):
+    from workbench.pruning.dsnot import skipped
+
+    assert skipped("model.layers.3.mlp.down_proj", "mlp") and not skipped("model.layers.3.self_attn.q_proj", "mlp")
+    assert not skipped("encoder.layer.0.intermediate.dense", "mlp") and not skipped("model.layers.0.mlp.up_proj", "none")
+    assert skipped("model.layers.0.self_attn.o_proj", "self_attn")
+    result = run_job({**tiny_spec, "method": "dsnot", "params": {"threshold": 0.0005}}, store)
+    masks = queries.load_masks(store, result.run_id)
+    wanda = queries.load_masks(store, run_job({**tiny_spec, "method": "wanda"}, store).run_id)
+    extras = dict(zip(*queries.layer_stats(store, [result.run_id])[["layer", "extra"]].to_dict("list").values()))
+    extras = {name: json.loads(extra) for name, extra in extras.items()}
+    assert all(("dsnot_skipped" in extra) == (".mlp." in name) for name, extra in extras.items())
+    # the first block's statistics come from the dense model in both runs: its MLP masks are Wanda's exactly
+    first_mlp = [name for name in masks if name.startswith("model.layers.0.mlp.")]
+    assert first_mlp and all(torch.equal(masks[name], wanda[name]) for name in first_mlp)
+    assert any(not torch.equal(masks[name], wanda[name]) for name in masks if ".self_attn." in name)

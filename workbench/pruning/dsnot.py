@@ -17,6 +17,11 @@ W_ij * mu_j (eq. 4). While |e| > ``threshold`` and for at most ``max_cycles`` cy
 A swap is made only when e keeps its sign (no overshoot, as in the authors' code) and |e| decreases; a
 row whose swap is refused stops. Each weight moves at most once: grown weights come from the initial
 pruned set and pruned ones from the initial kept set.
+
+As in the authors' code (``--skip_layer mlp``, its default), the layers of a block's ``mlp`` keep the
+initial mask and only the attention layers are updated (``skip``: "mlp", "self_attn" or "none"); names
+are matched as path components, so encoders without an ``mlp`` module (BERT) update every layer, as the
+authors' OPT code does.
 """
 
 from __future__ import annotations
@@ -38,6 +43,13 @@ class DSnoTParams(BaseModel):
     initial: Literal["wanda", "magnitude"] = Field("wanda", description="method that gives the initial mask")
     threshold: float = Field(0.1, ge=0, description="stop a row once |expected error| is at most this")
     max_cycles: int = Field(50, ge=0, le=100_000, description="prune-and-grow cycles at most")
+    skip: Literal["mlp", "self_attn", "none"] = Field(
+        "mlp", description="layers under this block module keep the initial mask (the authors' default: mlp)")
+
+
+def skipped(name: str, skip: str) -> bool:
+    """Whether layer ``name`` (a qualified module name) lies under a module called ``skip``."""
+    return skip != "none" and skip in name.split(".")[:-1]
 
 
 def _ranked(scores: torch.Tensor, candidates: torch.Tensor, descending: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,6 +131,9 @@ def dsnot_pruner(targets: dict[str, float], pattern: Pattern, params: DSnoTParam
             W = module.weight.detach()
             scores = wanda_scores(W, stats.sq_norm) if params.initial == "wanda" else W.float().abs()
             initial = wanda_mask(scores, targets[name], pattern)
+            if skipped(name, params.skip):
+                results[name] = LayerResult(initial, extras={"dsnot_skipped": 1.0})
+                continue
             mask, summary = dsnot_mask(W, initial, stats.mean, stats.var, stats.sq_norm, pattern,
                                        params.threshold, params.max_cycles)
             results[name] = LayerResult(mask, extras=summary)
@@ -129,7 +144,7 @@ def dsnot_pruner(targets: dict[str, float], pattern: Pattern, params: DSnoTParam
 
 class DSnoT(CalibratedMethod):
     name = "dsnot"
-    version = "1"
+    version = "2"  # 2: MLP layers keep the initial mask by default, as the authors' code
     Params = DSnoTParams
     needs = Needs(sq_norm=True, moments=True)
 
