@@ -52,7 +52,7 @@ class Case:
     # attention kernel of our calibration passes: "model" (the model's own, sdpa) or "eager", the explicit
     # softmax that llmcompressor forces during calibration; with "eager" both compute bit-identical statistics
     attention: str = "model"
-    # dtype of our calibration forward passes (calibration.precision); llmcompressor runs in the model's
+    # dtype of our calibration forward passes (calibration.precision); llmcompressor always runs in the model's own
     precision: str = "model"
 
     @property
