@@ -52,6 +52,20 @@ def nm_mask(scores: torch.Tensor, keep: int, group: int) -> torch.Tensor:
     return mask.view_as(scores)
 
 
+def nm_prune_mask(scores: torch.Tensor, keep: int, group: int) -> torch.Tensor:
+    """Keep mask pruning, in every run of ``group`` consecutive inputs of a row, the ``group - keep`` lowest
+    scores (``nm_mask`` selects the other way round: the ``keep`` highest). Ties go as torch.topk (smallest
+    first) breaks them, the reference implementations' order for Wanda and SparseGPT: quantised weights
+    make exact ties between different inputs happen, and one broken the other way changes every later
+    block's calibration."""
+    rows, columns = scores.shape
+    check_nm_width("(matrix)", columns, group)
+    grouped = scores.reshape(rows, columns // group, group)
+    mask = torch.ones_like(grouped, dtype=torch.bool)
+    mask.scatter_(-1, torch.topk(grouped, group - keep, dim=-1, largest=False).indices, False)
+    return mask.view_as(scores)
+
+
 def nm_valid(mask: torch.Tensor, keep: int, group: int) -> bool:
     """True when every group of ``group`` consecutive inputs keeps exactly ``keep`` weights."""
     rows = mask.shape[0]

@@ -33,10 +33,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from workbench.errors import PruningError
-from workbench.pruning.masks import topk_mask
+from workbench.pruning.masks import nm_prune_mask, topk_mask
 from workbench.pruning.pipeline import CalibratedMethod, GroupPruner, InputStatistics, LayerResult, Needs
 from workbench.pruning.registry import PruneContext
-from workbench.pruning.wanda import nm_prune_mask
 from workbench.spec import Pattern
 
 SUB_BLOCK = 16

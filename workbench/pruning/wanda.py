@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from workbench.errors import PruningError
-from workbench.pruning.masks import check_nm_width
+from workbench.pruning.masks import nm_prune_mask
 from workbench.pruning.pipeline import CalibratedMethod, GroupPruner, InputStatistics, LayerResult, Needs
 from workbench.pruning.registry import PruneContext
 from workbench.spec import Pattern
@@ -40,19 +40,6 @@ def row_prune_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
         order = torch.sort(scores, dim=-1, stable=True).indices
         mask.scatter_(-1, order[:, :prune], False)
     return mask
-
-
-def nm_prune_mask(scores: torch.Tensor, keep: int, group: int) -> torch.Tensor:
-    """Keep mask pruning, in every run of ``group`` consecutive inputs of a row, the ``group - keep`` lowest
-    scores. Ties go as torch.topk (smallest first) breaks them, which is the reference implementations'
-    order: quantised weights make exact ties between different inputs happen, and one broken the other
-    way changes every later block's calibration."""
-    rows, columns = scores.shape
-    check_nm_width("(matrix)", columns, group)
-    grouped = scores.reshape(rows, columns // group, group)
-    mask = torch.ones_like(grouped, dtype=torch.bool)
-    mask.scatter_(-1, torch.topk(grouped, group - keep, dim=-1, largest=False).indices, False)
-    return mask.view_as(scores)
 
 
 def wanda_mask(scores: torch.Tensor, sparsity: float, pattern: Pattern) -> torch.Tensor:
