@@ -139,14 +139,15 @@ def test_layers_outside_the_blocks_are_refused(store, tiny_spec):
 
 
 @pytest.mark.gpu
-def test_bfloat16_model_on_the_gpu_prunes_with_float32_statistics(tiny):
+def test_bfloat16_model_on_the_gpu_prunes_with_float32_statistics():
     from workbench.pruning.masks import nm_valid
     from workbench.pruning.pipeline import gram
     from workbench.pruning.sparsegpt import sparsegpt_pruner
 
     x = torch.randn(4096, 256, device="cuda").bfloat16()
     assert torch.allclose(gram(x), x.float().t() @ x.float(), rtol=1e-4, atol=1e-2)
-    _, windows = tiny
+    # random byte windows: a GPU host need not have the text corpora installed
+    windows = torch.randint(0, 256, (6, 32), generator=torch.Generator().manual_seed(0))
     model = load_model("tiny-llama").model.to("cuda", torch.bfloat16)
     layers = prunable_layers(model)
     result = run_pipeline(model, layers, windows[:4], Needs(hessian=True),
@@ -155,6 +156,9 @@ def test_bfloat16_model_on_the_gpu_prunes_with_float32_statistics(tiny):
     for name, module in layers.items():
         assert module.weight.dtype == torch.bfloat16 and nm_valid(module.weight != 0, 2, 4), name
         assert 0 < result.results[name].extras["recon_error"] < 1, name
+        mask = result.results[name].mask  # crossed to the host as bits
+        assert mask.device.type == "cpu" and nm_valid(mask, 2, 4), name
+        assert not ((module.weight != 0).cpu() & ~mask).any(), name
 
 
 def test_bfloat16_calibration_runs_the_block_products_in_bfloat16_and_keeps_float32_statistics(tiny):
@@ -204,3 +208,16 @@ def test_a_job_with_bfloat16_calibration_is_its_own_run(store, tiny_spec, monkey
     fast = run_job({**spec, "calibration": {**spec["calibration"], "precision": "bfloat16"}}, store)
     assert seen == ["model", "bfloat16"] and plain.key != fast.key and not fast.cached
     assert fast.metrics["sparsity"] == pytest.approx(0.5, abs=1e-3) and fast.metrics["perplexity"] > 1
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (16, 64), (7,)])
+def test_masks_cross_from_the_gpu_as_bits_and_come_back_whole(shape):
+    import numpy as np
+
+    from workbench.pruning.pipeline import pack_bits, unpack_bits
+
+    mask = torch.rand(shape, generator=torch.Generator().manual_seed(1)) > 0.5
+    packed = pack_bits(mask)
+    assert packed.dtype == torch.uint8 and packed.numel() == -(-mask.numel() // 8)
+    assert np.array_equal(packed.numpy(), np.packbits(mask.reshape(-1).numpy()))  # numpy's bit order
+    assert torch.equal(unpack_bits(packed, mask.shape), mask)

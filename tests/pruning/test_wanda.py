@@ -66,6 +66,16 @@ def test_ties_prune_the_lower_column_first():
     assert mask.tolist() == [[False, False, False, True, True, True]] * 2
 
 
+@pytest.mark.parametrize("sparsity", [0.25, 0.5, 0.7])
+def test_row_mask_equals_the_stable_sort_it_replaces_on_many_ties(sparsity):
+    # scores on a coarse grid, so that every row has long runs of equal values across the cut
+    scores = torch.randint(0, 6, (40, 96), generator=torch.Generator().manual_seed(3)).float()
+    prune = int(96 * sparsity)
+    reference = torch.ones_like(scores, dtype=torch.bool)
+    reference.scatter_(-1, torch.sort(scores, dim=-1, stable=True).indices[:, :prune], False)
+    assert torch.equal(row_prune_mask(scores, sparsity), reference)
+
+
 def test_nm_ties_resolve_as_the_reference_does():
     # an exact tie between two inputs of one group, met in smollm2's block 4 (quantised weights)
     tie = 0.6558725833892822

@@ -22,7 +22,7 @@ def topk_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     prune = pruned_count(flat.numel(), sparsity)
     mask = torch.ones(flat.numel(), dtype=torch.bool, device=scores.device)
     if prune:
-        mask[torch.topk(flat, prune, largest=False).indices] = False
+        mask.scatter_(0, torch.topk(flat, prune, largest=False).indices, False)  # no host value: CUDA-graph safe
     return mask.view_as(scores)
 
 

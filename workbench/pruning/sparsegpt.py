@@ -73,12 +73,76 @@ class InverseHessianFactor:
                            "check the calibration activations for NaN/Inf, or use more calibration windows")
 
 
+def _prune_columns(block: torch.Tensor, Ub: torch.Tensor, pattern: Pattern, segments: list[tuple[int, int, float]],
+                   sub_block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Algorithm 1's loop over the columns of one block, in place on ``block`` (transposed: columns x rows,
+    so that each column is one contiguous vector). Returns (keep mask, errors), both columns x rows."""
+    count = block.shape[0]
+    d = torch.diag(Ub).unsqueeze(1)
+    if pattern.is_nm:
+        keep = torch.zeros_like(block, dtype=torch.bool)
+        scale = torch.zeros_like(block)
+    else:
+        scores = (block / d) ** 2
+        keep = torch.empty_like(block, dtype=torch.bool)
+        for start, end, sparsity in segments:
+            keep[:, start:end] = topk_mask(scores[:, start:end], sparsity)
+        scale = (~keep) / d  # err_i = w_i * pruned / U_ii
+    errors = torch.empty_like(block)
+    for j1 in range(0, count, sub_block):
+        j2 = min(j1 + sub_block, count)
+        for i in range(j1, j2):
+            if pattern.is_nm and i % pattern.group == 0:
+                group = slice(i, i + pattern.group)
+                chosen = nm_prune_mask(((block[group] / d[group]) ** 2).t(), pattern.keep, pattern.group).t()
+                keep[group] = chosen
+                scale[group] = (~chosen) / d[group]
+            torch.mul(block[i], scale[i], out=errors[i])
+            if i + 1 < j2:
+                block[i + 1 : j2].addr_(Ub[i, i + 1 : j2], errors[i], alpha=-1)
+        if j2 < count:
+            block[j2:].addmm_(Ub[j1:j2, j2:].t(), errors[j1:j2], alpha=-1)
+    return keep, errors
+
+
+class _CapturedColumns:
+    """``_prune_columns`` for one block shape, captured once as a CUDA graph and replayed per block.
+
+    The loop launches two small kernels per column and about ten per N:M group; on a GPU the Python
+    and launch overhead of those dwarfs their arithmetic (a 12288 x 4096 q/k/v group: 191 ms eager, 51 ms
+    replayed; 2:4: 350 ms, 91 ms on an H200). Replaying runs the same operations on the same values with one
+    launch; masks and weights measured equal bit for bit on 7B shapes (cuBLAS may choose other algorithms
+    for a captured product, so the last float32 bits are not guaranteed).
+    """
+
+    def __init__(self, count: int, rows: int, pattern: Pattern, segments: list[tuple[int, int, float]],
+                 sub_block: int, device: torch.device):
+        self.block = torch.zeros(count, rows, dtype=torch.float32, device=device)
+        self.Ub = torch.eye(count, dtype=torch.float32, device=device)  # warm-up values, overwritten per replay
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):  # the first call (allocations, kernel selection) stays out of the graph
+            _prune_columns(self.block, self.Ub, pattern, segments, sub_block)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.keep, self.errors = _prune_columns(self.block, self.Ub, pattern, segments, sub_block)
+
+    def __call__(self, block: torch.Tensor, Ub: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self.block.copy_(block)
+        self.Ub.copy_(Ub)
+        self.graph.replay()
+        return self.block, self.keep, self.errors
+
+
 def sparsegpt_prune(weight: torch.Tensor, upper: torch.Tensor, segments: list[tuple[int, int, float]],
-                    pattern: Pattern, blocksize: int = 128) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    pattern: Pattern, blocksize: int = 128,
+                    graphs: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Algorithm 1 on a float32 copy of ``weight`` (rows x columns).
 
     ``segments`` are (first row, end row, sparsity) of the layers stacked in ``weight``; unstructured
-    masks are selected per segment. Returns (updated weight with pruned entries zeroed, keep mask,
+    masks are selected per segment. ``graphs``: replay each block's column loop as a CUDA graph
+    (default: on a CUDA device). Returns (updated weight with pruned entries zeroed, keep mask,
     predicted loss per row).
     """
     W = weight.float().clone()
@@ -87,38 +151,21 @@ def sparsegpt_prune(weight: torch.Tensor, upper: torch.Tensor, segments: list[tu
         raise PruningError(f"SparseGPT's blocksize {blocksize} and width {columns} must be multiples of M={pattern.group}",
                            f"set params.blocksize to a multiple of {pattern.group}")
     sub_block = SUB_BLOCK if not pattern.is_nm else pattern.group * max(1, SUB_BLOCK // pattern.group)
+    graphs = W.is_cuda if graphs is None else graphs
+    captured: dict[int, _CapturedColumns] = {}  # by block width (the last block may be narrower)
     mask = torch.ones_like(W, dtype=torch.bool)
     losses = torch.zeros(rows, dtype=torch.float32, device=W.device)
     for i1 in range(0, columns, blocksize):
         i2 = min(i1 + blocksize, columns)
         count = i2 - i1
         Ub = upper[i1:i2, i1:i2]
-        d = torch.diag(Ub).unsqueeze(1)
-        # the block transposed, so that each column is one contiguous vector over the rows
-        block = W[:, i1:i2].t().contiguous()
-        if pattern.is_nm:
-            keep = torch.zeros_like(block, dtype=torch.bool)
-            scale = torch.zeros_like(block)
+        if graphs:
+            if count not in captured:
+                captured[count] = _CapturedColumns(count, rows, pattern, segments, sub_block, W.device)
+            block, keep, errors = captured[count](W[:, i1:i2].t(), Ub)
         else:
-            scores = (block / d) ** 2
-            keep = torch.empty_like(block, dtype=torch.bool)
-            for start, end, sparsity in segments:
-                keep[:, start:end] = topk_mask(scores[:, start:end], sparsity)
-            scale = (~keep) / d  # err_i = w_i * pruned / U_ii
-        errors = torch.empty_like(block)
-        for j1 in range(0, count, sub_block):
-            j2 = min(j1 + sub_block, count)
-            for i in range(j1, j2):
-                if pattern.is_nm and i % pattern.group == 0:
-                    group = slice(i, i + pattern.group)
-                    chosen = nm_prune_mask(((block[group] / d[group]) ** 2).t(), pattern.keep, pattern.group).t()
-                    keep[group] = chosen
-                    scale[group] = (~chosen) / d[group]
-                torch.mul(block[i], scale[i], out=errors[i])
-                if i + 1 < j2:
-                    block[i + 1 : j2].addr_(Ub[i, i + 1 : j2], errors[i], alpha=-1)
-            if j2 < count:
-                block[j2:].addmm_(Ub[j1:j2, j2:].t(), errors[j1:j2], alpha=-1)
+            block = W[:, i1:i2].t().contiguous()
+            keep, errors = _prune_columns(block, Ub, pattern, segments, sub_block)
         W[:, i1:i2] = (block * keep).t()
         mask[:, i1:i2] = keep.t()
         losses += (errors**2).sum(0) / 2

@@ -35,11 +35,15 @@ def row_prune_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     if prune >= columns:
         raise PruningError(f"sparsity {sparsity:g} leaves no weight in rows of {columns} inputs",
                            "lower the sparsity (or the OWL lambda that raised it)")
-    mask = torch.ones_like(scores, dtype=torch.bool)
-    if prune:
-        order = torch.sort(scores, dim=-1, stable=True).indices
-        mask.scatter_(-1, order[:, :prune], False)
-    return mask
+    if not prune:
+        return torch.ones_like(scores, dtype=torch.bool)
+    # The first `prune` entries of a stable ascending sort, without sorting: every score below the row's
+    # prune-th smallest goes, and of the scores equal to it, the lowest columns go first.
+    threshold = torch.kthvalue(scores, prune, dim=-1, keepdim=True).values
+    below = scores < threshold
+    ties = scores == threshold
+    room = prune - below.sum(-1, keepdim=True)
+    return ~(below | (ties & (ties.cumsum(-1) <= room)))
 
 
 def wanda_mask(scores: torch.Tensor, sparsity: float, pattern: Pattern) -> torch.Tensor:
