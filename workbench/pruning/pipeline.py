@@ -30,6 +30,7 @@ import math
 import platform
 import time
 from abc import abstractmethod
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -182,13 +183,44 @@ def _return_freed_memory(device: torch.device) -> None:
         pass
 
 
-def _to_host(mask: torch.Tensor) -> torch.Tensor:
-    """The mask in host memory. From a GPU it crosses packed, one bit per weight: a pageable copy of one
-    7B-model layer's bool mask (45 MB) measured 33 ms on an H200 host, about the time of the layer's whole
-    statistics pass; pinning a buffer for it cost as much. 5.6 MB of bits cross in a few ms."""
-    if not mask.is_cuda:
-        return mask.cpu()
-    return unpack_bits(pack_bits(mask).cpu(), mask.shape)
+class _HostMasks:
+    """Masks leave the accelerator while the next layers are computed.
+
+    On a GPU each mask is packed to bits there, copied on a side stream and unpacked on the host by one
+    worker thread: a pageable copy of one 7B-model layer's bool mask (45 MB) measured 33 ms on an H200 host
+    (about what its whole statistics pass takes), and pinning a buffer for it cost as much. On a CPU the
+    mask is simply kept. ``collect`` waits for every copy.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.stream = torch.cuda.Stream(device) if self.cuda else None
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="mask-to-host") if self.cuda else None
+        self.masks: dict[str, torch.Tensor | Future] = {}
+
+    def put(self, name: str, mask: torch.Tensor) -> None:
+        if not self.cuda:
+            self.masks[name] = mask.cpu()
+            return
+        packed = pack_bits(mask)
+        ready = torch.cuda.Event()
+        ready.record()
+        self.masks[name] = self.pool.submit(self._copy, packed, ready, mask.shape)
+
+    def _copy(self, packed: torch.Tensor, ready: torch.cuda.Event, shape: torch.Size) -> torch.Tensor:
+        # ``packed`` stays referenced until its copy is done, so its memory cannot be reused before
+        with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
+            self.stream.wait_event(ready)
+            host = packed.cpu()  # waits in this thread only
+        return unpack_bits(host, shape)
+
+    def collect(self) -> dict[str, torch.Tensor]:
+        return {name: mask.result() if isinstance(mask, Future) else mask for name, mask in self.masks.items()}
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
 
 
 _BIT_SHIFTS = (7, 6, 5, 4, 3, 2, 1, 0)  # the first weight of a byte in its highest bit, as numpy.packbits
@@ -388,68 +420,75 @@ def run_pipeline(model: nn.Module, layers: dict[str, nn.Module], calibration: to
     inputs = _BlockInputs(model, blocks[0], windows, batches + heldout_batches, device)
     timings["capture_s"] = time.perf_counter() - started
 
-    results: dict[str, LayerResult] = {}
-    all_groups: list[list[str]] = []
-    for index in tqdm(range(len(blocks)), desc=desc, unit="block", disable=not progress, leave=False):
-        block, layers_here = blocks[index], per_block[index]
-        started = time.perf_counter()
-        hooks = _StatisticsHooks(layers_here, needs, device, heldout_stride, stop_early=not observe_only)
-        try:
-            for batch in batches + heldout_batches:
-                hooks.heldout = batch.start >= samples
-                try:
+    host_masks = _HostMasks(device)
+    try:
+        extras: dict[str, dict[str, Any]] = {}
+        all_groups: list[list[str]] = []
+        for index in tqdm(range(len(blocks)), desc=desc, unit="block", disable=not progress, leave=False):
+            block, layers_here = blocks[index], per_block[index]
+            started = time.perf_counter()
+            hooks = _StatisticsHooks(layers_here, needs, device, heldout_stride, stop_early=not observe_only)
+            try:
+                for batch in batches + heldout_batches:
+                    hooks.heldout = batch.start >= samples
+                    try:
+                        with forward_precision:
+                            output = inputs.run(block, batch)
+                        if observe_only:
+                            inputs.hidden[batch] = output
+                    except _StopBlock:
+                        pass
+                    hooks.end_batch()
+            finally:
+                hooks.remove()
+            if layers_here and len(hooks.order) != len(layers_here):
+                missing = sorted(set(layers_here) - set(hooks.order))
+                raise PruningError(f"block {index} never called {missing[0]} during its forward pass",
+                                   "prune only layers that the model's forward pass uses")
+            if device.type == "cuda":
+                torch.cuda.current_stream().synchronize()  # not the side stream's mask copies
+            timings["statistics_s"] += time.perf_counter() - started
+
+            started = time.perf_counter()
+            groups = hooks.groups()
+            all_groups.extend(groups)
+            for group in groups:
+                stats = hooks.stats[group[0]]
+                _check_statistics(stats, group[0])
+                modules = {name: layers_here[name] for name in group}
+                dense = {name: m.weight.detach().clone() for name, m in modules.items()} if not observe_only else {}
+                outcome = prune_group(modules, stats)
+                for name, result in outcome.items():
+                    module = modules[name]
+                    if result.weight is not None:
+                        module.weight.copy_(result.weight.to(module.weight.dtype))
+                    module.weight.mul_(result.mask.to(module.weight.device))
+                    if stats.heldout is not None and not observe_only:
+                        result.extras["recon_error"] = relative_output_error(dense[name], module.weight, stats.heldout)
+                    # the layer holds its new weights now; keep only the mask, off the accelerator
+                    host_masks.put(name, result.mask)
+                    extras[name] = result.extras
+                del dense
+            del hooks
+            if device.type == "cuda":
+                torch.cuda.current_stream().synchronize()  # not the side stream's mask copies
+            timings["prune_s"] += time.perf_counter() - started
+
+            started = time.perf_counter()
+            if not observe_only and index < len(blocks) - 1:
+                for batch in batches + heldout_batches:
                     with forward_precision:
-                        output = inputs.run(block, batch)
-                    if observe_only:
-                        inputs.hidden[batch] = output
-                except _StopBlock:
-                    pass
-                hooks.end_batch()
-        finally:
-            hooks.remove()
-        if layers_here and len(hooks.order) != len(layers_here):
-            missing = sorted(set(layers_here) - set(hooks.order))
-            raise PruningError(f"block {index} never called {missing[0]} during its forward pass",
-                               "prune only layers that the model's forward pass uses")
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        timings["statistics_s"] += time.perf_counter() - started
-
-        started = time.perf_counter()
-        groups = hooks.groups()
-        all_groups.extend(groups)
-        for group in groups:
-            stats = hooks.stats[group[0]]
-            _check_statistics(stats, group[0])
-            modules = {name: layers_here[name] for name in group}
-            dense = {name: m.weight.detach().clone() for name, m in modules.items()} if not observe_only else {}
-            outcome = prune_group(modules, stats)
-            for name, result in outcome.items():
-                module = modules[name]
-                if result.weight is not None:
-                    module.weight.copy_(result.weight.to(module.weight.dtype))
-                module.weight.mul_(result.mask.to(module.weight.device))
-                if stats.heldout is not None and not observe_only:
-                    result.extras["recon_error"] = relative_output_error(dense[name], module.weight, stats.heldout)
-                # the layer holds its new weights now; keep only the mask, off the accelerator
-                results[name] = LayerResult(_to_host(result.mask), None, result.extras)
-            del dense
-        del hooks
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        timings["prune_s"] += time.perf_counter() - started
-
-        started = time.perf_counter()
-        if not observe_only and index < len(blocks) - 1:
-            for batch in batches + heldout_batches:
-                with forward_precision:
-                    inputs.hidden[batch] = inputs.run(block, batch)
-        if index < len(blocks) - 1:
-            _check_finite(inputs.hidden, f"after block {index}")
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        _return_freed_memory(device)
-        timings["propagate_s"] += time.perf_counter() - started
+                        inputs.hidden[batch] = inputs.run(block, batch)
+            if index < len(blocks) - 1:
+                _check_finite(inputs.hidden, f"after block {index}")
+            if device.type == "cuda":
+                torch.cuda.current_stream().synchronize()  # not the side stream's mask copies
+            _return_freed_memory(device)
+            timings["propagate_s"] += time.perf_counter() - started
+        masks = host_masks.collect()
+    finally:
+        host_masks.close()
+    results = {name: LayerResult(masks[name], None, extras[name]) for name in extras}
     return PipelineResult(results, timings, all_groups)
 
 
