@@ -339,13 +339,14 @@ def bench_suite(
         masks_run: Optional[str] = typer.Option(None, "--masks-run",
                                                 help="pruning run for the latency (default: newest 2:4 smollm2 run)"),
         budget_s: Optional[float] = typer.Option(None, help="leave out cases that would start after this many seconds"),
+        part: Optional[list[str]] = typer.Option(None, "--part", help="only this part of the suite, by name (repeat)"),
         store: Optional[str] = StoreOption, force: bool = typer.Option(False, "--force"),
         as_json: bool = typer.Option(False, "--json")) -> None:
     """The default kernel and latency suite of this device (GPU or CPU)."""
     from workbench.kernels.commands import suite_command
 
     try:
-        suite_command(store, device, masks_run, budget_s, force, as_json)
+        suite_command(store, device, masks_run, budget_s, force, as_json, parts=part)
     except WorkbenchError as err:
         fail(err)
 

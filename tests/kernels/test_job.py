@@ -106,3 +106,16 @@ def test_a_run_cut_short_by_a_time_budget_is_run_again(store):
         run_id = store.start_run(job_key(spec), "bench", spec.canonical_json(), spec.summary(), {})
         store.finish_run(run_id, job_key(spec), JobOutput(metrics=[Metric("skipped", skipped)]), 1.0)
         assert incomplete(store, spec) is expected
+
+
+def test_the_suite_runs_in_named_parts_and_an_unknown_part_names_the_choices():
+    from workbench.kernels.commands import select_parts
+    from workbench.kernels.spec import BenchError
+    from workbench.kernels.suites import gpu_suite
+
+    specs = gpu_suite()
+    chosen = select_parts(specs, ["2:4 8-bit", "llama-7b latency"])
+    assert [s.name for s in chosen] == ["llama-7b latency", "2:4 8-bit"]  # the suite's order
+    assert select_parts(specs, None) == specs
+    with pytest.raises(BenchError, match="no part 'fp4'.*'2:4 16-bit'"):
+        select_parts(specs, ["fp4"])

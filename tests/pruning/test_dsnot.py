@@ -100,3 +100,26 @@ def test_by_default_the_mlp_layers_keep_wandas_mask_as_in_the_authors_code(store
     first_mlp = [name for name in masks if name.startswith("model.layers.0.mlp.")]
     assert first_mlp and all(torch.equal(masks[name], wanda[name]) for name in first_mlp)
     assert any(not torch.equal(masks[name], wanda[name]) for name in masks if ".self_attn." in name)
+
+
+def test_skipped_layers_collect_no_moments():
+    from workbench.data import calibration_windows
+    from workbench.models import load_model
+    from workbench.models.layers import prunable_layers
+    from workbench.pruning.dsnot import METHOD, DSnoTParams
+    from workbench.pruning.pipeline import LayerResult, run_pipeline
+    from workbench.pruning.registry import PruneContext
+
+    loaded = load_model("tiny-llama")
+    layers = prunable_layers(loaded.model)
+    context = PruneContext(model=loaded.model, layers=layers, targets={n: 0.5 for n in layers},
+                           pattern=Pattern.parse("unstructured"), params=DSnoTParams())
+    moments: dict[str, bool] = {}
+
+    def spy(modules, stats):
+        moments.update({name: stats._sum is not None for name in modules})
+        return {name: LayerResult(torch.ones_like(m.weight, dtype=torch.bool)) for name, m in modules.items()}
+
+    windows = calibration_windows("shakespeare", loaded.tokenizer, 4, 32, 0)
+    run_pipeline(loaded.model, layers, windows, METHOD.layer_needs(context), spy)
+    assert moments and all(moments[name] == (".mlp." not in name) for name in layers)

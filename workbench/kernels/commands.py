@@ -109,9 +109,10 @@ def latency_command(store_path: Path | None, device: str, model: str, random_wei
 
 
 def suite_command(store_path: Path | None, device: str, masks_run: str | None, budget_s: float | None,
-                  force: bool, as_json: bool) -> list:
+                  force: bool, as_json: bool, parts: list[str] | None = None) -> list:
     """The default suite of the device; with ``budget_s``, cases past the budget are left out (rows
-    say so) so that the command ends in time and what was measured is stored."""
+    say so) so that the command ends in time and what was measured is stored; ``parts`` runs only the
+    named parts (a host with a time limit per command runs the suite in pieces)."""
     from workbench.kernels.job import DEADLINE_ENV
     from workbench.kernels.suites import cpu_suite, gpu_suite, latest_masks_run, store_shapes
 
@@ -125,7 +126,20 @@ def suite_command(store_path: Path | None, device: str, masks_run: str | None, b
     if budget_s is not None:
         os.environ[DEADLINE_ENV] = str(time.time() + budget_s)
     make = gpu_suite if device == "cuda" else cpu_suite
-    return run_specs(make(store_shapes(store), key), store, force, as_json)
+    return run_specs(select_parts(make(store_shapes(store), key), parts), store, force, as_json)
+
+
+def select_parts(specs: list, parts: list[str] | None) -> list:
+    """The suite's specs named in ``parts`` (all when none), in the suite's order."""
+    if not parts:
+        return specs
+    names = [spec.name for spec in specs]
+    unknown = [part for part in parts if part not in names]
+    if unknown:
+        from workbench.kernels.spec import BenchError
+
+        raise BenchError(f"the suite has no part {unknown[0]!r}", "use one of: " + ", ".join(repr(n) for n in names))
+    return [spec for spec in specs if spec.name in parts]
 
 
 def report_command(store_path: Path | None, run_ids: list[str] | None, as_json: bool) -> None:

@@ -32,7 +32,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from workbench.pruning.pipeline import CalibratedMethod, GroupPruner, InputStatistics, LayerResult, Needs
+from workbench.pruning.pipeline import (CalibratedMethod, GroupPruner, InputStatistics, LayerNeeds, LayerResult,
+                                       Needs)
 from workbench.pruning.registry import PruneContext
 from workbench.pruning.wanda import wanda_mask, wanda_scores
 from workbench.spec import Pattern
@@ -150,6 +151,12 @@ class DSnoT(CalibratedMethod):
 
     def pruner(self, context: PruneContext) -> GroupPruner:
         return dsnot_pruner(context.targets, context.pattern, context.params)
+
+    def layer_needs(self, context: PruneContext) -> LayerNeeds:
+        # skipped layers keep the initial (Wanda) mask: no moments, whose float64 sums over every token cost
+        # more than the initial scores themselves
+        skip, initial_only = context.params.skip, Needs(sq_norm=True)
+        return lambda name: initial_only if skipped(name, skip) else self.needs
 
 
 METHOD = DSnoT()

@@ -147,6 +147,8 @@ class LayerResult:
 
 # prune_group(layers that share one input, their statistics) -> results by layer name
 GroupPruner = Callable[[dict[str, nn.Linear], InputStatistics], dict[str, LayerResult]]
+# the statistics a method reads, the same for every layer or by layer name
+LayerNeeds = Needs | Callable[[str], Needs]
 
 
 @dataclass
@@ -311,7 +313,7 @@ class _BlockInputs:
 class _StatisticsHooks:
     """Forward pre-hooks on a block's layers: group layers by the tensor they read, stream statistics."""
 
-    def __init__(self, layers: dict[str, nn.Linear], needs: Needs, device: torch.device, heldout_stride: int,
+    def __init__(self, layers: dict[str, nn.Linear], needs: LayerNeeds, device: torch.device, heldout_stride: int,
                  stop_early: bool):
         self.layers = layers
         self.stop_early = stop_early
@@ -337,7 +339,10 @@ class _StatisticsHooks:
             if leader == name:
                 stats = self.stats.get(name)
                 if stats is None:
-                    stats = self.stats[name] = InputStatistics(x.shape[-1], self.needs, self.device)
+                    # a group's statistics are made with what its first layer needs (siblings such as
+                    # q/k/v or gate/up share one parent, and so one answer)
+                    needs = self.needs(name) if callable(self.needs) else self.needs
+                    stats = self.stats[name] = InputStatistics(x.shape[-1], needs, self.device)
                 if self.heldout:
                     stats.add_heldout(x, self.heldout_stride)
                 else:
@@ -385,7 +390,7 @@ def block_layers(model: nn.Module, layers: dict[str, nn.Module]) -> list[dict[st
 
 
 @torch.no_grad()
-def run_pipeline(model: nn.Module, layers: dict[str, nn.Module], calibration: torch.Tensor, needs: Needs,
+def run_pipeline(model: nn.Module, layers: dict[str, nn.Module], calibration: torch.Tensor, needs: LayerNeeds,
                  prune_group: GroupPruner, heldout: torch.Tensor | None = None, observe_only: bool = False,
                  tokens_per_batch: int | None = None, heldout_tokens: int = 512, progress: bool = False,
                  desc: str = "prune", precision: str = "model") -> PipelineResult:
@@ -519,9 +524,13 @@ class CalibratedMethod(PruningMethod):
     def pruner(self, context: PruneContext) -> GroupPruner:
         """The per-group pruning step for this context's targets, pattern and parameters."""
 
+    def layer_needs(self, context: PruneContext) -> LayerNeeds:
+        """What the pipeline collects for each layer (default: ``needs`` for all)."""
+        return self.needs
+
     def prune(self, context: PruneContext) -> PruneOutcome:
         check_pattern(context.layers, context.pattern)
-        result = run_pipeline(context.model, context.layers, context.calibration, self.needs, self.pruner(context),
-                              heldout=context.heldout, progress=context.progress, desc=self.name,
+        result = run_pipeline(context.model, context.layers, context.calibration, self.layer_needs(context),
+                              self.pruner(context), heldout=context.heldout, progress=context.progress, desc=self.name,
                               precision=context.precision)
         return result.outcome()
