@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -100,6 +102,30 @@ def test_converted_model_gives_the_masked_dense_model_outputs():
     ids = torch.randint(0, 259, (2, 24))
     with torch.no_grad():
         assert relative_error(model(ids).logits, reference(ids).logits.float()) < 1e-5
+
+
+@pytest.mark.parametrize("backend", ["dense", "csr", "bsr"])
+def test_fused_layers_that_read_one_tensor_give_the_unfused_outputs(backend):
+    from workbench.kernels.convert import SharedInput, SharedInputSlice, shared_input_groups
+
+    model = build_model("tiny-llama", True, "fp32", "cpu")
+    groups = shared_input_groups(model, prunable_layers(model))
+    assert [sorted(n.rsplit(".", 1)[1] for n in g) for g in groups[:4]] == \
+        [["k_proj", "q_proj", "v_proj"], ["o_proj"], ["gate_proj", "up_proj"], ["down_proj"]]
+    generator = torch.Generator().manual_seed(2)
+    masks = {name: unstructured_mask(layer.weight, 0.5, generator) for name, layer in prunable_layers(model).items()}
+    masks = None if backend == "dense" else masks
+    reference = model if masks is None else _masked_copy(model, masks)
+    fused = copy.deepcopy(model)
+    report = convert_model(fused, backend, "fp32", masks, fuse=True)
+    assert report.layers == 14
+    assert sum(isinstance(m, SharedInput) for m in fused.modules()) == 4  # q/k/v and gate/up of two blocks
+    assert sum(isinstance(m, SharedInputSlice) for m in fused.modules()) == 10
+    ids = torch.randint(0, 259, (2, 24))
+    with torch.no_grad():
+        assert relative_error(fused(ids).logits, reference(ids).logits.float()) < 1e-5
+        other = torch.randint(0, 259, (2, 24))  # a second forward must not reuse the first one's outputs
+        assert relative_error(fused(other).logits, reference(other).logits.float()) < 1e-5
 
 
 def test_2to4_backends_refuse_masks_that_are_not_2to4():

@@ -98,7 +98,8 @@ def test_gpu_bench_job_and_tiny_model_latency(store):
     assert "eager" in set(timed["timing"])
 
 
-def test_tuned_2to4_model_gives_the_masked_dense_model_outputs():
+@pytest.mark.parametrize("fuse", [False, True])
+def test_tuned_2to4_model_gives_the_masked_dense_model_outputs(fuse):
     import copy
 
     from workbench.kernels.convert import convert_model
@@ -111,6 +112,6 @@ def test_tuned_2to4_model_gives_the_masked_dense_model_outputs():
     with torch.no_grad():
         for name, layer in prunable_layers(reference).items():
             layer.weight.mul_(masks[name])
-        convert_model(model, "semi24-tuned", "bf16", masks)
+        convert_model(model, "semi24-tuned", "bf16", masks, fuse=fuse)
         ids = torch.randint(0, 259, (2, 40), device="cuda")
         assert relative_error(model(ids).logits, reference(ids).logits.float()) < 3e-2

@@ -28,3 +28,20 @@ def test_latency_is_linked_to_the_pruning_run_whose_masks_it_used(store, tiny_sp
     assert report["from_run"] and report["layers"] == 14 and abs(report["sparsity"] - 0.5) < 0.01
     # a bench run names the masks' run in its key: other masks, another job
     assert queries.run(store, result.run_id)["identity"]["masks"] == pruned.key
+
+
+def test_fused_latency_fuses_both_models_and_keeps_the_unfused_key(store, tiny_timing):
+    from workbench.spec import job_key, parse_spec
+
+    latency = {"model": "tiny-llama", "variants": ["csr"], "prefill_tokens": [16], "decode_batches": [],
+               "sparsity": 0.5}
+    plain = {"kind": "bench", "target": "latency", "device": "cpu", "latency": latency, "timing": tiny_timing}
+    fused = {**plain, "latency": {**latency, "fuse": True}}
+    assert job_key(parse_spec(plain)) == job_key(parse_spec({**plain, "latency": {**latency, "fuse": False}}))
+    assert job_key(parse_spec(plain)) != job_key(parse_spec(fused))
+    result = run_job(fused, store)
+    rows = queries.kernel_results(store, [result.run_id])
+    timed = rows[rows["phase"] == "prefill"]
+    assert set(timed["backend"]) == {"dense", "csr"} and (timed["status"] == "ok").all()
+    convert = rows[(rows["phase"] == "setup") & (rows["backend"] == "csr")]
+    assert json.loads(convert["extra"].iloc[0])["layers"] == 14

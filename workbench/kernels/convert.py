@@ -58,6 +58,61 @@ class SparseLinear(nn.Module):
         return f"{self.in_features} -> {self.out_features}, {self.backend.name}, {self.prepared.nbytes} bytes"
 
 
+class SharedInput(nn.Module):
+    """Layers that read one tensor (q/k/v, gate/up) computed as one matmul over their stacked weights.
+
+    The first member called with an input computes every member's output; the others slice it. Larger
+    matmuls run closer to the GPU's peak, for dense and 2:4 kernels alike.
+    """
+
+    def __init__(self, fused: nn.Module):
+        super().__init__()
+        self.fused = fused
+        self._input: torch.Tensor | None = None
+        self._output: torch.Tensor | None = None
+
+    def output_for(self, x: torch.Tensor) -> torch.Tensor:
+        if x is not self._input:  # a new forward pass (the held reference keeps identity unambiguous)
+            self._input, self._output = x, self.fused(x)
+        return self._output
+
+
+class SharedInputSlice(nn.Module):
+    """One member of a ``SharedInput``: its columns of the stacked output."""
+
+    def __init__(self, group: SharedInput, start: int, end: int):
+        super().__init__()
+        self.group, self.start, self.end = group, start, end
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.group.output_for(x)[..., self.start : self.end]
+
+
+def shared_input_groups(model: nn.Module, layers: dict[str, nn.Linear]) -> list[list[str]]:
+    """The layers grouped by the tensor they read, found in one forward pass over four tokens."""
+    seen: list[tuple[torch.Tensor, list[str]]] = []
+
+    def hook(name: str):
+        def record(module: nn.Module, args: tuple) -> None:
+            for tensor, names in seen:
+                if tensor is args[0]:
+                    names.append(name)
+                    return
+            seen.append((args[0], [name]))
+        return record
+
+    handles = [layer.register_forward_pre_hook(hook(name)) for name, layer in layers.items()]
+    try:
+        with torch.no_grad():
+            model(input_ids=torch.zeros((1, 4), dtype=torch.long, device=next(model.parameters()).device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    groups = [names for _, names in seen]
+    missing = set(layers) - {name for names in groups for name in names}
+    return groups + [[name] for name in layers if name in missing]
+
+
 @dataclass
 class ConversionReport:
     layers: int = 0
@@ -74,10 +129,11 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def convert_model(model: nn.Module, backend_name: str, dtype: str, masks: dict[str, torch.Tensor] | None = None,
-                  sparsity: float = 0.9, block: int = 64, seed: int = 0) -> ConversionReport:
-    """Replace the prunable linear layers by ``SparseLinear``s of ``backend_name`` (in place)."""
+                  sparsity: float = 0.9, block: int = 64, seed: int = 0, fuse: bool = False) -> ConversionReport:
+    """Replace the prunable linear layers by ``SparseLinear``s of ``backend_name`` (in place); with
+    ``fuse``, layers that read one tensor become one ``SharedInput`` matmul (the dense backend too)."""
     report = ConversionReport(from_run=masks is not None)
-    if backend_name == "dense":
+    if backend_name == "dense" and not fuse:
         return report
     backend = make_backend(backend_name, block=block)
     layers = prunable_layers(model)
@@ -86,35 +142,52 @@ def convert_model(model: nn.Module, backend_name: str, dtype: str, masks: dict[s
         if missing:
             raise ConversionError(f"the masks lack {len(missing)} of the model's layers (first: {missing[0]})",
                                   "take masks from a pruning run of this model")
+    groups = shared_input_groups(model, layers) if fuse else [[name] for name in layers]
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     kept = total = 0
     started = time.perf_counter()
     with torch.no_grad():
-        for name, linear in layers.items():
-            weight = linear.weight
-            mask = masks[name].to(weight.device) if masks is not None else \
-                pattern_mask(weight, backend.pattern, sparsity, block, generator)
-            if mask is None:
-                continue
-            if mask.shape != weight.shape:
-                raise ConversionError(f"the mask of {name} is {tuple(mask.shape)}, the weight {tuple(weight.shape)}",
-                                      "take masks from a pruning run of this model")
-            pruned = (weight * mask).to(DTYPES[dtype])
-            if backend.pattern == "2:4" and not nm_weight_valid(pruned, SEMI24_KEEP, SEMI24_GROUP):
-                raise ConversionError(f"layer {name} is not 2:4 sparse, which {backend_name} needs",
-                                      "use masks from a run pruned with pattern 2:4, or a bsr/csr backend")
-            kept += int(mask.sum())
-            total += mask.numel()
-            sparse = SparseLinear(backend, pruned, linear.bias, dtype)
-            report.dense_bytes += weight.numel() * pruned.element_size()
+        for group in groups:
+            pruned_weights = []
+            for name in group:
+                weight = layers[name].weight
+                mask = masks[name].to(weight.device) if masks is not None else \
+                    pattern_mask(weight, backend.pattern, sparsity, block, generator)
+                if mask is None:
+                    mask = torch.ones_like(weight, dtype=torch.bool)  # a dense backend, fused
+                if mask.shape != weight.shape:
+                    raise ConversionError(f"the mask of {name} is {tuple(mask.shape)}, the weight {tuple(weight.shape)}",
+                                          "take masks from a pruning run of this model")
+                pruned = (weight * mask).to(DTYPES[dtype])
+                if backend.pattern == "2:4" and not nm_weight_valid(pruned, SEMI24_KEEP, SEMI24_GROUP):
+                    raise ConversionError(f"layer {name} is not 2:4 sparse, which {backend_name} needs",
+                                          "use masks from a run pruned with pattern 2:4, or a bsr/csr backend")
+                kept += int(mask.sum())
+                total += mask.numel()
+                report.dense_bytes += weight.numel() * pruned.element_size()
+                pruned_weights.append(pruned)
+            sparse = SparseLinear(backend, torch.cat(pruned_weights), _stacked_bias([layers[n] for n in group]), dtype)
             report.sparse_bytes += sparse.prepared.nbytes
-            _set_module(model, name, sparse)
-            report.layers += 1
+            if len(group) == 1:
+                _set_module(model, group[0], sparse)
+            else:
+                shared, start = SharedInput(sparse), 0
+                for name, weight in zip(group, pruned_weights):
+                    _set_module(model, name, SharedInputSlice(shared, start, start + weight.shape[0]))
+                    start += weight.shape[0]
+            report.layers += len(group)
     if next(model.parameters()).is_cuda:
         torch.cuda.synchronize()
     report.seconds = time.perf_counter() - started
     report.sparsity = 1 - kept / total if total else 0.0
     return report
+
+
+def _stacked_bias(members: list[nn.Linear]) -> torch.Tensor | None:
+    if all(m.bias is None for m in members):
+        return None
+    return torch.cat([m.bias if m.bias is not None else torch.zeros(m.out_features, dtype=m.weight.dtype,
+                                                                    device=m.weight.device) for m in members])
 
 
 def search_seconds(model: nn.Module) -> float:

@@ -267,7 +267,7 @@ def _run_latency(prepared: PreparedBench, ctx: _Context, deadline: float | None,
                     "sparsity": grid.sparsity, "block": grid.block, "decode_context": grid.decode_context,
                     "budget_ms": timing.budget_ms, "min_samples": timing.min_samples,
                     "max_samples": timing.max_samples, "graphs": timing.graphs, "eager": timing.eager,
-                    "seed": spec.seed, "cases": cases}
+                    "seed": spec.seed, "cases": cases, "fuse": grid.fuse}
             records = run_isolated(task, timing.case_timeout_s, deadline)
             if index == 0 and variant != "dense":
                 rows += _latency_rows(ctx, spec, variant, records, prepared.masks_run, dense_from_pairs=True)

@@ -139,11 +139,15 @@ def run_latency_task(task: dict[str, Any], emit: Callable[[dict[str, Any]], None
     with torch.no_grad():
         dense = build_model(task["model"], task["random_weights"], dtype, device, task.get("seed", 0))
         models: dict[str, nn.Module] = {"dense": dense}
+        fuse = bool(task.get("fuse"))
         if variant != "dense":
             sparse = copy.deepcopy(dense)
-            report = convert_model(sparse, variant, dtype, masks, task["sparsity"], task["block"], task.get("seed", 0))
+            report = convert_model(sparse, variant, dtype, masks, task["sparsity"], task["block"], task.get("seed", 0),
+                                   fuse=fuse)
             emit({"kind": "setup", "what": "convert", "seconds": report.seconds, "extra": asdict(report)})
             models["backend"] = sparse
+        if fuse:  # the baseline fused alike, so that the speedup is the sparsity's alone
+            convert_model(dense, "dense", dtype, fuse=True)
         weight_bytes = {name: _linear_bytes(model) for name, model in models.items()}
         vocab = dense.config.vocab_size
         generator = torch.Generator(device=device).manual_seed(task.get("seed", 0))

@@ -83,6 +83,10 @@ class LatencyGrid(StrictModel):
     sparsity: float = Field(0.9, description="sparsity of the block and unstructured patterns (2:4 is 0.5)")
     block: int = Field(64, ge=1)
     masks_key: str | None = Field(None, description="key of the pruning run whose masks are used")
+    fuse: bool = Field(False, description="layers that read one tensor (q/k/v, gate/up) as one matmul, "
+                                          "in the dense model and in the sparse one")
+
+    KEY_OMITS_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"fuse"})
 
 
 class Timing(StrictModel):
