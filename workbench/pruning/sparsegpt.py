@@ -119,19 +119,21 @@ class _CapturedColumns:
                  sub_block: int, device: torch.device):
         self.block = torch.zeros(count, rows, dtype=torch.float32, device=device)
         self.Ub = torch.eye(count, dtype=torch.float32, device=device)  # warm-up values, overwritten per replay
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):  # the first call (allocations, kernel selection) stays out of the graph
-            _prune_columns(self.block, self.Ub, pattern, segments, sub_block)
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.keep, self.errors = _prune_columns(self.block, self.Ub, pattern, segments, sub_block)
+        with torch.cuda.device(device):  # capture on the weight's GPU, whichever is current
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):  # the first call (allocations, kernel selection) stays out of the graph
+                _prune_columns(self.block, self.Ub, pattern, segments, sub_block)
+            torch.cuda.current_stream(device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.keep, self.errors = _prune_columns(self.block, self.Ub, pattern, segments, sub_block)
 
     def __call__(self, block: torch.Tensor, Ub: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         self.block.copy_(block)
         self.Ub.copy_(Ub)
-        self.graph.replay()
+        with torch.cuda.device(self.block.device):
+            self.graph.replay()
         return self.block, self.keep, self.errors
 
 
