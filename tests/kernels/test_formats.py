@@ -126,6 +126,8 @@ def test_fused_layers_that_read_one_tensor_give_the_unfused_outputs(backend):
         assert relative_error(fused(ids).logits, reference(ids).logits.float()) < 1e-5
         other = torch.randint(0, 259, (2, 24))  # a second forward must not reuse the first one's outputs
         assert relative_error(fused(other).logits, reference(other).logits.float()) < 1e-5
+    # once every member has read its slice, no activations stay held between forward passes
+    assert all(m._output is None for m in fused.modules() if isinstance(m, SharedInput))
 
 
 def test_2to4_backends_refuse_masks_that_are_not_2to4():

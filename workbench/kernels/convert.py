@@ -65,16 +65,21 @@ class SharedInput(nn.Module):
     matmuls run closer to the GPU's peak, for dense and 2:4 kernels alike.
     """
 
-    def __init__(self, fused: nn.Module):
+    def __init__(self, fused: nn.Module, members: int):
         super().__init__()
-        self.fused = fused
+        self.fused, self.members = fused, members
         self._input: torch.Tensor | None = None
         self._output: torch.Tensor | None = None
+        self._reads = 0
 
     def output_for(self, x: torch.Tensor) -> torch.Tensor:
         if x is not self._input:  # a new forward pass (the held reference keeps identity unambiguous)
-            self._input, self._output = x, self.fused(x)
-        return self._output
+            self._input, self._output, self._reads = x, self.fused(x), 0
+        output = self._output
+        self._reads += 1
+        if self._reads == self.members:  # every member has its slice: hold no activations between passes
+            self._input = self._output = None
+        return output
 
 
 class SharedInputSlice(nn.Module):
@@ -171,7 +176,7 @@ def convert_model(model: nn.Module, backend_name: str, dtype: str, masks: dict[s
             if len(group) == 1:
                 _set_module(model, group[0], sparse)
             else:
-                shared, start = SharedInput(sparse), 0
+                shared, start = SharedInput(sparse, len(group)), 0
                 for name, weight in zip(group, pruned_weights):
                     _set_module(model, name, SharedInputSlice(shared, start, start + weight.shape[0]))
                     start += weight.shape[0]
