@@ -37,3 +37,15 @@ def test_tiny_benchmark_against_llmcompressor_prints_and_writes_figures(tmp_path
     written = json.loads(out.read_text())
     assert written["environment"]["device"] == "cpu" and written["cases"][0]["case"] == vars(Case(
         "tiny-llama-random", "wanda", "2:4", 0.5, 4, 32, 1, None, "cpu", "model"))
+
+
+def test_the_summary_says_which_goals_a_case_meets():
+    from workbench.benchmarks.prune_speed import target_line
+
+    cpu = {"case": {"device": "cpu"}, "wall_speedup": 2.29, "peak_rss_ratio": 0.82,
+           "perplexity_relative_difference": 0.0011}
+    assert target_line(cpu) == ("  targets: wall 2.29x (goal >= 2x: met)  peak memory 0.82 of the reference's "
+                                "(goal <= 1: met)  perplexity +0.11%")
+    gpu = {"case": {"device": "cuda"}, "wall_speedup": 4.74, "peak_rss_ratio": 0.5}
+    assert target_line(gpu) == "  targets: wall 4.74x (goal >= 5x: NOT met)"
+    assert "NOT met" in target_line({**cpu, "peak_rss_ratio": 1.2})

@@ -335,7 +335,26 @@ def format_summary(summary: dict[str, Any]) -> str:
                      f"rss peak ours/ref {summary['peak_rss_ratio']:.2f}{gpu}  masks differ "
                      f"{summary['masks_differ_fraction']:.2e} ({summary['layers_equal']}/{summary['layers']} layers "
                      f"equal){extra}")
+        lines.append(target_line(summary))
     return "\n".join(lines)
+
+
+# The goals this benchmark exists for: wall time against llmcompressor's, by device (peak memory on a CPU).
+WALL_TARGETS = {"cpu": 2.0, "cuda": 5.0}
+
+
+def target_line(summary: dict[str, Any]) -> str:
+    """The case against its goals: wall-time ratio, and on a CPU peak memory no higher than the reference's;
+    quality is shown, not judged (its noise is the calibration seed's, see README)."""
+    device = "cuda" if summary["case"]["device"].startswith("cuda") else "cpu"
+    wall = summary["wall_speedup"]
+    parts = [f"wall {wall:.2f}x (goal >= {WALL_TARGETS[device]:g}x: {'met' if wall >= WALL_TARGETS[device] else 'NOT met'})"]
+    if device == "cpu":
+        rss = summary["peak_rss_ratio"]
+        parts.append(f"peak memory {rss:.2f} of the reference's (goal <= 1: {'met' if rss <= 1 else 'NOT met'})")
+    parts += [f"{k.removesuffix('_relative_difference')} {v:+.2%}" for k, v in summary.items()
+              if k.endswith("_relative_difference")]
+    return "  targets: " + "  ".join(parts)
 
 
 def prune_command(model: str, methods: list[str], patterns: list[str], sparsity: float, samples: int, seq_len: int,
