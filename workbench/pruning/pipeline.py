@@ -418,83 +418,109 @@ def run_pipeline(model: nn.Module, layers: dict[str, nn.Module], calibration: to
     heldout_batches = [slice(start, min(start + per_batch, len(windows))) for start in range(samples, len(windows), per_batch)]
     heldout_stride = max(1, math.ceil((len(windows) - samples) * seq_len / heldout_tokens))
 
-    timings = {"capture_s": 0.0, "statistics_s": 0.0, "prune_s": 0.0, "propagate_s": 0.0}
-    forward_precision = _forward_precision(precision, device)
+    walk = _Walk(device, _forward_precision(precision, device), batches, heldout_batches, samples, heldout_stride,
+                 observe_only)
     _return_freed_memory(device)
-    started = time.perf_counter()
-    inputs = _BlockInputs(model, blocks[0], windows, batches + heldout_batches, device)
-    timings["capture_s"] = time.perf_counter() - started
+    with walk.timed("capture_s"):
+        walk.inputs = _BlockInputs(model, blocks[0], windows, batches + heldout_batches, device)
 
     host_masks = _HostMasks(device)
     try:
         extras: dict[str, dict[str, Any]] = {}
         all_groups: list[list[str]] = []
         for index in tqdm(range(len(blocks)), desc=desc, unit="block", disable=not progress, leave=False):
-            block, layers_here = blocks[index], per_block[index]
-            started = time.perf_counter()
-            hooks = _StatisticsHooks(layers_here, needs, device, heldout_stride, stop_early=not observe_only)
-            try:
-                for batch in batches + heldout_batches:
-                    hooks.heldout = batch.start >= samples
-                    try:
-                        with forward_precision:
-                            output = inputs.run(block, batch)
-                        if observe_only:
-                            inputs.hidden[batch] = output
-                    except _StopBlock:
-                        pass
-                    hooks.end_batch()
-            finally:
-                hooks.remove()
-            if layers_here and len(hooks.order) != len(layers_here):
-                missing = sorted(set(layers_here) - set(hooks.order))
-                raise PruningError(f"block {index} never called {missing[0]} during its forward pass",
-                                   "prune only layers that the model's forward pass uses")
-            if device.type == "cuda":
-                torch.cuda.current_stream().synchronize()  # not the side stream's mask copies
-            timings["statistics_s"] += time.perf_counter() - started
-
-            started = time.perf_counter()
-            groups = hooks.groups()
-            all_groups.extend(groups)
-            for group in groups:
-                stats = hooks.stats[group[0]]
-                _check_statistics(stats, group[0])
-                modules = {name: layers_here[name] for name in group}
-                dense = {name: m.weight.detach().clone() for name, m in modules.items()} if not observe_only else {}
-                outcome = prune_group(modules, stats)
-                for name, result in outcome.items():
-                    module = modules[name]
-                    if result.weight is not None:
-                        module.weight.copy_(result.weight.to(module.weight.dtype))
-                    module.weight.mul_(result.mask.to(module.weight.device))
-                    if stats.heldout is not None and not observe_only:
-                        result.extras["recon_error"] = relative_output_error(dense[name], module.weight, stats.heldout)
-                    # the layer holds its new weights now; keep only the mask, off the accelerator
-                    host_masks.put(name, result.mask)
-                    extras[name] = result.extras
-                del dense
-            del hooks
-            if device.type == "cuda":
-                torch.cuda.current_stream().synchronize()  # not the side stream's mask copies
-            timings["prune_s"] += time.perf_counter() - started
-
-            started = time.perf_counter()
-            if not observe_only and index < len(blocks) - 1:
-                for batch in batches + heldout_batches:
-                    with forward_precision:
-                        inputs.hidden[batch] = inputs.run(block, batch)
-            if index < len(blocks) - 1:
-                _check_finite(inputs.hidden, f"after block {index}")
-            if device.type == "cuda":
-                torch.cuda.current_stream().synchronize()  # not the side stream's mask copies
-            _return_freed_memory(device)
-            timings["propagate_s"] += time.perf_counter() - started
+            with walk.timed("statistics_s"):
+                hooks = walk.statistics(blocks[index], per_block[index], needs, index)
+            with walk.timed("prune_s"):
+                all_groups += walk.prune(hooks, per_block[index], prune_group, host_masks, extras)
+                del hooks  # the block's statistics (Hessians) go before the next forward passes
+            with walk.timed("propagate_s"):
+                walk.propagate(blocks[index], index, last=index == len(blocks) - 1)
         masks = host_masks.collect()
     finally:
         host_masks.close()
     results = {name: LayerResult(masks[name], None, extras[name]) for name in extras}
-    return PipelineResult(results, timings, all_groups)
+    return PipelineResult(results, walk.timings, all_groups)
+
+
+@dataclass
+class _Walk:
+    """The three steps of one block (statistics, prune, propagate) over the windows at the current depth."""
+
+    device: torch.device
+    forward_precision: contextlib.AbstractContextManager
+    batches: list[slice]
+    heldout_batches: list[slice]
+    samples: int
+    heldout_stride: int
+    observe_only: bool
+    inputs: _BlockInputs | None = None
+    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("capture_s", "statistics_s", "prune_s", "propagate_s"), 0.0))
+
+    @contextlib.contextmanager
+    def timed(self, phase: str):
+        started = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.current_stream().synchronize()  # not the side stream's mask copies
+        self.timings[phase] += time.perf_counter() - started
+
+    def statistics(self, block: nn.Module, layers: dict[str, nn.Linear], needs: LayerNeeds,
+                   index: int) -> _StatisticsHooks:
+        """The dense block over every window, its layers' inputs streamed into statistics (and, observing
+        only, its outputs kept as the next block's inputs)."""
+        hooks = _StatisticsHooks(layers, needs, self.device, self.heldout_stride, stop_early=not self.observe_only)
+        try:
+            for batch in self.batches + self.heldout_batches:
+                hooks.heldout = batch.start >= self.samples
+                try:
+                    with self.forward_precision:
+                        output = self.inputs.run(block, batch)
+                    if self.observe_only:
+                        self.inputs.hidden[batch] = output
+                except _StopBlock:
+                    pass
+                hooks.end_batch()
+        finally:
+            hooks.remove()
+        if layers and len(hooks.order) != len(layers):
+            missing = sorted(set(layers) - set(hooks.order))
+            raise PruningError(f"block {index} never called {missing[0]} during its forward pass",
+                               "prune only layers that the model's forward pass uses")
+        return hooks
+
+    def prune(self, hooks: _StatisticsHooks, layers: dict[str, nn.Linear], prune_group: GroupPruner,
+              host_masks: _HostMasks, extras: dict[str, dict[str, Any]]) -> list[list[str]]:
+        """``prune_group`` per group of layers that read one input; new weights written in place."""
+        groups = hooks.groups()
+        for group in groups:
+            stats = hooks.stats[group[0]]
+            _check_statistics(stats, group[0])
+            modules = {name: layers[name] for name in group}
+            dense = {name: m.weight.detach().clone() for name, m in modules.items()} if not self.observe_only else {}
+            for name, result in prune_group(modules, stats).items():
+                module = modules[name]
+                if result.weight is not None:
+                    module.weight.copy_(result.weight.to(module.weight.dtype))
+                module.weight.mul_(result.mask.to(module.weight.device))
+                if stats.heldout is not None and not self.observe_only:
+                    result.extras["recon_error"] = relative_output_error(dense[name], module.weight, stats.heldout)
+                # the layer holds its new weights now; keep only the mask, off the accelerator
+                host_masks.put(name, result.mask)
+                extras[name] = result.extras
+            del dense  # before the next group's copies are made
+        return groups
+
+    def propagate(self, block: nn.Module, index: int, last: bool) -> None:
+        """The pruned block's outputs become the next block's inputs."""
+        if not last:
+            if not self.observe_only:
+                for batch in self.batches + self.heldout_batches:
+                    with self.forward_precision:
+                        self.inputs.hidden[batch] = self.inputs.run(block, batch)
+            _check_finite(self.inputs.hidden, f"after block {index}")
+        _return_freed_memory(self.device)
 
 
 def _forward_precision(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
