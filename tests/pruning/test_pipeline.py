@@ -214,10 +214,11 @@ def test_a_job_with_bfloat16_calibration_is_its_own_run(store, tiny_spec, monkey
 def test_masks_cross_from_the_gpu_as_bits_and_come_back_whole(shape):
     import numpy as np
 
-    from workbench.pruning.pipeline import pack_bits, unpack_bits
+    from workbench.pruning.masks import _pack_bits_on_device, pack_bits, unpack_bits
 
     mask = torch.rand(shape, generator=torch.Generator().manual_seed(1)) > 0.5
     packed = pack_bits(mask)
     assert packed.dtype == torch.uint8 and packed.numel() == -(-mask.numel() // 8)
     assert np.array_equal(packed.numpy(), np.packbits(mask.reshape(-1).numpy()))  # numpy's bit order
+    assert torch.equal(_pack_bits_on_device(mask), packed)  # the GPU's arithmetic, run here on the CPU
     assert torch.equal(unpack_bits(packed, mask.shape), mask)

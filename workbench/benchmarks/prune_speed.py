@@ -192,13 +192,13 @@ def _llmcompressor(case: Case, work: Workload) -> Callable[[], Any]:
 
 def _save_masks(model: torch.nn.Module, path: Path) -> None:
     """Keep masks (weight != 0) bit-packed, one uint8 tensor per layer."""
-    import numpy as np
     from safetensors.torch import save_file
 
     from workbench.models.layers import prunable_layers
+    from workbench.pruning.masks import pack_bits
 
-    save_file({name: torch.from_numpy(np.packbits((module.weight != 0).reshape(-1).cpu().numpy()))
-               for name, module in prunable_layers(model).items()}, str(path))
+    save_file({name: pack_bits(module.weight != 0).cpu() for name, module in prunable_layers(model).items()},
+              str(path))
 
 
 def worker(case: Case, impl: str, out_dir: Path | None) -> Measurement:

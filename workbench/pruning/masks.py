@@ -6,6 +6,9 @@ A mask is a bool tensor shaped like the weight, True where the weight is kept. C
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
 from workbench.errors import PruningError
@@ -82,3 +85,29 @@ def nm_weight_valid(weight: torch.Tensor, keep: int, group: int) -> bool:
     if cols % group:
         return False
     return bool(((weight.reshape(rows, cols // group, group) != 0).sum(-1) <= keep).all())
+
+
+_BIT_SHIFTS = (7, 6, 5, 4, 3, 2, 1, 0)  # the first weight of a byte in its highest bit, as numpy.packbits
+
+
+def pack_bits(mask: torch.Tensor) -> torch.Tensor:
+    """A bool tensor as flat uint8 bytes, eight weights a byte in numpy.packbits' order (the last byte padded
+    with False), packed where the mask lives: a GPU mask crosses to the host at one eighth of its size."""
+    if mask.device.type == "cpu":  # numpy's packbits is ~15x faster than the tensor arithmetic on a CPU
+        return torch.from_numpy(np.packbits(mask.to(torch.bool).reshape(-1).numpy()))
+    return _pack_bits_on_device(mask)
+
+
+def _pack_bits_on_device(mask: torch.Tensor) -> torch.Tensor:
+    flat = mask.reshape(-1)
+    if flat.numel() % 8:
+        flat = torch.cat([flat, flat.new_zeros(8 - flat.numel() % 8)])
+    shifts = torch.tensor(_BIT_SHIFTS, dtype=torch.uint8, device=mask.device)
+    return (flat.view(-1, 8).to(torch.uint8) << shifts).sum(-1, dtype=torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, shape: torch.Size | tuple[int, ...] | list[int]) -> torch.Tensor:
+    """``pack_bits`` undone: the bool tensor of the given shape (multi-threaded tensor arithmetic)."""
+    shifts = torch.tensor(_BIT_SHIFTS, dtype=torch.uint8, device=packed.device)
+    bits = (packed.unsqueeze(-1) >> shifts) & 1
+    return bits.reshape(-1)[: math.prod(shape)].view(torch.bool).reshape(tuple(shape))

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from workbench.errors import PruningError
 from workbench.models.layers import transformer_blocks
-from workbench.pruning.masks import check_nm_width
+from workbench.pruning.masks import check_nm_width, pack_bits, unpack_bits
 from workbench.pruning.registry import PruneContext, PruneOutcome, PruningMethod
 from workbench.spec import Pattern
 
@@ -223,25 +223,6 @@ class _HostMasks:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
-
-
-_BIT_SHIFTS = (7, 6, 5, 4, 3, 2, 1, 0)  # the first weight of a byte in its highest bit, as numpy.packbits
-
-
-def pack_bits(mask: torch.Tensor) -> torch.Tensor:
-    """A bool tensor as flat uint8 bytes, eight weights a byte (the last byte padded with False)."""
-    flat = mask.reshape(-1)
-    if flat.numel() % 8:
-        flat = torch.cat([flat, flat.new_zeros(8 - flat.numel() % 8)])
-    shifts = torch.tensor(_BIT_SHIFTS, dtype=torch.uint8, device=mask.device)
-    return (flat.view(-1, 8).to(torch.uint8) << shifts).sum(-1, dtype=torch.uint8)
-
-
-def unpack_bits(packed: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
-    """``pack_bits`` undone: the bool tensor of the given shape."""
-    shifts = torch.tensor(_BIT_SHIFTS, dtype=torch.uint8, device=packed.device)
-    bits = (packed.unsqueeze(-1) >> shifts) & 1
-    return bits.reshape(-1)[: math.prod(shape)].view(torch.bool).reshape(shape)
 
 
 def heldout_count(samples: int) -> int:

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
+from workbench.pruning.masks import pack_bits, unpack_bits
 from workbench.records import Metric
 
 _STEP_DIR = re.compile(r"step-(\d+)")
@@ -38,15 +38,6 @@ class Resumed:
     metrics: list[Metric]
     snapshots: list[tuple[int, dict[str, torch.Tensor]]]
     extra: dict[str, Any]
-
-
-def _pack(mask: torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(np.packbits(mask.to("cpu", torch.bool).reshape(-1).numpy()))
-
-
-def _unpack(packed: torch.Tensor, shape: list[int]) -> torch.Tensor:
-    count = int(np.prod(shape))
-    return torch.from_numpy(np.unpackbits(packed.numpy(), count=count).astype(bool)).view(*shape)
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -105,7 +96,7 @@ class Checkpoints:
             for layer, mask in masks.items():
                 if id(mask) not in distinct:
                     distinct[id(mask)] = f"m{len(distinct)}"
-                    packed[distinct[id(mask)]] = _pack(mask)
+                    packed[distinct[id(mask)]] = pack_bits(mask).cpu()
                 entry[layer] = [distinct[id(mask)], list(mask.shape)]
             index.append([snap_step, entry])
         save_file(packed, str(tmp / "masks.safetensors"))
@@ -137,7 +128,7 @@ class Checkpoints:
             masks = {}
             for layer, (name, shape) in entry.items():
                 if name not in unpacked:
-                    unpacked[name] = _unpack(packed[name], shape)
+                    unpacked[name] = unpack_bits(packed[name], shape)
                 masks[layer] = unpacked[name]
             snapshots.append((snap_step, masks))
         metrics = [Metric(name, value, metric_step) for name, value, metric_step in state["metrics"]]
