@@ -322,6 +322,7 @@ def bench_latency(
         context: Optional[int] = typer.Option(None, help="tokens in the cache of a decode step"),
         masks_run: Optional[str] = typer.Option(None, "--masks-run", help="pruning run whose masks are used"),
         fuse: bool = typer.Option(False, "--fuse", help="q/k/v and gate/up as one matmul each, in both models"),
+        compile_models: bool = typer.Option(False, "--compile", help="torch.compile both models before timing"),
         store: Optional[str] = StoreOption, force: bool = typer.Option(False, "--force"),
         as_json: bool = typer.Option(False, "--json")) -> None:
     """Prefill and decode latency of a model with dense vs sparse linear layers."""
@@ -329,7 +330,7 @@ def bench_latency(
 
     try:
         latency_command(store, device, model, random_weights, variant, dtype, prefill, decode, context, masks_run,
-                        force, as_json, fuse=fuse)
+                        force, as_json, fuse=fuse, compile_models=compile_models)
     except WorkbenchError as err:
         fail(err)
 

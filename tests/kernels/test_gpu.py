@@ -115,3 +115,39 @@ def test_tuned_2to4_model_gives_the_masked_dense_model_outputs(fuse):
         convert_model(model, "semi24-tuned", "bf16", masks, fuse=fuse)
         ids = torch.randint(0, 259, (2, 40), device="cuda")
         assert relative_error(model(ids).logits, reference(ids).logits.float()) < 3e-2
+
+
+@pytest.mark.parametrize("layout", [True, False])
+def test_each_searched_2to4_layout_gives_the_masked_dense_product(layout, tmp_path, monkeypatch):
+    from workbench.kernels.backends import Semi24Tuned
+    from workbench.kernels.tuning import AlgorithmCache
+
+    monkeypatch.setattr(Semi24Tuned, "result_layouts", staticmethod(lambda dtype: (layout,)))
+    tuned = Semi24Tuned(cache=AlgorithmCache(tmp_path / "choices.json"))
+    weight = _pruned(512, 1024, "bf16")
+    x = torch.randn(128, 1024, device="cuda", dtype=torch.bfloat16)
+    prepared = tuned.prepare(weight, "bf16")
+    chosen = tuned.tune(prepared, x)
+    assert chosen.config["transpose_result"] is layout and not chosen.cached and chosen.seconds > 0
+    assert relative_error(tuned.matmul(prepared, x), x.float() @ weight.float().t()) < 1e-2
+    assert tuned.tune(tuned.prepare(weight, "bf16"), x).cached  # the second search is the cache's answer
+
+
+def test_compiled_tuned_2to4_model_matches_its_eager_outputs():
+    import torch._dynamo
+
+    from workbench.kernels.convert import convert_model
+    from workbench.kernels.latency import CompiledModel, build_model
+
+    model = build_model("tiny-llama", True, "bf16", "cuda")
+    with torch.no_grad():
+        convert_model(model, "semi24-tuned", "bf16")
+        runner = CompiledModel(model)
+        ids = torch.randint(0, 259, (1, 64), device="cuda")
+        torch._dynamo.utils.counters.clear()
+        eager = runner(input_ids=ids, use_cache=False).logits  # searches the configurations, eagerly
+        runner(input_ids=ids, use_cache=False)  # compiles
+        compiled = runner(input_ids=ids, use_cache=False).logits
+    assert runner.compile_s[(1, 64)] > 0 and runner.rel_error[(1, 64)] < 3e-2
+    assert relative_error(compiled, eager.float()) < 3e-2
+    assert not torch._dynamo.utils.counters["graph_break"]  # the sparse matmul is one opaque operator

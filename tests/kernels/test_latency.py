@@ -45,3 +45,25 @@ def test_fused_latency_fuses_both_models_and_keeps_the_unfused_key(store, tiny_t
     assert set(timed["backend"]) == {"dense", "csr"} and (timed["status"] == "ok").all()
     convert = rows[(rows["phase"] == "setup") & (rows["backend"] == "csr")]
     assert json.loads(convert["extra"].iloc[0])["layers"] == 14
+
+
+def test_compiled_latency_compiles_both_models_and_records_it(store, tiny_timing, monkeypatch):
+    from workbench.spec import job_key, parse_spec
+
+    # tracing only: the wiring is under test here, inductor's code generation on the GPU host
+    monkeypatch.setenv("WORKBENCH_COMPILE_BACKEND", "eager")
+    latency = {"model": "tiny-llama", "variants": ["csr"], "prefill_tokens": [16], "decode_batches": [2],
+               "decode_context": 8, "sparsity": 0.5}
+    plain = {"kind": "bench", "target": "latency", "device": "cpu", "latency": latency, "timing": tiny_timing}
+    compiled = {**plain, "latency": {**latency, "compile": True}}
+    assert job_key(parse_spec(plain)) == job_key(parse_spec({**plain, "latency": {**latency, "compile": False}}))
+    assert job_key(parse_spec(plain)) != job_key(parse_spec(compiled))
+    result = run_job(compiled, store)
+    rows = queries.kernel_results(store, [result.run_id])
+    timed = rows[rows["phase"].isin(["prefill", "decode"])]
+    assert set(zip(timed["phase"], timed["backend"])) == {("prefill", "dense"), ("prefill", "csr"),
+                                                          ("decode", "dense"), ("decode", "csr")}
+    assert (timed["status"] == "ok").all()
+    for extra in map(json.loads, timed["extra"]):
+        assert extra["compiled"] is True and extra["compile_s"] > 0  # each model compiled once per case
+        assert extra["compiled_rel_error"] < 1e-6  # tracing alone changes no arithmetic

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
@@ -185,10 +185,12 @@ class Semi24Tuned(Backend):
         return 0.5
 
     @staticmethod
-    def transpose_result(dtype: str) -> bool:
-        # A fused transposed result gives (tokens, out) directly, as F.linear does; with fp16 it is a
-        # known fault (hundreds of ms per call, then an illegal instruction), so fp16 keeps (out, tokens).
-        return dtype != "fp16"
+    def result_layouts(dtype: str) -> tuple[bool, ...]:
+        """Output layouts the search may choose: the fused transposed result ((tokens, out), as F.linear
+        gives) and the plain one ((out, tokens), read transposed). With fp16 the fused transposed result is
+        a known fault (hundreds of ms per call, then an illegal instruction), so fp16 keeps the plain one;
+        the 8-bit paths keep the transposed one, the layout their dense baselines produce."""
+        return {"fp16": (False,), "bf16": (True, False)}.get(dtype, (True,))
 
     def prepare(self, weight: torch.Tensor, dtype: str) -> PreparedWeight:
         compressed = torch._cslt_compress(weight)
@@ -203,27 +205,50 @@ class Semi24Tuned(Backend):
         if self._cache is None:
             self._cache = AlgorithmCache()
         dtype, tokens = prepared.dtype, x.shape[0]
-        transpose = self.transpose_result(dtype)
+        layouts = self.result_layouts(dtype)
+        key = cache_key(device_identity("cuda"), *prepared.shape, tokens, dtype, layouts)
         try:
-            key = cache_key(device_identity("cuda"), *prepared.shape, tokens, dtype, transpose)
             algorithm, seconds, cached = search_cached(self._cache, key, prepared.data, x.t(), self._out_dtype(dtype),
-                                                       transpose)
+                                                       layouts)
         except RuntimeError:
-            if not transpose:
+            if layouts == (False,):
                 raise
             # a library without the fused transposed result for this dtype: (out, tokens), read transposed
-            transpose = False
-            key = cache_key(device_identity("cuda"), *prepared.shape, tokens, dtype, transpose)
+            key = cache_key(device_identity("cuda"), *prepared.shape, tokens, dtype, (False,))
             algorithm, seconds, cached = search_cached(self._cache, key, prepared.data, x.t(), self._out_dtype(dtype),
-                                                       transpose)
-        prepared.tuned[tokens] = (algorithm, transpose)
-        return TuneResult({**algorithm.as_kwargs(), "transpose_result": transpose}, seconds, cached)
+                                                       (False,))
+        prepared.tuned[tokens] = algorithm
+        return TuneResult(asdict(algorithm), seconds, cached)
 
     def matmul(self, prepared: PreparedWeight, x: torch.Tensor) -> torch.Tensor:
-        algorithm, transpose = prepared.tuned.get(x.shape[0], (DEFAULT_ALGORITHM, self.transpose_result(prepared.dtype)))
-        y = torch._cslt_sparse_mm(prepared.data, x.t(), out_dtype=self._out_dtype(prepared.dtype),
-                                  transpose_result=transpose, **algorithm.as_kwargs())
-        return y if transpose else y.t()
+        algorithm = prepared.tuned.get(x.shape[0]) or replace(DEFAULT_ALGORITHM,
+                                                              transpose_result=self.result_layouts(prepared.dtype)[0])
+        call = cslt_linear if torch.compiler.is_compiling() else _cslt_linear
+        return call(prepared.data, x, prepared.shape[0], algorithm.alg_id, algorithm.split_k, algorithm.split_k_mode,
+                    algorithm.transpose_result, self._out_dtype(prepared.dtype))
+
+
+def _cslt_linear(compressed: torch.Tensor, x: torch.Tensor, out_features: int, alg_id: int, split_k: int,
+                 split_k_mode: int, transpose_result: bool, out_dtype: torch.dtype | None) -> torch.Tensor:
+    """``x @ W^T`` for a cuSPARSELt-compressed W: (tokens, out), a transposed view unless fused."""
+    y = torch._cslt_sparse_mm(compressed, x.t(), out_dtype=out_dtype, transpose_result=transpose_result,
+                              alg_id=alg_id, split_k=split_k, split_k_mode=split_k_mode)
+    return y if transpose_result else y.t()
+
+
+# The same product as an opaque operator for torch.compile: the compressed weight is a flat buffer, so
+# the compiler cannot infer the output's shape from it; this operator states it. Eager calls skip the
+# operator's dispatch cost.
+cslt_linear = torch.library.custom_op("workbench::cslt_linear", mutates_args=())(_cslt_linear)
+
+
+@cslt_linear.register_fake
+def _(compressed: torch.Tensor, x: torch.Tensor, out_features: int, alg_id: int, split_k: int, split_k_mode: int,
+      transpose_result: bool, out_dtype: torch.dtype | None) -> torch.Tensor:
+    dtype = out_dtype or x.dtype
+    if transpose_result:
+        return x.new_empty((x.shape[0], out_features), dtype=dtype)
+    return x.new_empty((out_features, x.shape[0]), dtype=dtype).t()
 
 
 class _Compressed(Backend):

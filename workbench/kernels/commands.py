@@ -95,7 +95,8 @@ def kernels_command(store_path: Path | None, device: str, backends: list[str], d
 
 def latency_command(store_path: Path | None, device: str, model: str, random_weights: bool, variants: list[str],
                     dtype: str | None, prefill: list[int], decode: list[int], context: int | None,
-                    masks_run: str | None, force: bool, as_json: bool, fuse: bool = False) -> list:
+                    masks_run: str | None, force: bool, as_json: bool, fuse: bool = False,
+                    compile_models: bool = False) -> list:
     from workbench.kernels.spec import BenchSpec
 
     store = _use_store(store_path)
@@ -104,7 +105,7 @@ def latency_command(store_path: Path | None, device: str, model: str, random_wei
         "kind": "bench", "target": "latency", "device": resolve_device(device), "name": f"{model} latency",
         "latency": {"model": model, "random_weights": random_weights, "variants": variants, "dtype": dtype,
                     "prefill_tokens": prefill, "decode_batches": decode, "decode_context": context,
-                    "masks_key": key, "fuse": fuse}})
+                    "masks_key": key, "fuse": fuse, "compile": compile_models}})
     return run_specs([spec], store, force, as_json)
 
 

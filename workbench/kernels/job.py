@@ -229,9 +229,10 @@ def _latency_rows(ctx: _Context, spec: BenchSpec, variant: str, records: list[di
         result = record["result"]
         samples_by_mode = result["dense_us"] if dense_from_pairs else result["samples_us"]
         weight_bytes = result["dense_weight_bytes"] if dense_from_pairs else result["weight_bytes"]
-        extra = {"weight_bytes": weight_bytes, "random_weights": grid.random_weights,
-                 **({"context": grid.decode_context} if phase == "decode" else {}),
-                 **({} if dense_from_pairs else {"search_s": result["search_s"]})}
+        extra = {"weight_bytes": weight_bytes, "random_weights": grid.random_weights, "fused": grid.fuse,
+                 "compiled": grid.compile, **({"context": grid.decode_context} if phase == "decode" else {}),
+                 **({} if dense_from_pairs else {"search_s": result["search_s"]}),
+                 **{k: v.get("dense" if name == "dense" else "backend") for k, v in result.get("compile", {}).items()}}
         for mode, samples in samples_by_mode.items():
             stats = summarize(samples)
             dense = None if dense_from_pairs else result["dense_us"].get(mode)
@@ -267,7 +268,8 @@ def _run_latency(prepared: PreparedBench, ctx: _Context, deadline: float | None,
                     "sparsity": grid.sparsity, "block": grid.block, "decode_context": grid.decode_context,
                     "budget_ms": timing.budget_ms, "min_samples": timing.min_samples,
                     "max_samples": timing.max_samples, "graphs": timing.graphs, "eager": timing.eager,
-                    "seed": spec.seed, "cases": cases, "fuse": grid.fuse}
+                    "seed": spec.seed, "cases": cases, "fuse": grid.fuse,
+                    "compile": grid.compile}
             records = run_isolated(task, timing.case_timeout_s, deadline)
             if index == 0 and variant != "dense":
                 rows += _latency_rows(ctx, spec, variant, records, prepared.masks_run, dense_from_pairs=True)

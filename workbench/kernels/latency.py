@@ -14,6 +14,7 @@ smaller than kernel gains (attention, norms, embeddings and the head stay dense)
 from __future__ import annotations
 
 import copy
+import os
 import time
 from dataclasses import asdict
 from typing import Any, Callable
@@ -69,16 +70,63 @@ def build_model(name: str, random_weights: bool, dtype: str, device: str, seed: 
     return load_model(name).model.to(device=device, dtype=DTYPES[dtype]).eval()
 
 
+class CompiledModel:
+    """A model behind ``torch.compile`` (static shapes: one graph per input shape, so each token count keeps
+    its own searched matmul configurations), called as the model is.
+
+    The first call of an input shape runs the model eagerly: sparse layers search their configuration
+    there, outside compiled code. The second compiles (timed) and compares its logits with the eager
+    ones (the fused kernels round differently); later calls run the compiled code.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model, self.config = model, model.config
+        # WORKBENCH_COMPILE_BACKEND picks another torch.compile backend (e.g. "eager": tracing only, for tests)
+        self._compiled = torch.compile(model, dynamic=False,
+                                       backend=os.environ.get("WORKBENCH_COMPILE_BACKEND", "inductor"))
+        self._eager_logits: dict[tuple, torch.Tensor] = {}
+        self.compile_s: dict[tuple, float] = {}
+        self.rel_error: dict[tuple, float] = {}
+
+    def __call__(self, input_ids: torch.Tensor, **kwargs: Any) -> Any:
+        shape = tuple(input_ids.shape)
+        if shape not in self._eager_logits:
+            output = self.model(input_ids=input_ids, **kwargs)
+            self._eager_logits[shape] = output.logits.detach().float().clone()
+            return output
+        if shape in self.compile_s:
+            return self._compiled(input_ids=input_ids, **kwargs)
+        started = time.perf_counter()
+        output = self._compiled(input_ids=input_ids, **kwargs)
+        if input_ids.is_cuda:
+            torch.cuda.synchronize()
+        self.compile_s[shape] = time.perf_counter() - started
+        eager = self._eager_logits[shape]
+        self.rel_error[shape] = float(torch.linalg.vector_norm(output.logits.float() - eager) /
+                                      torch.linalg.vector_norm(eager))
+        return output
+
+
+def _allow_recompiles(limit: int = 256) -> None:
+    """Each (model, input shape) is one compiled graph; torch's default limit (8 per function, shared by the
+    dense and the sparse model) would silently fall back to eager after a few cases."""
+    import torch._dynamo
+
+    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(limit, getattr(torch._dynamo.config, name)))
+
+
 def _reset_lengths(lengths: list[torch.Tensor], context: torch.Tensor) -> None:
     """One multi-tensor kernel puts every layer's cache length back to ``context``."""
     torch._foreach_copy_(lengths, [context] * len(lengths))
 
 
-def prefill_call(model: nn.Module, ids: torch.Tensor) -> Callable[[], object]:
+def prefill_call(model: Callable[..., Any], ids: torch.Tensor) -> Callable[[], object]:
     return lambda: model(input_ids=ids, use_cache=False, logits_to_keep=1)
 
 
-def decode_calls(models: dict[str, nn.Module], batch: int, context: int, vocab: int, device: str,
+def decode_calls(models: dict[str, Callable[..., Any]], batch: int, context: int, vocab: int, device: str,
                  generator: torch.Generator) -> dict[str, Callable[[], object]]:
     """One decode step per model over a shared static cache holding ``context`` tokens."""
     from transformers import StaticCache
@@ -91,7 +139,7 @@ def decode_calls(models: dict[str, nn.Module], batch: int, context: int, vocab: 
     start = torch.full_like(lengths[0], context)
     step = torch.randint(0, vocab, (batch, 1), device=device, generator=generator)
 
-    def call(model: nn.Module) -> Callable[[], object]:
+    def call(model: Callable[..., Any]) -> Callable[[], object]:
         def run() -> object:
             _reset_lengths(lengths, start)
             return model(input_ids=step, past_key_values=cache, use_cache=True)
@@ -149,6 +197,10 @@ def run_latency_task(task: dict[str, Any], emit: Callable[[dict[str, Any]], None
         if fuse:  # the baseline fused alike, so that the speedup is the sparsity's alone
             convert_model(dense, "dense", dtype, fuse=True)
         weight_bytes = {name: _linear_bytes(model) for name, model in models.items()}
+        runners: dict[str, Callable[..., Any]] = dict(models)
+        if task.get("compile"):  # both models alike, so that the speedup is the sparsity's alone
+            _allow_recompiles()
+            runners = {name: CompiledModel(model) for name, model in models.items()}
         vocab = dense.config.vocab_size
         generator = torch.Generator(device=device).manual_seed(task.get("seed", 0))
         for case in task["cases"]:  # "prefill-<tokens>" | "decode-<batch>"
@@ -164,16 +216,18 @@ def run_latency_task(task: dict[str, Any], emit: Callable[[dict[str, Any]], None
             try:
                 if phase == "prefill":
                     ids = torch.randint(0, vocab, (1, size), device=device, generator=generator)
-                    calls = {name: prefill_call(model, ids) for name, model in models.items()}
+                    calls = {name: prefill_call(runner, ids) for name, runner in runners.items()}
+                    shape = tuple(ids.shape)
                 else:
-                    calls = decode_calls(models, size, task["decode_context"], vocab, device, generator)
+                    calls = decode_calls(runners, size, task["decode_context"], vocab, device, generator)
+                    shape = (size, 1)
                 samples, errors = _measure(calls, device, task)
                 name = "backend" if "backend" in models else "dense"
                 result = {"samples_us": {m: s[name] for m, s in samples.items()},
                           "dense_us": {m: s["dense"] for m, s in samples.items()} if name == "backend" else {},
                           "errors": errors, "weight_bytes": weight_bytes[name],
                           "dense_weight_bytes": weight_bytes["dense"],
-                          "search_s": search_seconds(models[name])}
+                          "search_s": search_seconds(models[name]), "compile": _compile_report(runners, shape)}
                 emit({**record, "status": "ok", "result": result})
             except Exception as err:  # noqa: BLE001 - a failed case is a row with its error text
                 from workbench.kernels.backends import is_unsupported_error
@@ -188,6 +242,15 @@ def run_latency_task(task: dict[str, Any], emit: Callable[[dict[str, Any]], None
                     torch.cuda.empty_cache()
             emit({"kind": "done", "case_id": case_id})
     return 0
+
+
+def _compile_report(runners: dict[str, Callable[..., Any]], shape: tuple) -> dict[str, dict[str, float | None]]:
+    """Per figure, per model: seconds to compile this case's shape and the compiled logits' relative error."""
+    compiled = {name: runner for name, runner in runners.items() if isinstance(runner, CompiledModel)}
+    if not compiled:
+        return {}
+    return {"compile_s": {name: c.compile_s.get(shape) for name, c in compiled.items()},
+            "compiled_rel_error": {name: c.rel_error.get(shape) for name, c in compiled.items()}}
 
 
 def _linear_bytes(model: nn.Module) -> int:

@@ -86,7 +86,10 @@ class LatencyGrid(StrictModel):
     fuse: bool = Field(False, description="layers that read one tensor (q/k/v, gate/up) as one matmul, "
                                           "in the dense model and in the sparse one")
 
-    KEY_OMITS_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"fuse"})
+    compile: bool = Field(False, description="torch.compile the dense model and the sparse one alike before timing "
+                                             "(norms, rotary and activations fused around the matmuls)")
+
+    KEY_OMITS_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"fuse", "compile"})
 
 
 class Timing(StrictModel):

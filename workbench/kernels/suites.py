@@ -41,13 +41,18 @@ def _merge(base: tuple[str, ...], extra: tuple[str, ...]) -> list[str]:
 
 def gpu_suite(extra_shapes: tuple[str, ...] = (), masks_key: str | None = None) -> list[BenchSpec]:
     """Most telling first (a time budget leaves out the end): the Llama-7B latency (as the model is, then
-    with q/k/v and gate/up fused in both models), 2:4 in 16 bits on
+    with q/k/v and gate/up fused in both models, then both models compiled: each compiled shape costs
+    tens of seconds per model, so that part times the 2048-token target, 8192 tokens and one decode
+    batch), 2:4 in 16 bits on
     the Llama shapes and every shape of the latency models and the store, then the rest."""
     shapes_16 = _merge(GPU_SHAPES, model_shapes("smollm2-135m") + extra_shapes)
     latency_timing = {"min_samples": 5}
     specs = [
         {"name": "llama-7b latency", "target": "latency", "latency": {"model": "llama-7b"}, "timing": latency_timing},
         {"name": "llama-7b latency fused", "target": "latency", "latency": {"model": "llama-7b", "fuse": True},
+         "timing": latency_timing},
+        {"name": "llama-7b latency compiled", "target": "latency",
+         "latency": {"model": "llama-7b", "compile": True, "prefill_tokens": [2048, 8192], "decode_batches": [1]},
          "timing": latency_timing},
         {"name": "2:4 16-bit", "kernels": {"dtypes": ["bf16", "fp16"], "shapes": shapes_16,
                                            "backends": ["dense", "semi24", "semi24-cutlass", "semi24-tuned"]}},

@@ -1,18 +1,24 @@
-"""Per-case algorithm search for cuSPARSELt's 2:4 matmul, searched once and cached on disk.
+"""Per-case configuration search for cuSPARSELt's 2:4 matmul, searched once and cached on disk.
 
-cuSPARSELt's default algorithm (id 0) is far from its best on many LLM shapes (BENCHMARKS.md).
-``torch._C._cusparselt.mm_search`` times every algorithm (and split-k setting) for one problem and
-returns the fastest; the choice depends on (shape, tokens, dtype, output layout) and on the GPU and
-library versions, so the cache is keyed by all of them and the search runs once per key.
+cuSPARSELt's default algorithm (id 0) is far from its best on many LLM shapes (BENCHMARKS.md), and its
+own search (``torch._C._cusparselt.mm_search``, which times each algorithm once on a warm cache) often
+misses the best too: on an H200 its pick reached 1.21-1.57x over dense where the best algorithm of the
+same library reached 1.44-1.73x (bf16 and fp16, 2048 and 8192 tokens). So the search here takes the
+library's pick and every algorithm id it offers, for each allowed output layout (the fused transposed
+result or the plain one), times each candidate by CUDA graph replay, and keeps the fastest. The choice
+depends on (shape, tokens, dtype) and on the GPU and library versions, so the cache is keyed by all of them.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -22,9 +28,7 @@ class CusparseltAlgorithm:
     alg_id: int = 0
     split_k: int = 1
     split_k_mode: int = -1
-
-    def as_kwargs(self) -> dict[str, int]:
-        return asdict(self)
+    transpose_result: bool = False  # the fused transposed result: (tokens, out) straight from the kernel
 
 
 DEFAULT_ALGORITHM = CusparseltAlgorithm()
@@ -57,31 +61,92 @@ class AlgorithmCache:
         tmp.replace(self.path)
 
 
-def search(compressed: torch.Tensor, dense_t: torch.Tensor, out_dtype: torch.dtype | None,
-           transpose_result: bool) -> CusparseltAlgorithm:
-    """Time every cuSPARSELt algorithm for ``compressed @ dense_t`` and return the fastest."""
+SEARCH_VERSION = "2"  # enters the cache key: choices of another search method are not reused
+SEARCH_SAMPLES = 5
+
+
+def library_choice(compressed: torch.Tensor, dense_t: torch.Tensor, out_dtype: torch.dtype | None,
+                   transpose_result: bool) -> tuple[CusparseltAlgorithm, int]:
+    """cuSPARSELt's own pick and the largest algorithm id it offers for this problem."""
     mm_search = getattr(getattr(torch._C, "_cusparselt", None), "mm_search", None)
     if mm_search is not None:
-        alg_id, split_k, split_k_mode, _ = mm_search(compressed, dense_t, None, None, out_dtype, transpose_result)
-        return CusparseltAlgorithm(int(alg_id), int(split_k), int(split_k_mode))
-    # older torch: only the algorithm id is searched
-    return CusparseltAlgorithm(int(torch._cslt_sparse_mm_search(compressed, dense_t, None, None, out_dtype,
-                                                                transpose_result)))
+        alg_id, split_k, split_k_mode, max_alg_id = mm_search(compressed, dense_t, None, None, out_dtype,
+                                                              transpose_result)
+        return CusparseltAlgorithm(int(alg_id), int(split_k), int(split_k_mode), transpose_result), int(max_alg_id)
+    # older torch: only the algorithm id is searched, and the id range is unknown
+    alg_id = int(torch._cslt_sparse_mm_search(compressed, dense_t, None, None, out_dtype, transpose_result))
+    return CusparseltAlgorithm(alg_id, transpose_result=transpose_result), alg_id
 
 
-def cache_key(device: str, rows: int, cols: int, tokens: int, dtype: str, transpose_result: bool) -> str:
-    return f"{device}|{rows}x{cols}|t{tokens}|{dtype}|{'T' if transpose_result else 'N'}"
+def candidates(choice: CusparseltAlgorithm, max_alg_id: int) -> list[CusparseltAlgorithm]:
+    """The library's pick first, then every algorithm id with the default split-k."""
+    others = [CusparseltAlgorithm(alg_id, transpose_result=choice.transpose_result) for alg_id in range(max_alg_id + 1)]
+    return list(dict.fromkeys([choice, *others]))
+
+
+def fastest(timings: dict[CusparseltAlgorithm, float | None]) -> CusparseltAlgorithm:
+    """The candidate with the smallest time; ties go to the earlier candidate (the library's pick first)."""
+    timed = [(seconds, index, algorithm) for index, (algorithm, seconds) in enumerate(timings.items())
+             if seconds is not None]
+    if not timed:
+        raise RuntimeError("no cuSPARSELt algorithm ran for this problem: " + ", ".join(map(str, timings)))
+    return min(timed)[2]
+
+
+def _replay_seconds(call: Callable[[], object]) -> float:
+    """Median seconds of one call, replayed in a CUDA graph long enough to time (~0.2 ms or more)."""
+    from workbench.kernels.timing import graph_launch, measure
+
+    once = graph_launch([call], warmup=1)
+    single = statistics.median(measure({"c": once}, "cuda", 0.0, warmup=1, min_samples=3, max_samples=3)["c"])
+    repeat = max(1, math.ceil(200.0 / max(single, 1.0)))
+    launch = graph_launch([call] * repeat, warmup=0) if repeat > 1 else once
+    samples = measure({"c": launch}, "cuda", 0.0, warmup=1, min_samples=SEARCH_SAMPLES, max_samples=SEARCH_SAMPLES)
+    return statistics.median(samples["c"]) / 1e6
+
+
+def search(compressed: torch.Tensor, dense_t: torch.Tensor, out_dtype: torch.dtype | None,
+           transposes: tuple[bool, ...], timer: Callable[[CusparseltAlgorithm], float] | None = None
+           ) -> CusparseltAlgorithm:
+    """Time every candidate configuration of ``compressed @ dense_t`` and return the fastest.
+
+    A candidate the library rejects for this problem is skipped; ``timer`` (seconds per call of one
+    configuration) defaults to graph replay on the GPU.
+    """
+    if timer is None:
+        def timer(algorithm: CusparseltAlgorithm) -> float:
+            return _replay_seconds(lambda: torch._cslt_sparse_mm(compressed, dense_t, out_dtype=out_dtype,
+                                                                 **asdict(algorithm)))
+    timings: dict[CusparseltAlgorithm, float | None] = {}
+    for transpose in transposes:
+        try:
+            choice, max_alg_id = library_choice(compressed, dense_t, out_dtype, transpose)
+        except RuntimeError:  # e.g. no fused transposed result for this dtype in this library
+            continue
+        for algorithm in candidates(choice, max_alg_id):
+            try:
+                timings[algorithm] = timer(algorithm)
+            except RuntimeError:  # an id or split-k this problem does not support
+                timings[algorithm] = None
+    return fastest(timings)
+
+
+def cache_key(device: str, rows: int, cols: int, tokens: int, dtype: str, transposes: tuple[bool, ...]) -> str:
+    layouts = "".join("T" if t else "N" for t in transposes)
+    return f"v{SEARCH_VERSION}|{device}|{rows}x{cols}|t{tokens}|{dtype}|{layouts}"
 
 
 def search_cached(cache: AlgorithmCache, key: str, compressed: torch.Tensor, dense_t: torch.Tensor,
-                  out_dtype: torch.dtype | None, transpose_result: bool) -> tuple[CusparseltAlgorithm, float, bool]:
+                  out_dtype: torch.dtype | None, transposes: tuple[bool, ...]
+                  ) -> tuple[CusparseltAlgorithm, float, bool]:
     """(algorithm, search seconds, whether it came from the cache)."""
     found = cache.get(key)
     if found is not None:
         return found, 0.0, True
     started = time.perf_counter()
-    algorithm = search(compressed, dense_t, out_dtype, transpose_result)
-    torch.cuda.synchronize()
+    algorithm = search(compressed, dense_t, out_dtype, transposes)
+    if compressed.is_cuda:
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - started
     cache.put(key, algorithm)
     return algorithm, seconds, False
