@@ -187,7 +187,7 @@ class Semi24Tuned(Backend):
     @staticmethod
     def result_layouts(dtype: str) -> tuple[bool, ...]:
         """Output layouts the search may choose: the fused transposed result ((tokens, out), as F.linear
-        gives) and the plain one ((out, tokens), read transposed). With fp16 the fused transposed result is
+        gives) and the plain one ((out, tokens), copied to (tokens, out)). With fp16 the fused transposed result is
         a known fault (hundreds of ms per call, then an illegal instruction), so fp16 keeps the plain one;
         the 8-bit paths keep the transposed one, the layout their dense baselines produce."""
         return {"fp16": (False,), "bf16": (True, False)}.get(dtype, (True,))
@@ -213,7 +213,7 @@ class Semi24Tuned(Backend):
         except RuntimeError:
             if layouts == (False,):
                 raise
-            # a library without the fused transposed result for this dtype: (out, tokens), read transposed
+            # a library without the fused transposed result for this dtype: (out, tokens), copied to rows
             key = cache_key(device_identity("cuda"), *prepared.shape, tokens, dtype, (False,))
             algorithm, seconds, cached = search_cached(self._cache, key, prepared.data, x.t(), self._out_dtype(dtype),
                                                        (False,))
@@ -230,10 +230,10 @@ class Semi24Tuned(Backend):
 
 def _cslt_linear(compressed: torch.Tensor, x: torch.Tensor, out_features: int, alg_id: int, split_k: int,
                  split_k_mode: int, transpose_result: bool, out_dtype: torch.dtype | None) -> torch.Tensor:
-    """``x @ W^T`` for a cuSPARSELt-compressed W: (tokens, out), a transposed view unless fused."""
+    """``x @ W^T`` for a cuSPARSELt-compressed W: (tokens, out) in rows, as F.linear gives it."""
     y = torch._cslt_sparse_mm(compressed, x.t(), out_dtype=out_dtype, transpose_result=transpose_result,
                               alg_id=alg_id, split_k=split_k, split_k_mode=split_k_mode)
-    return y if transpose_result else y.t()
+    return y if transpose_result else y.t().contiguous()
 
 
 # The same product as an opaque operator for torch.compile: the compressed weight is a flat buffer, so
@@ -245,10 +245,7 @@ cslt_linear = torch.library.custom_op("workbench::cslt_linear", mutates_args=())
 @cslt_linear.register_fake
 def _(compressed: torch.Tensor, x: torch.Tensor, out_features: int, alg_id: int, split_k: int, split_k_mode: int,
       transpose_result: bool, out_dtype: torch.dtype | None) -> torch.Tensor:
-    dtype = out_dtype or x.dtype
-    if transpose_result:
-        return x.new_empty((x.shape[0], out_features), dtype=dtype)
-    return x.new_empty((out_features, x.shape[0]), dtype=dtype).t()
+    return x.new_empty((x.shape[0], out_features), dtype=out_dtype or x.dtype)
 
 
 class _Compressed(Backend):
