@@ -80,3 +80,13 @@ def test_a_cached_choice_is_not_searched_again(tmp_path, monkeypatch):
     # the key names the search method, the problem and the layouts searched
     assert key.startswith(f"v{tuning.SEARCH_VERSION}|") and key.endswith("|bf16|TN")
     assert key != tuning.cache_key("gpu|torch", 4096, 4096, 2048, "bf16", (False,))
+
+
+def test_rotated_operands_exceed_the_working_set_and_keep_the_layout():
+    weight = torch.randn(64, 32)
+    rhs = torch.randn(16, 32).t()  # a transposed view, as the tuned backend passes its input
+    operands = tuning.rotated_operands(weight, rhs, rotate_bytes=5 * (weight.nbytes + rhs.nbytes))
+    assert len(operands) == 5 and operands[0][0] is weight
+    assert len({w.data_ptr() for w, _ in operands}) == 5  # distinct memory, not five names for one tensor
+    for copy_weight, copy_rhs in operands:
+        assert torch.equal(copy_weight, weight) and torch.equal(copy_rhs, rhs) and copy_rhs.stride() == rhs.stride()

@@ -54,14 +54,22 @@ def _shape_order(shape: str) -> int:
     return out_features * in_features
 
 
+def model_setup(extra: Any) -> str:
+    """How both models of a latency row were built: "plain", "fused", "compiled" or "fused, compiled"."""
+    flags = json.loads(extra) if isinstance(extra, str) else {}
+    named = [name for name in ("fused", "compiled") if flags.get(name)]
+    return ", ".join(named) or "plain"
+
+
 def latency_table(frame: pd.DataFrame) -> pd.DataFrame:
     rows = _ok(frame, ("prefill", "decode"), DEPLOYED_TIMINGS + ("eager",))
     if rows.empty:
         return pd.DataFrame()
-    columns = ["model", "phase", "tokens", "batch", "backend", "dtype", "timing", "median_us", "tokens_per_s",
-               "speedup", "best", "source_run"]
+    columns = ["model", "phase", "tokens", "batch", "setup", "backend", "dtype", "timing", "median_us",
+               "tokens_per_s", "speedup", "best", "source_run"]
+    rows = rows.assign(setup=rows["extra"].map(model_setup))
     table = rows[columns].assign(median_ms=rows["median_us"] / 1e3).drop(columns="median_us")
-    return table.sort_values(["model", "phase", "timing", "tokens", "backend"])
+    return table.sort_values(["model", "phase", "setup", "timing", "tokens", "backend"])
 
 
 def ceilings_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -100,19 +108,22 @@ def targets(frame: pd.DataFrame) -> list[dict[str, Any]]:
         out.append({"target": f"dense >= {TARGETS['dense_roofline']:.0%} of the roofline at tokens >= {LARGE_TOKENS}",
                     "figure": f"min {dense.min():.2f}, median {dense.median():.2f} over {len(dense)} cases",
                     "met": bool(dense.min() >= TARGETS["dense_roofline"])})
-    tuned = large[(large["backend"] == "semi24-tuned") & large["dtype"].isin(["bf16", "fp16"])]["speedup"].dropna()
+    tuned = large[(large["backend"] == "semi24-tuned") & large["dtype"].isin(["bf16", "fp16"])].dropna(
+        subset=["speedup"])
     if not tuned.empty:
+        per_dtype = "; ".join(f"{dtype}: min {group.min():.2f}x, median {group.median():.2f}x, max {group.max():.2f}x "
+                              f"over {len(group)} cases" for dtype, group in tuned.groupby("dtype")["speedup"])
         out.append({"target": f"semi24-tuned >= {TARGETS['semi24_tuned_speedup']}x over dense (bf16/fp16, "
                               f"tokens >= {LARGE_TOKENS})",
-                    "figure": f"min {tuned.min():.2f}x, median {tuned.median():.2f}x, max {tuned.max():.2f}x "
-                              f"over {len(tuned)} cases", "met": bool(tuned.min() >= TARGETS["semi24_tuned_speedup"])})
+                    "figure": per_dtype, "met": bool(tuned["speedup"].min() >= TARGETS["semi24_tuned_speedup"])})
     prefill = _ok(frame, ("prefill",))
     llama = prefill[(prefill["model"] == "llama-7b") & (prefill["tokens"] == 2048) & (prefill["pattern"] == "2:4")]
     if not llama.empty:
-        best = llama["speedup"].max()
+        llama = llama.assign(setup=llama["extra"].map(model_setup))
+        best = llama.groupby("setup")["speedup"].idxmax()
+        figures = [f"{llama.loc[i, 'speedup']:.2f}x ({llama.loc[i, 'backend']}, {setup})" for setup, i in best.items()]
         out.append({"target": f"llama-7b 2:4 prefill of 2048 tokens >= {TARGETS['llama7b_prefill_speedup']}x",
-                    "figure": f"{best:.2f}x ({llama.loc[llama['speedup'].idxmax(), 'backend']})",
-                    "met": bool(best >= TARGETS["llama7b_prefill_speedup"])})
+                    "figure": "; ".join(figures), "met": bool(llama["speedup"].max() >= TARGETS["llama7b_prefill_speedup"])})
     return out
 
 
