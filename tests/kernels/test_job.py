@@ -117,5 +117,5 @@ def test_the_suite_runs_in_named_parts_and_an_unknown_part_names_the_choices():
     chosen = select_parts(specs, ["2:4 8-bit", "llama-7b latency"])
     assert [s.name for s in chosen] == ["llama-7b latency", "2:4 8-bit"]  # the suite's order
     assert select_parts(specs, None) == specs
-    with pytest.raises(BenchError, match="no part 'fp4'.*'2:4 16-bit'"):
+    with pytest.raises(BenchError, match="no part 'fp4'.*'2:4 bf16', '2:4 fp16'"):
         select_parts(specs, ["fp4"])

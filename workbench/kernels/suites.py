@@ -43,8 +43,8 @@ def gpu_suite(extra_shapes: tuple[str, ...] = (), masks_key: str | None = None) 
     """Most telling first (a time budget leaves out the end): the Llama-7B latency (as the model is, then
     with q/k/v and gate/up fused in both models, then both models compiled: each compiled shape costs
     tens of seconds per model, so that part times the 2048-token target, 8192 tokens and one decode
-    batch), 2:4 in 16 bits on
-    the Llama shapes and every shape of the latency models and the store, then the rest."""
+    batch), 2:4 in bf16 and in fp16 on the Llama shapes and every shape of the latency models and the
+    store (one part per dtype: each fits a GPU host's ten-minute command), then the rest."""
     shapes_16 = _merge(GPU_SHAPES, model_shapes("smollm2-135m") + extra_shapes)
     latency_timing = {"min_samples": 5}
     specs = [
@@ -54,8 +54,9 @@ def gpu_suite(extra_shapes: tuple[str, ...] = (), masks_key: str | None = None) 
         {"name": "llama-7b latency compiled", "target": "latency",
          "latency": {"model": "llama-7b", "compile": True, "prefill_tokens": [2048, 8192], "decode_batches": [1]},
          "timing": latency_timing},
-        {"name": "2:4 16-bit", "kernels": {"dtypes": ["bf16", "fp16"], "shapes": shapes_16,
-                                           "backends": ["dense", "semi24", "semi24-cutlass", "semi24-tuned"]}},
+        *({"name": f"2:4 {dtype}", "kernels": {"dtypes": [dtype], "shapes": shapes_16,
+                                                "backends": ["dense", "semi24", "semi24-cutlass", "semi24-tuned"]}}
+          for dtype in ("bf16", "fp16")),
         {"name": "smollm2-135m latency", "target": "latency",
          "latency": {"model": "smollm2-135m", "masks_key": masks_key}, "timing": latency_timing},
         {"name": "2:4 8-bit", "kernels": {"dtypes": ["fp8", "int8"], "shapes": list(GPU_SHAPES),
