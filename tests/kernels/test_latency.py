@@ -67,3 +67,30 @@ def test_compiled_latency_compiles_both_models_and_records_it(store, tiny_timing
     for extra in map(json.loads, timed["extra"]):
         assert extra["compiled"] is True and extra["compile_s"] > 0  # each model compiled once per case
         assert extra["compiled_rel_error"] < 1e-6  # tracing alone changes no arithmetic
+
+
+def test_compiled_model_runs_each_program_eagerly_first_then_compiles_it_once(monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from workbench.kernels.latency import CompiledModel
+
+    monkeypatch.setenv("WORKBENCH_COMPILE_BACKEND", "eager")
+
+    class Scale(torch.nn.Module):
+        config = SimpleNamespace()
+
+        def forward(self, input_ids, past_key_values=None, use_cache=False):
+            return SimpleNamespace(logits=input_ids.float() * 2 + (0 if past_key_values is None else 1))
+
+    runner = CompiledModel(Scale())
+    ids = torch.ones(1, 8, dtype=torch.long)
+    assert torch.equal(runner(input_ids=ids).logits, torch.full((1, 8), 2.0)) and not runner.compile_s
+    runner(input_ids=ids)
+    assert set(runner.compile_s) == {(1, 8, False)} and runner.rel_error[(1, 8, False)] == 0.0
+    # the same shape with a cache is another program: eager first, its own compile, its own error
+    runner(input_ids=ids, past_key_values=1)
+    assert set(runner.compile_s) == {(1, 8, False)}
+    assert torch.equal(runner(input_ids=ids, past_key_values=1).logits, torch.full((1, 8), 3.0))
+    assert set(runner.compile_s) == {(1, 8, False), (1, 8, True)} and runner.rel_error[(1, 8, True)] == 0.0

@@ -88,8 +88,14 @@ class CompiledModel:
         self.compile_s: dict[tuple, float] = {}
         self.rel_error: dict[tuple, float] = {}
 
+    @staticmethod
+    def call_key(shape: tuple[int, ...], with_cache: bool) -> tuple:
+        """What one compiled graph serves: the input's shape, and whether a cache is passed (a decode
+        step's prompt and a prefill of the same shape are different programs)."""
+        return (*shape, with_cache)
+
     def __call__(self, input_ids: torch.Tensor, **kwargs: Any) -> Any:
-        shape = tuple(input_ids.shape)
+        shape = self.call_key(tuple(input_ids.shape), "past_key_values" in kwargs)
         if shape not in self._eager_logits:
             output = self.model(input_ids=input_ids, **kwargs)
             self._eager_logits[shape] = output.logits.detach().float().clone()
@@ -217,10 +223,10 @@ def run_latency_task(task: dict[str, Any], emit: Callable[[dict[str, Any]], None
                 if phase == "prefill":
                     ids = torch.randint(0, vocab, (1, size), device=device, generator=generator)
                     calls = {name: prefill_call(runner, ids) for name, runner in runners.items()}
-                    shape = tuple(ids.shape)
+                    shape = CompiledModel.call_key(tuple(ids.shape), with_cache=False)
                 else:
                     calls = decode_calls(runners, size, task["decode_context"], vocab, device, generator)
-                    shape = (size, 1)
+                    shape = CompiledModel.call_key((size, 1), with_cache=True)
                 samples, errors = _measure(calls, device, task)
                 name = "backend" if "backend" in models else "dense"
                 result = {"samples_us": {m: s[name] for m, s in samples.items()},
