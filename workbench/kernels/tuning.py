@@ -120,7 +120,8 @@ def rotated_operands(compressed: torch.Tensor, dense_t: torch.Tensor, rotate_byt
     all by the same amount (BENCHMARKS.md, Weights)."""
     from workbench.kernels.timing import rotation_copies
 
-    copies = rotation_copies(compressed.nbytes + dense_t.nbytes, rotate_bytes)
+    # at most 128 copies: each candidate's graph replays all of them, and tiny layers need no more to leave the L2
+    copies = rotation_copies(compressed.nbytes + dense_t.nbytes, rotate_bytes, max_copies=128)
     # clone keeps the strides: the copies of a transposed view stay transposed views
     return [(compressed, dense_t)] + [(compressed.clone(), dense_t.clone()) for _ in range(copies - 1)]
 
