@@ -120,7 +120,8 @@ def rotated_operands(compressed: torch.Tensor, dense_t: torch.Tensor, rotate_byt
     all by the same amount (BENCHMARKS.md, Weights)."""
     from workbench.kernels.timing import rotation_copies
 
-    # at most 128 copies: each candidate's graph replays all of them, and tiny layers need no more to leave the L2
+    # at most 128 copies: each candidate's graph replays all of them; layers under ~2 MB then stay within
+    # about the L2's size instead of beyond it, a bounded search cost for shapes that are not the point
     copies = rotation_copies(compressed.nbytes + dense_t.nbytes, rotate_bytes, max_copies=128)
     # clone keeps the strides: the copies of a transposed view stay transposed views
     return [(compressed, dense_t)] + [(compressed.clone(), dense_t.clone()) for _ in range(copies - 1)]
