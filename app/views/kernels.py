@@ -7,6 +7,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from workbench.kernels.report import model_setup
+
 from workbench_app.figures import facet_figure
 from workbench_app.ui import choose, page_start, show_figure, view_switch
 
@@ -91,13 +93,15 @@ def model_latency() -> None:
     if not timed.empty:
         size = timed["batch"].where(timed["phase"] == "decode", timed["tokens"]) if "batch" in timed else timed["tokens"]
         timed = timed.assign(size=size, pruned_by=timed["source_run"].map(labels).fillna(timed["source_run"])
-                             if "source_run" in timed else None)
+                             if "source_run" in timed else None,
+                             setup=timed["extra"].map(model_setup) if "extra" in timed else "plain")
         y = "speedup" if timed["speedup"].notna().any() else "median_us"
+        # dash: how both models were built (plain, fused, compiled): the same backend differs by setup
         figure = facet_figure(timed, "phase", "size", y, "end-to-end model: "
                               + ("speedup over dense" if y == "speedup" else "median µs"), columns=2,
-                              baseline=1.0 if y == "speedup" else None, color="backend", dash="dtype",
+                              baseline=1.0 if y == "speedup" else None, color="backend", dash="setup",
                               line_group="series", mode="lines+markers",
-                              hover=["model", "pruned_by", "tokens_per_s", "median_us", "run_id"])
+                              hover=["model", "dtype", "pruned_by", "tokens_per_s", "median_us", "run_id"])
         figure.update_xaxes(type="log", title_text="tokens (prefill) / batch (decode)")
         show_figure(figure, key="kernels_model")
         return

@@ -181,6 +181,8 @@ def test_kernels_speedup_roofline_latency_and_failures(open_page, rich):
         assert list(figures(at)) == [key]
     model = figures(at)["kernels_model"]  # the 2:4 run's model: prefill and decode panels, speedup above 1
     assert {t["xaxis"] for t in model["data"]} == {"x", "x2"} and all(y > 1 for t in model["data"] for y in t["y"])
+    # plain and compiled models of one backend are separate lines, told apart by the dash
+    assert {t["name"] for t in model["data"]} == {"cusparselt, plain", "cusparselt, compiled"}
     at.get_by_key("kernels_view").set_value("Speedup").run()
     failed = table(at, "error")
     assert "compute capability 8.x" in failed["error"].iloc[0]
