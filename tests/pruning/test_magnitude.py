@@ -50,11 +50,6 @@ def test_nm_masks_are_valid(keep, group):
     assert (mask.view(24, -1, group).sum(-1) == keep).all()
 
 
-def test_row_topk_prunes_the_same_count_in_every_row():
-    mask = row_topk_mask(torch.rand(5, 9), 0.99)
-    assert (mask.sum(-1) == 1).all()
-
-
 def test_global_magnitude_equals_torch_global_unstructured():
     torch.manual_seed(3)
     reference = nn.Sequential(nn.Linear(40, 30), nn.ReLU(), nn.Linear(30, 20), nn.Linear(20, 10))
@@ -74,3 +69,8 @@ def test_global_scope_rejects_nm():
     layers = {"a": nn.Linear(8, 4)}
     with pytest.raises(PruningError, match="cannot produce an N:M"):
         resolve_method("magnitude").prune(_context(layers, pattern="2:4", scope="global"))
+
+
+def test_row_topk_prunes_the_same_count_in_every_row():
+    mask = row_topk_mask(torch.rand(5, 9), 0.99)
+    assert (mask.sum(-1) == 1).all()

@@ -8,7 +8,7 @@ from workbench import queries
 from workbench.errors import PruningError
 from workbench.pruning.masks import nm_valid, pruned_count
 from workbench.pruning.sparsegpt import InverseHessianFactor, sparsegpt_prune
-from workbench.pruning.wanda import row_prune_mask
+from workbench.pruning.masks import row_topk_mask
 from workbench.runner import run_job
 from workbench.spec import Pattern
 
@@ -90,8 +90,8 @@ def test_reconstruction_far_below_magnitude_and_wanda_and_loss_is_predicted():
     factor = InverseHessianFactor(hessian, 0.01)
     pruned, _, losses = sparsegpt_prune(weight, factor.upper, [(0, ROWS, 0.5)], Pattern.parse("unstructured"), 128)
     error = lambda w: float(((x @ (weight - w).t()) ** 2).sum())  # noqa: E731
-    magnitude = weight * row_prune_mask(weight.abs(), 0.5)
-    wanda = weight * row_prune_mask(weight.abs() * x.norm(dim=0), 0.5)
+    magnitude = weight * row_topk_mask(weight.abs(), 0.5)
+    wanda = weight * row_topk_mask(weight.abs() * x.norm(dim=0), 0.5)
     assert error(pruned) < 0.5 * error(wanda) < 0.25 * error(magnitude)
     # eq. 3 summed over the sequence of pruning steps is the final quadratic loss 1/2 dW H_damped dW^T;
     # with H = 2/n X^T X (n = 10 sequences) that is ||dW X||^2 / n plus the damping term

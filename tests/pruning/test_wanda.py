@@ -7,7 +7,8 @@ from workbench import queries
 from workbench.errors import PruningError
 from workbench.pruning.masks import nm_valid
 from workbench.pruning.pipeline import InputStatistics, Needs
-from workbench.pruning.wanda import row_prune_mask, wanda_mask, wanda_scores
+from workbench.pruning.masks import row_topk_mask
+from workbench.pruning.wanda import wanda_mask, wanda_scores
 from workbench.runner import run_job
 from workbench.spec import Pattern
 
@@ -62,7 +63,7 @@ def test_nm_keeps_n_of_every_m_consecutive_inputs(pattern):
 
 
 def test_ties_prune_the_lower_column_first():
-    mask = row_prune_mask(torch.ones(2, 6), 0.5)
+    mask = row_topk_mask(torch.ones(2, 6), 0.5)
     assert mask.tolist() == [[False, False, False, True, True, True]] * 2
 
 
@@ -73,7 +74,7 @@ def test_row_mask_equals_the_stable_sort_it_replaces_on_many_ties(sparsity):
     prune = int(96 * sparsity)
     reference = torch.ones_like(scores, dtype=torch.bool)
     reference.scatter_(-1, torch.sort(scores, dim=-1, stable=True).indices[:, :prune], False)
-    assert torch.equal(row_prune_mask(scores, sparsity), reference)
+    assert torch.equal(row_topk_mask(scores, sparsity), reference)
 
 
 def test_nm_ties_resolve_as_the_reference_does():
@@ -85,7 +86,7 @@ def test_nm_ties_resolve_as_the_reference_does():
 
 def test_a_row_must_keep_something():
     with pytest.raises(PruningError, match="leaves no weight"):
-        row_prune_mask(torch.rand(2, 4), 1.0)
+        row_topk_mask(torch.rand(2, 4), 1.0)
 
 
 def test_wanda_job_records_exact_sparsity_and_reconstruction_error(store, tiny_spec):
@@ -105,6 +106,6 @@ def test_wanda_beats_magnitude_when_some_inputs_are_outliers():
     flat = x.reshape(-1, 128)
     scores = wanda_scores(weight, _sq_norm(x))
     wanda = weight * wanda_mask(scores, 0.5, Pattern.parse("unstructured"))
-    magnitude = weight * row_prune_mask(weight.abs(), 0.5)
+    magnitude = weight * row_topk_mask(weight.abs(), 0.5)
     error = lambda pruned: float(torch.linalg.matrix_norm(flat @ (weight - pruned).t()))  # noqa: E731
     assert error(wanda) < 0.5 * error(magnitude)

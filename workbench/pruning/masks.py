@@ -30,13 +30,22 @@ def topk_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
 
 
 def row_topk_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Keep the highest scores of each row (the last dim); every row prunes int(sparsity * cols),
-    rounded down so that a row always keeps at least one weight when sparsity < 1."""
-    prune = int(scores.shape[-1] * sparsity)
-    mask = torch.ones_like(scores, dtype=torch.bool)
-    if prune:
-        mask.scatter_(-1, torch.topk(scores, prune, dim=-1, largest=False).indices, False)
-    return mask
+    """Keep the highest scores of each row (the last dim): every row prunes its int(sparsity * columns)
+    lowest scores (stable: of equal scores, the lower column index goes first)."""
+    columns = scores.shape[-1]
+    prune = int(columns * sparsity)
+    if prune >= columns:
+        raise PruningError(f"sparsity {sparsity:g} leaves no weight in rows of {columns} inputs",
+                           "lower the sparsity (or the OWL lambda that raised it)")
+    if not prune:
+        return torch.ones_like(scores, dtype=torch.bool)
+    # The first `prune` entries of a stable ascending sort, without sorting: every score below the row's
+    # prune-th smallest goes, and of the scores equal to it, the lowest columns go first.
+    threshold = torch.kthvalue(scores, prune, dim=-1, keepdim=True).values
+    below = scores < threshold
+    ties = scores == threshold
+    room = prune - below.sum(-1, keepdim=True)
+    return ~(below | (ties & (ties.cumsum(-1) <= room)))
 
 
 def check_nm_width(name: str, cols: int, group: int) -> None:

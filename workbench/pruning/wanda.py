@@ -15,8 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from workbench.errors import PruningError
-from workbench.pruning.masks import nm_prune_mask
+from workbench.pruning.masks import nm_prune_mask, row_topk_mask
 from workbench.pruning.pipeline import CalibratedMethod, GroupPruner, InputStatistics, LayerResult, Needs
 from workbench.pruning.registry import PruneContext
 from workbench.spec import Pattern
@@ -27,30 +26,11 @@ def wanda_scores(weight: torch.Tensor, sq_norm: torch.Tensor) -> torch.Tensor:
     return weight.float().abs() * torch.sqrt(sq_norm.float().reshape(1, -1))
 
 
-def row_prune_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Keep mask pruning the int(sparsity * columns) lowest scores of every row (stable: ties prune the
-    lower column index first)."""
-    columns = scores.shape[-1]
-    prune = int(columns * sparsity)
-    if prune >= columns:
-        raise PruningError(f"sparsity {sparsity:g} leaves no weight in rows of {columns} inputs",
-                           "lower the sparsity (or the OWL lambda that raised it)")
-    if not prune:
-        return torch.ones_like(scores, dtype=torch.bool)
-    # The first `prune` entries of a stable ascending sort, without sorting: every score below the row's
-    # prune-th smallest goes, and of the scores equal to it, the lowest columns go first.
-    threshold = torch.kthvalue(scores, prune, dim=-1, keepdim=True).values
-    below = scores < threshold
-    ties = scores == threshold
-    room = prune - below.sum(-1, keepdim=True)
-    return ~(below | (ties & (ties.cumsum(-1) <= room)))
-
-
 def wanda_mask(scores: torch.Tensor, sparsity: float, pattern: Pattern) -> torch.Tensor:
     """Wanda's mask from its scores: per-row unstructured, or N:M within each row's M-groups."""
     if pattern.is_nm:
         return nm_prune_mask(scores, pattern.keep, pattern.group)
-    return row_prune_mask(scores, sparsity)
+    return row_topk_mask(scores, sparsity)
 
 
 def wanda_pruner(targets: dict[str, float], pattern: Pattern) -> GroupPruner:
