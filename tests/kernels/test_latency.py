@@ -30,16 +30,22 @@ def test_latency_is_linked_to_the_pruning_run_whose_masks_it_used(store, tiny_sp
     assert queries.run(store, result.run_id)["identity"]["masks"] == pruned.key
 
 
-def test_fused_latency_fuses_both_models_and_keeps_the_unfused_key(store, tiny_timing):
+def _with_option(latency: dict, timing: dict, option: str) -> dict:
+    """A CPU latency spec with ``option`` on, after checking its key: off (the default) keeps the plain
+    spec's key, so runs stored before the option existed stay cached; on gives another key."""
     from workbench.spec import job_key, parse_spec
 
+    plain = {"kind": "bench", "target": "latency", "device": "cpu", "latency": latency, "timing": timing}
+    assert job_key(parse_spec(plain)) == job_key(parse_spec({**plain, "latency": {**latency, option: False}}))
+    on = {**plain, "latency": {**latency, option: True}}
+    assert job_key(parse_spec(plain)) != job_key(parse_spec(on))
+    return on
+
+
+def test_fused_latency_fuses_both_models_and_keeps_the_unfused_key(store, tiny_timing):
     latency = {"model": "tiny-llama", "variants": ["csr"], "prefill_tokens": [16], "decode_batches": [],
                "sparsity": 0.5}
-    plain = {"kind": "bench", "target": "latency", "device": "cpu", "latency": latency, "timing": tiny_timing}
-    fused = {**plain, "latency": {**latency, "fuse": True}}
-    assert job_key(parse_spec(plain)) == job_key(parse_spec({**plain, "latency": {**latency, "fuse": False}}))
-    assert job_key(parse_spec(plain)) != job_key(parse_spec(fused))
-    result = run_job(fused, store)
+    result = run_job(_with_option(latency, tiny_timing, "fuse"), store)
     rows = queries.kernel_results(store, [result.run_id])
     timed = rows[rows["phase"] == "prefill"]
     assert set(timed["backend"]) == {"dense", "csr"} and (timed["status"] == "ok").all()
@@ -48,17 +54,11 @@ def test_fused_latency_fuses_both_models_and_keeps_the_unfused_key(store, tiny_t
 
 
 def test_compiled_latency_compiles_both_models_and_records_it(store, tiny_timing, monkeypatch):
-    from workbench.spec import job_key, parse_spec
-
     # tracing only: the wiring is under test here, inductor's code generation on the GPU host
     monkeypatch.setenv("WORKBENCH_COMPILE_BACKEND", "eager")
     latency = {"model": "tiny-llama", "variants": ["csr"], "prefill_tokens": [16], "decode_batches": [2],
                "decode_context": 8, "sparsity": 0.5}
-    plain = {"kind": "bench", "target": "latency", "device": "cpu", "latency": latency, "timing": tiny_timing}
-    compiled = {**plain, "latency": {**latency, "compile": True}}
-    assert job_key(parse_spec(plain)) == job_key(parse_spec({**plain, "latency": {**latency, "compile": False}}))
-    assert job_key(parse_spec(plain)) != job_key(parse_spec(compiled))
-    result = run_job(compiled, store)
+    result = run_job(_with_option(latency, tiny_timing, "compile"), store)
     rows = queries.kernel_results(store, [result.run_id])
     timed = rows[rows["phase"].isin(["prefill", "decode"])]
     assert set(zip(timed["phase"], timed["backend"])) == {("prefill", "dense"), ("prefill", "csr"),

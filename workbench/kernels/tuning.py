@@ -1,15 +1,15 @@
 """Per-case configuration search for cuSPARSELt's 2:4 matmul, searched once and cached on disk.
 
 cuSPARSELt's default algorithm (id 0) is far from its best on many LLM shapes (BENCHMARKS.md), and its
-own search (``torch._C._cusparselt.mm_search``, which times each algorithm once on a warm cache) often
-misses the best too: on an H200 its pick reached 1.21-1.57x over dense where the best algorithm of the
-same library reached 1.44-1.73x (bf16 and fp16, 2048 and 8192 tokens). So the search here takes the
-library's pick and every algorithm id it offers, for each allowed output layout (the fused transposed
-result or the plain one), times each candidate by CUDA graph replay, and keeps the fastest. A layer's
-output is (tokens, out) in rows, as F.linear gives it: the plain layout's transposing copy is part of its
-time (left out, it made a Llama-7B prefill 25% slower than the kernels promised: a bf16 transposing copy
-of a 2048 x 11008 output costs about as much as the 2:4 saving). The choice
-depends on (shape, tokens, dtype) and on the GPU and library versions, so the cache is keyed by all of them.
+own search (``torch._C._cusparselt.mm_search``) often misses the best too: on an H200 its pick reached
+1.21-1.57x over dense where the best algorithm of the same library reached 1.44-1.73x (bf16 and fp16,
+2048 and 8192 tokens). So the search here takes the library's pick and every algorithm id it offers, for
+each allowed output layout (the fused transposed result or the plain one), times each candidate by CUDA
+graph replay, and keeps the fastest. A layer's output is (tokens, out) in rows, as F.linear gives it: the
+plain layout's transposing copy is part of its time (left out, the search chose the plain layout for the
+MLP and a Llama-7B prefill ran about 20% slower than with the fused layout: the copies cost about what
+2:4 saved). The choice depends on (shape, tokens, dtype) and on the GPU and library versions, so the
+cache is keyed by all of them.
 """
 
 from __future__ import annotations
