@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from workbench.kernels.environment import DeviceInfo, output_dtype
 from workbench.kernels.formats import compressed_bytes
-from workbench.kernels.tuning import DEFAULT_ALGORITHM, AlgorithmCache, cache_key, search_cached
+from workbench.kernels.tuning import DEFAULT_ALGORITHM, AlgorithmCache, cache_key, search_cached, sparse_product
 
 # error texts that mean "this library cannot do this here", as opposed to a fault
 _UNSUPPORTED_MARKERS = ("compute capability", "not implemented for", "not supported", "only supports",
@@ -231,9 +231,7 @@ class Semi24Tuned(Backend):
 def _cslt_linear(compressed: torch.Tensor, x: torch.Tensor, out_features: int, alg_id: int, split_k: int,
                  split_k_mode: int, transpose_result: bool, out_dtype: torch.dtype | None) -> torch.Tensor:
     """``x @ W^T`` for a cuSPARSELt-compressed W: (tokens, out) in rows, as F.linear gives it."""
-    y = torch._cslt_sparse_mm(compressed, x.t(), out_dtype=out_dtype, transpose_result=transpose_result,
-                              alg_id=alg_id, split_k=split_k, split_k_mode=split_k_mode)
-    return y if transpose_result else y.t().contiguous()
+    return sparse_product(compressed, x.t(), out_dtype, alg_id, split_k, split_k_mode, transpose_result)
 
 
 # The same product as an opaque operator for torch.compile: the compressed weight is a flat buffer, so

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from workbench.kernels.environment import DTYPES
-from workbench.kernels.harness import SKIPPED, is_fatal, past_deadline, timing_modes
+from workbench.kernels.harness import SKIPPED, is_fatal, past_deadline, relative_error, timing_modes
 from workbench.kernels.timing import Launch, eager_launch, graph_launch, measure
 
 # Shapes of models timed with random weights (no download, no pretrained file needed for latency).
@@ -108,8 +108,7 @@ class CompiledModel:
             torch.cuda.synchronize()
         self.compile_s[shape] = time.perf_counter() - started
         eager = self._eager_logits[shape]
-        self.rel_error[shape] = float(torch.linalg.vector_norm(output.logits.float() - eager) /
-                                      torch.linalg.vector_norm(eager))
+        self.rel_error[shape] = relative_error(output.logits, eager)
         return output
 
 

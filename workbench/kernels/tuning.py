@@ -97,6 +97,15 @@ def fastest(timings: dict[CusparseltAlgorithm, float | None]) -> CusparseltAlgor
     return min(timed)[2]
 
 
+def sparse_product(compressed: torch.Tensor, dense_t: torch.Tensor, out_dtype: torch.dtype | None, alg_id: int,
+                   split_k: int, split_k_mode: int, transpose_result: bool) -> torch.Tensor:
+    """``compressed @ dense_t`` as a layer's output, (tokens, out) in rows as F.linear gives it: the plain
+    layout, (out, tokens), pays its transposing copy here, so the search times what a layer pays."""
+    y = torch._cslt_sparse_mm(compressed, dense_t, out_dtype=out_dtype, transpose_result=transpose_result,
+                              alg_id=alg_id, split_k=split_k, split_k_mode=split_k_mode)
+    return y if transpose_result else y.t().contiguous()
+
+
 SEARCH_ROTATE_BYTES = 256 * 2**20  # the harness's working set: well beyond the L2 (60 MB on an H200)
 
 
@@ -139,11 +148,8 @@ def search(compressed: torch.Tensor, dense_t: torch.Tensor, out_dtype: torch.dty
         operands = rotated_operands(compressed, dense_t)
 
         def timer(algorithm: CusparseltAlgorithm) -> float:
-            def product(weight: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-                y = torch._cslt_sparse_mm(weight, rhs, out_dtype=out_dtype, **asdict(algorithm))
-                # the plain layout is (out, tokens): a layer's output needs its transposing copy, timed with it
-                return y if algorithm.transpose_result else y.t().contiguous()
-            return _replay_seconds([partial(product, weight, rhs) for weight, rhs in operands])
+            return _replay_seconds([partial(sparse_product, weight, rhs, out_dtype, **asdict(algorithm))
+                                    for weight, rhs in operands])
     timings: dict[CusparseltAlgorithm, float | None] = {}
     for transpose in transposes:
         try:
