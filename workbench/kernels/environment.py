@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import os
 import platform
 import shutil
 import subprocess
@@ -70,16 +72,44 @@ def _gpu_clocks() -> str | None:
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
 
 
+def loaded_cusparselt_version(library: str = "libcusparseLt.so.0") -> int | None:
+    """The version of the cuSPARSELt this process has loaded, in the library's own encoding
+    (major * 1000000 + minor * 100 + patch), or None where none is loaded.
+
+    torch reports the version it was built against; a newer library installed into its environment
+    (or preloaded) is what actually runs, and its kernels are what a figure measures."""
+    try:  # RTLD_NOLOAD: the copy already in this process, never a fresh load from the search path
+        handle = ctypes.CDLL(library, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+    except OSError:
+        return None
+    parts = []
+    for prop in (0, 1, 2):  # libraryPropertyType: MAJOR_VERSION, MINOR_VERSION, PATCH_LEVEL
+        value = ctypes.c_int()
+        if handle.cusparseLtGetProperty(prop, ctypes.byref(value)) != 0:
+            return None
+        parts.append(value.value)
+    major, minor, patch = parts
+    return major * 1000000 + minor * 100 + patch
+
+
+def cusparselt_version() -> int | None:
+    """cuSPARSELt's version as it runs: the loaded library's, else the one torch was built against."""
+    loaded = loaded_cusparselt_version()
+    if loaded is not None:
+        return loaded
+    try:
+        return torch.backends.cusparselt.version()
+    except (AttributeError, RuntimeError):
+        return None
+
+
 def versions(kind: str) -> dict[str, Any]:
     """Versions of everything that decides a kernel's speed."""
     info: dict[str, Any] = {"torch": torch.__version__, "python": platform.python_version(),
                             "threads": torch.get_num_threads()}
     if kind == "cuda":
         info["cuda"] = torch.version.cuda
-        try:
-            info["cusparselt"] = torch.backends.cusparselt.version()
-        except (AttributeError, RuntimeError):
-            info["cusparselt"] = None
+        info["cusparselt"] = cusparselt_version()
         try:
             import triton
 
