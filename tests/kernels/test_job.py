@@ -40,7 +40,11 @@ def test_cpu_bench_stores_a_row_per_case_with_every_methodology_field(store, tin
     measured = csr.loc["64x128-t16"]
     assert measured["status"] == "ok" and 0.85 < measured["sparsity"] < 0.95
     assert measured[METHODOLOGY].notna().all()
-    assert json.loads(measured["extra"])["dense_median_us"] > 0  # the paired baseline, timed alternately
+    extra = json.loads(measured["extra"])
+    assert extra["dense_median_us"] > 0  # the paired baseline, timed alternately
+    # and each of the two timed alone after that: the speedup they give is stored beside
+    assert extra["alone_median_us"] > 0 and extra["dense_alone_median_us"] > 0
+    assert extra["speedup_alone"] == pytest.approx(extra["dense_alone_median_us"] / extra["alone_median_us"])
 
     semi = kernels[kernels["backend"] == "semi24"]
     assert len(semi) == 2 and (semi["status"] == "unsupported").all() and semi["error"].str.contains("cuda").all()

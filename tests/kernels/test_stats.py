@@ -3,6 +3,7 @@ import pytest
 
 from workbench.kernels.selection import headline_metrics, mark_best
 from workbench.kernels.stats import paired_speedup, quantile, summarize
+from workbench.kernels.timing import Launch, measure, measure_alone
 
 
 def test_quartiles_by_hand():
@@ -65,3 +66,15 @@ def test_headline_speedup_is_the_geometric_mean_of_each_large_case_best():
     assert metrics["speedup"] == pytest.approx((1.6 * 2.5) ** 0.5)
     assert metrics["best_speedup"] == 2.5
     assert (metrics["cases"], metrics["failed"]) == (3, 1)
+
+
+def test_alone_timing_runs_each_launch_in_its_own_block_after_none_of_the_other():
+    order: list[str] = []
+    launches = {name: Launch(lambda name=name: order.append(name), calls=1) for name in ("dense", "backend")}
+    alternated = measure(launches, "cpu", budget_s=0.0, warmup=1, min_samples=3, max_samples=3)
+    assert order[-6:] == ["dense", "backend"] * 3 and all(len(v) == 3 for v in alternated.values())
+    order.clear()
+    alone = measure_alone(launches, "cpu", budget_s=0.0, warmup=1, min_samples=3, max_samples=3)
+    # warm-up, the round that sizes the sample count, then the samples: one launch at a time
+    assert order == ["dense"] * 5 + ["backend"] * 5
+    assert set(alone) == {"dense", "backend"} and all(len(v) == 3 for v in alone.values())

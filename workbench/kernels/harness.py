@@ -6,7 +6,7 @@ What a case does, in order (BENCHMARKS.md):
 2. search the backend's configuration for this token count (timed, cached; cuSPARSELt only);
 3. check the result against an fp32 reference of the same pruned weight: relative error;
 4. time the backend and the dense baseline alternately (the baseline uses the unpruned weight),
-   with graph replay and eager launches on a GPU, wall clock on a CPU.
+   with graph replay and eager launches on a GPU, wall clock on a CPU; then each of the two alone.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from workbench.kernels.backends import Backend, Dense, PreparedWeight
 from workbench.kernels.environment import DTYPES, output_dtype
 from workbench.kernels.formats import pattern_mask
-from workbench.kernels.timing import Launch, eager_launch, graph_launch, measure, rotation_copies
+from workbench.kernels.timing import Launch, eager_launch, graph_launch, measure, measure_alone, rotation_copies
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class CaseResult:
 
     samples_us: dict[str, list[float]] = field(default_factory=dict)
     dense_us: dict[str, list[float]] = field(default_factory=dict)
+    alone_us: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # mode -> backend/dense -> samples
     errors: dict[str, str] = field(default_factory=dict)  # timing mode -> error text
     bytes_moved: int = 0
     density: float = 1.0
@@ -164,8 +165,10 @@ def measure_case(backend: Backend, case: KernelCase, settings: CaseSettings, dev
             if paired:
                 launches["dense"] = graph_launch(dense_calls) if mode == "graph" else eager_launch(dense_calls)
             launches["backend"] = graph_launch(calls) if mode == "graph" else eager_launch(calls)
-            times = measure(launches, device, settings.budget_ms / 1e3, settings.warmup, settings.min_samples,
-                            settings.max_samples)
+            budget = (device, settings.budget_ms / 1e3, settings.warmup, settings.min_samples, settings.max_samples)
+            times = measure(launches, *budget)
+            if paired:
+                result.alone_us[mode] = measure_alone(launches, *budget)
         except Exception as err:  # noqa: BLE001 - e.g. a library that cannot be captured: a row, not a crash
             if is_fatal(err):
                 raise

@@ -133,6 +133,15 @@ def _failure_row(ctx: _Context, record: dict[str, Any], **values: Any) -> dict[s
     return ctx.row(status=record.get("status", "failed"), error=record.get("error"), **values)
 
 
+def alone_figures(alone: dict[str, list[float]] | None) -> dict[str, float]:
+    """The backend and the dense baseline each timed alone (after their alternated samples): medians and
+    the speedup they give, which the report weighs against the alternated one."""
+    if not alone:
+        return {}
+    backend, dense = summarize(alone["backend"]).median_us, summarize(alone["dense"]).median_us
+    return {"alone_median_us": backend, "dense_alone_median_us": dense, "speedup_alone": dense / backend}
+
+
 # ---------------------------------------------------------------- kernels
 def _kernel_rows(ctx: _Context, spec: BenchSpec, dtype: str, backend_name: str, records: list[dict[str, Any]],
                  cases: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -165,7 +174,7 @@ def _kernel_rows(ctx: _Context, spec: BenchSpec, dtype: str, backend_name: str, 
             if dense:
                 dense_stats = summarize(dense)
                 extra.update(dense_median_us=dense_stats.median_us, dense_q1_us=dense_stats.q1_us,
-                             dense_q3_us=dense_stats.q3_us)
+                             dense_q3_us=dense_stats.q3_us, **alone_figures(result.get("alone_us", {}).get(mode)))
             rows.append(ctx.row(
                 **base, timing=mode, **_stat_columns(stats), tflops=flops / stats.median_us / 1e6,
                 gbps=result["bytes_moved"] / stats.median_us / 1e3, bytes_moved=result["bytes_moved"],
@@ -236,11 +245,16 @@ def _latency_rows(ctx: _Context, spec: BenchSpec, variant: str, records: list[di
         for mode, samples in samples_by_mode.items():
             stats = summarize(samples)
             dense = None if dense_from_pairs else result["dense_us"].get(mode)
+            alone = result.get("alone_us", {}).get(mode)
+            if dense_from_pairs:  # the dense model's own time alone
+                figures = {"alone_median_us": summarize(alone["dense"]).median_us} if alone else {}
+            else:
+                figures = {"dense_median_us": summarize(dense).median_us, **alone_figures(alone)} if dense else {}
             rows.append(ctx.row(
                 **base, timing=mode, **_stat_columns(stats), bytes_moved=weight_bytes,
                 tokens_per_s=tokens / (stats.median_us / 1e6),
                 speedup=summarize(dense).median_us / stats.median_us if dense else (1.0 if name == "dense" else None),
-                status="ok", extra={**extra, **({"dense_median_us": summarize(dense).median_us} if dense else {})}))
+                status="ok", extra={**extra, **figures}))
         for mode, error in result["errors"].items():
             rows.append(ctx.row(**base, timing=mode, status="failed", error=error[:4000]))
     return rows

@@ -24,7 +24,7 @@ from torch import nn
 
 from workbench.kernels.environment import DTYPES
 from workbench.kernels.harness import SKIPPED, is_fatal, past_deadline, relative_error, timing_modes
-from workbench.kernels.timing import Launch, eager_launch, graph_launch, measure
+from workbench.kernels.timing import Launch, eager_launch, graph_launch, measure, measure_alone
 
 # Shapes of models timed with random weights (no download, no pretrained file needed for latency).
 RANDOM_MODELS: dict[str, dict[str, Any]] = {
@@ -153,18 +153,22 @@ def decode_calls(models: dict[str, Callable[..., Any]], batch: int, context: int
     return {name: call(model) for name, model in models.items()}
 
 
-def _measure(calls: dict[str, Callable[[], object]], device: str, task: dict[str, Any]) -> tuple[dict, dict]:
-    """Samples per timing mode and model name; errors per mode (e.g. a step that cannot be captured)."""
+def _measure(calls: dict[str, Callable[[], object]], device: str, task: dict[str, Any]) -> tuple[dict, dict, dict]:
+    """Samples per timing mode and model name, alternated and (with two models) each alone; errors per
+    mode (e.g. a step that cannot be captured)."""
     for call in calls.values():  # eager first: searches and lazy initialisation stay out of capture
         call()
     samples: dict[str, dict[str, list[float]]] = {}
+    alone: dict[str, dict[str, list[float]]] = {}
     errors: dict[str, str] = {}
     for mode in timing_modes(device, task["graphs"], task["eager"]):
         try:
             launches: dict[str, Launch] = {name: graph_launch([call], warmup=1) if mode == "graph" else
                                            eager_launch([call]) for name, call in calls.items()}
-            samples[mode] = measure(launches, device, task["budget_ms"] / 1e3, warmup=2,
-                                    min_samples=task["min_samples"], max_samples=task["max_samples"])
+            budget = dict(warmup=2, min_samples=task["min_samples"], max_samples=task["max_samples"])
+            samples[mode] = measure(launches, device, task["budget_ms"] / 1e3, **budget)
+            if len(launches) > 1:  # each model alone too: alternation can slow one of them
+                alone[mode] = measure_alone(launches, device, task["budget_ms"] / 1e3, **budget)
         except Exception as err:  # noqa: BLE001 - recorded beside the modes that worked
             if is_fatal(err):
                 raise
@@ -173,7 +177,7 @@ def _measure(calls: dict[str, Callable[[], object]], device: str, task: dict[str
             launches = {}
         if device == "cuda":
             torch.cuda.empty_cache()
-    return samples, errors
+    return samples, alone, errors
 
 
 def run_latency_task(task: dict[str, Any], emit: Callable[[dict[str, Any]], None],
@@ -226,10 +230,11 @@ def run_latency_task(task: dict[str, Any], emit: Callable[[dict[str, Any]], None
                 else:
                     calls = decode_calls(runners, size, task["decode_context"], vocab, device, generator)
                     shape = CompiledModel.call_key((size, 1), with_cache=True)
-                samples, errors = _measure(calls, device, task)
+                samples, alone, errors = _measure(calls, device, task)
                 name = "backend" if "backend" in models else "dense"
                 result = {"samples_us": {m: s[name] for m, s in samples.items()},
                           "dense_us": {m: s["dense"] for m, s in samples.items()} if name == "backend" else {},
+                          "alone_us": alone,
                           "errors": errors, "weight_bytes": weight_bytes[name],
                           "dense_weight_bytes": weight_bytes["dense"],
                           "search_s": search_seconds(models[name]), "compile": _compile_report(runners, shape)}

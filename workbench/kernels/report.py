@@ -33,25 +33,81 @@ def _ok(frame: pd.DataFrame, phases: tuple[str, ...], timings: tuple[str, ...] =
     return frame[frame["phase"].isin(phases) & (frame["status"] == "ok") & frame["timing"].isin(timings)]
 
 
+def with_fastest_speedup(frame: pd.DataFrame) -> pd.DataFrame:
+    """Adds ``speedup_fastest``: per run and case, dense's fastest figure over the backend's fastest, each
+    taken over every timing mode and over the alternated and the alone measurements.
+
+    ``speedup`` compares the two alternated in one timing mode. But alternation can slow the dense side
+    (on an H200, dense GEMMs timed between 2:4 calls ran 1-17% slower than alone), and a dense model may
+    run faster from eager launches than from a replayed graph (seen with torch.compile): the dense a
+    user would deploy is its fastest, so the targets are judged on this figure."""
+    keys = ["run_id", "phase", "dtype", "case_id"]
+    measured = _ok(frame, ("kernel", "prefill", "decode"), DEPLOYED_TIMINGS + ("eager",))
+    if measured.empty:
+        return frame.assign(speedup_fastest=None)
+    extras = measured["extra"].map(lambda e: json.loads(e) if isinstance(e, str) else {})
+
+    def figure(name: str) -> pd.Series:
+        return pd.to_numeric(extras.map(lambda e: e.get(name)), errors="coerce")
+
+    figures = measured[keys + ["backend"]].assign(
+        own=pd.concat([measured["median_us"], figure("alone_median_us")], axis=1).min(axis=1),
+        paired_dense=pd.concat([figure("dense_median_us"), figure("dense_alone_median_us")], axis=1).min(axis=1))
+    fastest = figures.groupby(keys + ["backend"])["own"].min().rename("fastest_us")
+    dense = pd.concat([figures[figures["backend"] == "dense"].groupby(keys)["own"].min(),
+                       figures.groupby(keys)["paired_dense"].min()], axis=1).min(axis=1).rename("fastest_dense_us")
+    joined = frame.join(fastest, on=keys + ["backend"]).join(dense, on=keys)
+    return frame.assign(speedup_fastest=joined["fastest_dense_us"] / joined["fastest_us"])
+
+
+def version_text(encoded: Any) -> str:
+    """cuSPARSELt's version number (major * 1000000 + minor * 100 + patch) as "0.10.0"."""
+    if encoded is None or pd.isna(encoded):
+        return "-"
+    value = int(encoded)
+    return f"{value // 1000000}.{value % 1000000 // 100}.{value % 100}"
+
+
+def measured_on(device: Any, versions: Any) -> str:
+    """What a row was measured on, as far as it decides a kernel's speed: device, torch, cuSPARSELt."""
+    stack = json.loads(versions) if isinstance(versions, str) else {}
+    parts = [str(device), f"torch {stack.get('torch', '-')}"]
+    if stack.get("cusparselt") is not None:
+        parts.append(f"cuSPARSELt {version_text(stack['cusparselt'])}")
+    return " | ".join(parts)
+
+
+def _label_runs(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of several runs say which run and what stack they came from: a speedup holds only against
+    the dense baseline of its own run, and two runs of one spec differ by machine or library version."""
+    if rows["run_id"].nunique() < 2:
+        return rows.assign(run_id=None)
+    return rows.assign(measured_on=[measured_on(d, v) for d, v in zip(rows["device"], rows["versions"])])
+
+
 def kernel_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dtype, shape, tokens): the speedup of every backend over dense, the fastest
-    backend, and the dense baseline's time and fraction of the roofline."""
+    """One row per (run, dtype, shape, tokens): the speedup of every backend over dense, the fastest
+    backend, and the dense baseline's time and fraction of the roofline. With one run the run columns
+    are left out; with several, the same case of each run is listed together."""
     rows = _ok(frame, ("kernel",))
     if rows.empty:
         return pd.DataFrame()
-    rows = rows.assign(shape=rows["out_features"].astype(str) + "x" + rows["in_features"].astype(str))
-    keys = ["dtype", "shape", "tokens"]
+    rows = _label_runs(rows.assign(shape=rows["out_features"].astype(str) + "x" + rows["in_features"].astype(str)))
+    keys = ["dtype", "shape", "tokens", "run_id"] + (["measured_on"] if "measured_on" in rows else [])
+    rows = rows.assign(run_id=rows["run_id"].fillna(""))
     speedups = rows.pivot_table(index=keys, columns="backend", values="speedup", aggfunc="first")
     best = rows[rows["best"] == True].set_index(keys)["backend"].rename("fastest")  # noqa: E712 (nullable)
     dense = rows[rows["backend"] == "dense"].set_index(keys)
     table = speedups.join(best).join(dense[["median_us", "roofline_fraction"]].rename(
         columns={"median_us": "dense_us", "roofline_fraction": "dense_roofline"}))
-    return table.reset_index().sort_values(keys, key=lambda c: c.map(_shape_order) if c.name == "shape" else c)
+    table = table.reset_index().sort_values(keys, key=lambda c: c.map(_shape_order) if c.name == "shape" else c)
+    return table.drop(columns="run_id") if "measured_on" not in table else table
 
 
-def _shape_order(shape: str) -> int:
+def _shape_order(shape: str) -> tuple[int, int]:
+    """Smaller weights first; of two with one size, the narrower output first."""
     out_features, in_features = (int(v) for v in shape.split("x"))
-    return out_features * in_features
+    return out_features * in_features, out_features
 
 
 def model_setup(extra: Any) -> str:
@@ -66,10 +122,12 @@ def latency_table(frame: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame()
     columns = ["model", "phase", "tokens", "batch", "setup", "backend", "dtype", "timing", "median_us",
-               "tokens_per_s", "speedup", "best", "source_run"]
-    rows = rows.assign(setup=rows["extra"].map(model_setup))
+               "tokens_per_s", "speedup", "speedup_fastest", "best", "source_run"]
+    rows = _label_runs(with_fastest_speedup(frame).loc[rows.index].assign(setup=rows["extra"].map(model_setup)))
+    columns += ["run_id", "measured_on"] if "measured_on" in rows else []
     table = rows[columns].assign(median_ms=rows["median_us"] / 1e3).drop(columns="median_us")
-    return table.sort_values(["model", "phase", "setup", "timing", "tokens", "backend"])
+    return table.sort_values(["model", "phase", "setup", "timing", "tokens", "backend"] + columns[len(columns) - 2:]
+                             if "measured_on" in rows else ["model", "phase", "setup", "timing", "tokens", "backend"])
 
 
 def ceilings_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -98,6 +156,7 @@ def failures_table(frame: pd.DataFrame) -> pd.DataFrame:
 def targets(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """The benchmark's stated targets, judged on this data: each with its figure and whether it is met."""
     out = []
+    frame = with_fastest_speedup(frame)
     kernels = _ok(frame, ("kernel",))
     shapes = kernels["out_features"].astype(str) + "x" + kernels["in_features"].astype(str)
     if shapes.isin(GPU_SHAPES).any():  # the targets speak of the default (LLM) shapes
@@ -109,21 +168,25 @@ def targets(frame: pd.DataFrame) -> list[dict[str, Any]]:
                     "figure": f"min {dense.min():.2f}, median {dense.median():.2f} over {len(dense)} cases",
                     "met": bool(dense.min() >= TARGETS["dense_roofline"])})
     tuned = large[(large["backend"] == "semi24-tuned") & large["dtype"].isin(["bf16", "fp16"])].dropna(
-        subset=["speedup"])
+        subset=["speedup_fastest"])
     if not tuned.empty:
         per_dtype = "; ".join(f"{dtype}: min {group.min():.2f}x, median {group.median():.2f}x, max {group.max():.2f}x "
-                              f"over {len(group)} cases" for dtype, group in tuned.groupby("dtype")["speedup"])
-        out.append({"target": f"semi24-tuned >= {TARGETS['semi24_tuned_speedup']}x over dense (bf16/fp16, "
-                              f"tokens >= {LARGE_TOKENS})",
-                    "figure": per_dtype, "met": bool(tuned["speedup"].min() >= TARGETS["semi24_tuned_speedup"])})
+                              f"over {len(group)} cases" for dtype, group in tuned.groupby("dtype")["speedup_fastest"])
+        out.append({"target": f"semi24-tuned >= {TARGETS['semi24_tuned_speedup']}x fastest to fastest "
+                              f"(bf16/fp16, tokens >= {LARGE_TOKENS})",
+                    "figure": per_dtype,
+                    "met": bool(tuned["speedup_fastest"].min() >= TARGETS["semi24_tuned_speedup"])})
     prefill = _ok(frame, ("prefill",))
     llama = prefill[(prefill["model"] == "llama-7b") & (prefill["tokens"] == 2048) & (prefill["pattern"] == "2:4")]
     if not llama.empty:
         llama = llama.assign(setup=llama["extra"].map(model_setup))
-        best = llama.groupby("setup")["speedup"].idxmax()
-        figures = [f"{llama.loc[i, 'speedup']:.2f}x ({llama.loc[i, 'backend']}, {setup})" for setup, i in best.items()]
-        out.append({"target": f"llama-7b 2:4 prefill of 2048 tokens >= {TARGETS['llama7b_prefill_speedup']}x",
-                    "figure": "; ".join(figures), "met": bool(llama["speedup"].max() >= TARGETS["llama7b_prefill_speedup"])})
+        best = llama.groupby("setup")["speedup_fastest"].idxmax()
+        figures = [f"{llama.loc[i, 'speedup_fastest']:.2f}x ({llama.loc[i, 'backend']}, {setup})"
+                   for setup, i in best.items()]
+        out.append({"target": f"llama-7b 2:4 prefill of 2048 tokens >= {TARGETS['llama7b_prefill_speedup']}x "
+                              "(fastest to fastest)",
+                    "figure": "; ".join(figures),
+                    "met": bool(llama["speedup_fastest"].max() >= TARGETS["llama7b_prefill_speedup"])})
     return out
 
 

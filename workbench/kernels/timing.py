@@ -7,6 +7,8 @@
   ``copies`` distinct weights and inputs whose total is well beyond the L2 (BENCHMARKS.md, Weights).
 - Noise: candidates are timed alternately in one process (A B A B ...), so a slow patch of the
   machine hits both; each sample is timed by its own pair of events.
+- Interference: alternation itself can slow one side (on an H200 a dense GEMM timed between 2:4 calls
+  ran up to 17% slower than timed on its own), so paired candidates are also timed each alone.
 """
 
 from __future__ import annotations
@@ -102,3 +104,10 @@ def measure(launches: dict[str, Launch], device: str, budget_s: float, warmup: i
             launches[name].run()
             times[name].append((time.perf_counter() - start) * 1e6 / launches[name].calls)
     return times
+
+
+def measure_alone(launches: dict[str, Launch], device: str, budget_s: float, warmup: int = 3, min_samples: int = 10,
+                  max_samples: int = 200) -> dict[str, list[float]]:
+    """Per-call times of each launch timed on its own, one launch after the other (no alternation)."""
+    return {name: measure({name: launch}, device, budget_s, warmup, min_samples, max_samples)[name]
+            for name, launch in launches.items()}
