@@ -17,13 +17,13 @@ def _kernel(backend, dtype, shape, tokens, speedup, roofline=None, run="r1", tim
             "best": False, "extra": json.dumps(extra or {}), "device": "H200", "versions": "{}", **values}
 
 
-def _prefill(backend, speedup, extra, tokens=2048, run="r1", timing="graph"):
+def _prefill(backend, speedup, extra, tokens=2048, run="r1", timing="graph", **values):
     """A prefill row whose dense model takes 50 ms: ``speedup`` sets its time."""
     return {"run_id": run, "case_id": f"prefill-{tokens}", "phase": "prefill", "status": "ok", "timing": timing,
             "backend": backend, "dtype": "bf16", "model": "llama-7b", "tokens": tokens, "batch": 1,
             "pattern": "dense" if backend == "dense" else "2:4", "speedup": speedup, "median_us": 5e4 / speedup,
             "tokens_per_s": 1.0, "best": False, "source_run": None, "extra": json.dumps(extra), "device": "H200",
-            "versions": json.dumps({"torch": "2.11.0"})}
+            "versions": json.dumps({"torch": "2.11.0"}), **values}
 
 
 def test_targets_judge_the_large_default_cases_per_dtype_and_each_model_setup():
@@ -44,11 +44,13 @@ def test_targets_judge_the_large_default_cases_per_dtype_and_each_model_setup():
     assert judged["dense"]["met"] is False and "min 0.70" in judged["dense"]["figure"]
     tuned = judged["semi24-tuned"]
     assert tuned["met"] is False
-    assert tuned["figure"] == ("bf16: min 1.50x, median 1.50x, max 1.50x over 1 cases; "
-                               "fp16: min 1.70x, median 1.70x, max 1.70x over 1 cases")
+    assert tuned["figure"] == ("bf16: min 1.50x, median 1.50x, max 1.50x over 1 cases (fastest to fastest: min 1.50x, "
+                               "median 1.50x); fp16: min 1.70x, median 1.70x, max 1.70x over 1 cases (fastest to "
+                               "fastest: min 1.70x, median 1.70x)")
     prefill = judged["llama-7b"]
     assert prefill["met"] is True
-    assert prefill["figure"] == "1.35x (semi24-tuned, compiled); 1.20x (semi24-tuned, plain)"
+    assert prefill["figure"] == ("1.35x (semi24-tuned, compiled; fastest to fastest 1.35x); "
+                                 "1.20x (semi24-tuned, plain; fastest to fastest 1.20x)")
 
 
 def test_latency_rows_say_how_both_models_were_built():
@@ -60,7 +62,7 @@ def test_latency_rows_say_how_both_models_were_built():
     assert table["median_ms"].round(3).tolist() == [38.462, 41.667]
 
 
-def test_the_fastest_speedup_weighs_the_dense_timed_alone_and_in_every_timing_mode():
+def test_the_fastest_to_fastest_bound_weighs_the_dense_timed_alone_and_in_every_timing_mode():
     # kernels: the dense alternated with 2:4 took 120 us, alone 100 (its own worker's rows: 100 graph, 110 eager)
     paired = {"dense_median_us": 120.0, "dense_alone_median_us": 101.0, "alone_median_us": 62.0}
     rows = [_kernel("dense", "bf16", "4096x4096", 2048, 1.0),
@@ -69,7 +71,7 @@ def test_the_fastest_speedup_weighs_the_dense_timed_alone_and_in_every_timing_mo
     # a compiled model: the dense runs faster from eager launches (49 ms) than from its graph (52 ms)
     rows += [_prefill("dense", 5e4 / 52e3, {"compiled": True}, run="p"),
              _prefill("dense", 5e4 / 49e3, {"compiled": True}, run="p", timing="eager"),
-             _prefill("semi24-tuned", 5e4 / 41e3, {"compiled": True}, run="p"),
+             _prefill("semi24-tuned", 52 / 41, {"compiled": True}, run="p", median_us=41e3),
              _prefill("semi24-tuned", 5e4 / 150e3, {"compiled": True}, run="p", timing="eager")]
     frame = with_fastest_speedup(pd.DataFrame(rows))
     tuned = frame[(frame["backend"] == "semi24-tuned") & (frame["phase"] == "kernel")].iloc[0]
@@ -77,9 +79,12 @@ def test_the_fastest_speedup_weighs_the_dense_timed_alone_and_in_every_timing_mo
     assert tuned["speedup_fastest"] == pytest.approx(100 / 60)  # fastest dense over fastest 2:4
     prefill = frame[(frame["backend"] == "semi24-tuned") & (frame["phase"] == "prefill")]
     assert prefill["speedup_fastest"].tolist() == pytest.approx([49 / 41, 49 / 41])
+    # targets are judged on the alternated speedup; the bound stands beside it
     judged = {t["target"].split(" ")[0]: t for t in targets(pd.DataFrame(rows))}
-    assert judged["semi24-tuned"]["figure"].startswith("bf16: min 1.67x") and judged["semi24-tuned"]["met"]
-    assert judged["llama-7b"]["figure"] == "1.20x (semi24-tuned, compiled)" and not judged["llama-7b"]["met"]
+    assert judged["semi24-tuned"]["met"] and judged["semi24-tuned"]["figure"] == (
+        "bf16: min 2.00x, median 2.00x, max 2.00x over 1 cases (fastest to fastest: min 1.67x, median 1.67x)")
+    assert judged["llama-7b"]["met"] is False
+    assert judged["llama-7b"]["figure"] == "1.27x (semi24-tuned, compiled; fastest to fastest 1.20x)"
 
 
 def test_rows_of_several_runs_stay_apart_and_say_what_they_were_measured_on():

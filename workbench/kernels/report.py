@@ -37,10 +37,10 @@ def with_fastest_speedup(frame: pd.DataFrame) -> pd.DataFrame:
     """Adds ``speedup_fastest``: per run and case, dense's fastest figure over the backend's fastest, each
     taken over every timing mode and over the alternated and the alone measurements.
 
-    ``speedup`` compares the two alternated in one timing mode. But alternation can slow the dense side
-    (on an H200, dense GEMMs timed between 2:4 calls ran 1-17% slower than alone), and a dense model may
-    run faster from eager launches than from a replayed graph (seen with torch.compile): the dense a
-    user would deploy is its fastest, so the targets are judged on this figure."""
+    ``speedup`` compares the two alternated in one timing mode: the claim, since drift hits both sides
+    alike. This is its conservative bound: dense gets its luckiest block of samples. On an H200 one dense
+    GEMM's median moved by up to 17% between blocks seconds apart (its own worker, alternated, alone),
+    and a compiled dense model ran faster from eager launches than from a replayed graph."""
     keys = ["run_id", "phase", "dtype", "case_id"]
     measured = _ok(frame, ("kernel", "prefill", "decode"), DEPLOYED_TIMINGS + ("eager",))
     if measured.empty:
@@ -168,25 +168,25 @@ def targets(frame: pd.DataFrame) -> list[dict[str, Any]]:
                     "figure": f"min {dense.min():.2f}, median {dense.median():.2f} over {len(dense)} cases",
                     "met": bool(dense.min() >= TARGETS["dense_roofline"])})
     tuned = large[(large["backend"] == "semi24-tuned") & large["dtype"].isin(["bf16", "fp16"])].dropna(
-        subset=["speedup_fastest"])
+        subset=["speedup"])
     if not tuned.empty:
-        per_dtype = "; ".join(f"{dtype}: min {group.min():.2f}x, median {group.median():.2f}x, max {group.max():.2f}x "
-                              f"over {len(group)} cases" for dtype, group in tuned.groupby("dtype")["speedup_fastest"])
-        out.append({"target": f"semi24-tuned >= {TARGETS['semi24_tuned_speedup']}x fastest to fastest "
-                              f"(bf16/fp16, tokens >= {LARGE_TOKENS})",
-                    "figure": per_dtype,
-                    "met": bool(tuned["speedup_fastest"].min() >= TARGETS["semi24_tuned_speedup"])})
+        per_dtype = "; ".join(
+            f"{dtype}: min {group['speedup'].min():.2f}x, median {group['speedup'].median():.2f}x, max "
+            f"{group['speedup'].max():.2f}x over {len(group)} cases (fastest to fastest: min "
+            f"{group['speedup_fastest'].min():.2f}x, median {group['speedup_fastest'].median():.2f}x)"
+            for dtype, group in tuned.groupby("dtype"))
+        out.append({"target": f"semi24-tuned >= {TARGETS['semi24_tuned_speedup']}x over dense (bf16/fp16, "
+                              f"tokens >= {LARGE_TOKENS})",
+                    "figure": per_dtype, "met": bool(tuned["speedup"].min() >= TARGETS["semi24_tuned_speedup"])})
     prefill = _ok(frame, ("prefill",))
     llama = prefill[(prefill["model"] == "llama-7b") & (prefill["tokens"] == 2048) & (prefill["pattern"] == "2:4")]
     if not llama.empty:
         llama = llama.assign(setup=llama["extra"].map(model_setup))
-        best = llama.groupby("setup")["speedup_fastest"].idxmax()
-        figures = [f"{llama.loc[i, 'speedup_fastest']:.2f}x ({llama.loc[i, 'backend']}, {setup})"
-                   for setup, i in best.items()]
-        out.append({"target": f"llama-7b 2:4 prefill of 2048 tokens >= {TARGETS['llama7b_prefill_speedup']}x "
-                              "(fastest to fastest)",
-                    "figure": "; ".join(figures),
-                    "met": bool(llama["speedup_fastest"].max() >= TARGETS["llama7b_prefill_speedup"])})
+        best = llama.groupby("setup")["speedup"].idxmax()
+        figures = [f"{llama.loc[i, 'speedup']:.2f}x ({llama.loc[i, 'backend']}, {setup}; fastest to fastest "
+                   f"{llama.loc[i, 'speedup_fastest']:.2f}x)" for setup, i in best.items()]
+        out.append({"target": f"llama-7b 2:4 prefill of 2048 tokens >= {TARGETS['llama7b_prefill_speedup']}x",
+                    "figure": "; ".join(figures), "met": bool(llama["speedup"].max() >= TARGETS["llama7b_prefill_speedup"])})
     return out
 
 

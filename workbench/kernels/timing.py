@@ -7,8 +7,9 @@
   ``copies`` distinct weights and inputs whose total is well beyond the L2 (BENCHMARKS.md, Weights).
 - Noise: candidates are timed alternately in one process (A B A B ...), so a slow patch of the
   machine hits both; each sample is timed by its own pair of events.
-- Interference: alternation itself can slow one side (on an H200 a dense GEMM timed between 2:4 calls
-  ran up to 17% slower than timed on its own), so paired candidates are also timed each alone.
+- Drift: on an H200 one dense GEMM's median moved by up to 17% between blocks of samples seconds apart,
+  more than alternation changed it; paired candidates are also timed each alone, so a reader can see
+  both how far the blocks drift and that alternation slows neither side.
 """
 
 from __future__ import annotations
