@@ -72,6 +72,18 @@ def test_compiled_latency_compiles_both_models_and_records_it(store, tiny_timing
         assert extra["compiled_rel_error"] < 1e-6  # tracing alone changes no arithmetic
 
 
+def test_fused_layers_compile_too(store, tiny_timing, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_COMPILE_BACKEND", "eager")
+    latency = {"model": "tiny-llama", "variants": ["csr"], "prefill_tokens": [16], "decode_batches": [],
+               "sparsity": 0.5, "fuse": True, "compile": True}
+    result = run_job({"kind": "bench", "target": "latency", "device": "cpu", "latency": latency,
+                      "timing": tiny_timing}, store)
+    timed = queries.kernel_results(store, [result.run_id]).query("phase == 'prefill'")
+    assert set(timed["backend"]) == {"dense", "csr"} and (timed["status"] == "ok").all()
+    for extra in map(json.loads, timed["extra"]):
+        assert extra["fused"] is True and extra["compiled"] is True and extra["compiled_rel_error"] < 1e-6
+
+
 def test_compiled_model_runs_each_program_eagerly_first_then_compiles_it_once(monkeypatch):
     from types import SimpleNamespace
 

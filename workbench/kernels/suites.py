@@ -54,6 +54,9 @@ def gpu_suite(extra_shapes: tuple[str, ...] = (), masks_key: str | None = None) 
         {"name": "llama-7b latency compiled", "target": "latency",
          "latency": {"model": "llama-7b", "compile": True, "prefill_tokens": [2048, 8192], "decode_batches": [1]},
          "timing": latency_timing},
+        {"name": "llama-7b latency fused compiled", "target": "latency",
+         "latency": {"model": "llama-7b", "fuse": True, "compile": True, "prefill_tokens": [2048], "decode_batches": [1]},
+         "timing": latency_timing},
         *({"name": f"2:4 {dtype}", "kernels": {"dtypes": [dtype], "shapes": shapes_16,
                                                 "backends": ["dense", "semi24", "semi24-cutlass", "semi24-tuned"]}}
           for dtype in ("bf16", "fp16")),
