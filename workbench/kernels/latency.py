@@ -167,7 +167,7 @@ def _measure(calls: dict[str, Callable[[], object]], device: str, task: dict[str
                                            eager_launch([call]) for name, call in calls.items()}
             budget = dict(warmup=2, min_samples=task["min_samples"], max_samples=task["max_samples"])
             samples[mode] = measure(launches, device, task["budget_ms"] / 1e3, **budget)
-            if len(launches) > 1:  # each model alone too: alternation can slow one of them
+            if len(launches) > 1:  # each model alone too: how far blocks of samples drift
                 alone[mode] = measure_alone(launches, device, task["budget_ms"] / 1e3, **budget)
         except Exception as err:  # noqa: BLE001 - recorded beside the modes that worked
             if is_fatal(err):

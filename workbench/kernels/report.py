@@ -77,12 +77,15 @@ def measured_on(device: Any, versions: Any) -> str:
     return " | ".join(parts)
 
 
-def _label_runs(rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows of several runs say which run and what stack they came from: a speedup holds only against
-    the dense baseline of its own run, and two runs of one spec differ by machine or library version."""
-    if rows["run_id"].nunique() < 2:
-        return rows.assign(run_id=None)
-    return rows.assign(measured_on=[measured_on(d, v) for d, v in zip(rows["device"], rows["versions"])])
+def _with_runs_told_apart(table: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """With rows of several runs, ``table`` keeps its ``run_id`` and gains ``measured_on``: a speedup holds
+    only against the dense baseline of its own run, and two runs of one spec differ by machine or library
+    version. With one run, the run column goes."""
+    firsts = rows.drop_duplicates("run_id").set_index("run_id")
+    if len(firsts) < 2:
+        return table.drop(columns="run_id")
+    stacks = {run: measured_on(row["device"], row["versions"]) for run, row in firsts.iterrows()}
+    return table.assign(measured_on=table["run_id"].map(stacks))
 
 
 def kernel_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -92,16 +95,15 @@ def kernel_table(frame: pd.DataFrame) -> pd.DataFrame:
     rows = _ok(frame, ("kernel",))
     if rows.empty:
         return pd.DataFrame()
-    rows = _label_runs(rows.assign(shape=rows["out_features"].astype(str) + "x" + rows["in_features"].astype(str)))
-    keys = ["dtype", "shape", "tokens", "run_id"] + (["measured_on"] if "measured_on" in rows else [])
-    rows = rows.assign(run_id=rows["run_id"].fillna(""))
+    rows = rows.assign(shape=rows["out_features"].astype(str) + "x" + rows["in_features"].astype(str))
+    keys = ["dtype", "shape", "tokens", "run_id"]
     speedups = rows.pivot_table(index=keys, columns="backend", values="speedup", aggfunc="first")
     best = rows[rows["best"] == True].set_index(keys)["backend"].rename("fastest")  # noqa: E712 (nullable)
     dense = rows[rows["backend"] == "dense"].set_index(keys)
     table = speedups.join(best).join(dense[["median_us", "roofline_fraction"]].rename(
         columns={"median_us": "dense_us", "roofline_fraction": "dense_roofline"}))
     table = table.reset_index().sort_values(keys, key=lambda c: c.map(_shape_order) if c.name == "shape" else c)
-    return table.drop(columns="run_id") if "measured_on" not in table else table
+    return _with_runs_told_apart(table, rows)
 
 
 def _shape_order(shape: str) -> tuple[int, int]:
@@ -122,12 +124,11 @@ def latency_table(frame: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame()
     columns = ["model", "phase", "tokens", "batch", "setup", "backend", "dtype", "timing", "median_us",
-               "tokens_per_s", "speedup", "speedup_fastest", "best", "source_run"]
-    rows = _label_runs(with_fastest_speedup(frame).loc[rows.index].assign(setup=rows["extra"].map(model_setup)))
-    columns += ["run_id", "measured_on"] if "measured_on" in rows else []
+               "tokens_per_s", "speedup", "speedup_fastest", "best", "source_run", "run_id"]
+    rows = with_fastest_speedup(frame).loc[rows.index].assign(setup=rows["extra"].map(model_setup))
     table = rows[columns].assign(median_ms=rows["median_us"] / 1e3).drop(columns="median_us")
-    return table.sort_values(["model", "phase", "setup", "timing", "tokens", "backend"] + columns[len(columns) - 2:]
-                             if "measured_on" in rows else ["model", "phase", "setup", "timing", "tokens", "backend"])
+    table = table.sort_values(["model", "phase", "setup", "timing", "tokens", "backend", "run_id"])
+    return _with_runs_told_apart(table, rows)
 
 
 def ceilings_table(frame: pd.DataFrame) -> pd.DataFrame:
