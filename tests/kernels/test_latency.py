@@ -23,9 +23,9 @@ def test_latency_is_linked_to_the_pruning_run_whose_masks_it_used(store, tiny_sp
     assert csr.loc["decode", "batch"] == 2 and csr.loc["prefill", "tokens"] == 16
     extra = json.loads(csr.loc["decode", "extra"])
     assert extra["context"] == 8 and extra["weight_bytes"] > 0 and extra["dense_median_us"] > 0
-    assert extra["alone_median_us"] > 0 and extra["dense_alone_median_us"] > 0  # each model also timed alone
+    assert extra["steady_median_us"] > 0 and extra["dense_steady_median_us"] > 0  # each also in steady blocks
     dense_extra = json.loads(timed[(timed["backend"] == "dense") & (timed["phase"] == "decode")]["extra"].iloc[0])
-    assert dense_extra["alone_median_us"] == extra["dense_alone_median_us"]
+    assert dense_extra["steady_median_us"] == extra["dense_steady_median_us"]
     convert = rows[(rows["phase"] == "setup") & (rows["backend"] == "csr")]
     report = json.loads(convert["extra"].iloc[0])
     assert report["from_run"] and report["layers"] == 14 and abs(report["sparsity"] - 0.5) < 0.01

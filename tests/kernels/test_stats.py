@@ -1,9 +1,11 @@
+import time
+
 import numpy as np
 import pytest
 
 from workbench.kernels.selection import headline_metrics, mark_best
 from workbench.kernels.stats import paired_speedup, quantile, summarize
-from workbench.kernels.timing import Launch, measure, measure_alone
+from workbench.kernels.timing import Launch, measure, measure_steady
 
 
 def test_quartiles_by_hand():
@@ -68,13 +70,29 @@ def test_headline_speedup_is_the_geometric_mean_of_each_large_case_best():
     assert (metrics["cases"], metrics["failed"]) == (3, 1)
 
 
-def test_alone_timing_runs_each_launch_in_its_own_block_after_none_of_the_other():
+def test_steady_blocks_run_each_launch_on_its_own_in_the_order_a_b_b_a():
     order: list[str] = []
     launches = {name: Launch(lambda name=name: order.append(name), calls=1) for name in ("dense", "backend")}
     alternated = measure(launches, "cpu", budget_s=0.0, warmup=1, min_samples=3, max_samples=3)
     assert order[-6:] == ["dense", "backend"] * 3 and all(len(v) == 3 for v in alternated.values())
     order.clear()
-    alone = measure_alone(launches, "cpu", budget_s=0.0, warmup=1, min_samples=3, max_samples=3)
-    # warm-up, the round that sizes the sample count, then the samples: one launch at a time
-    assert order == ["dense"] * 5 + ["backend"] * 5
-    assert set(alone) == {"dense", "backend"} and all(len(v) == 3 for v in alone.values())
+    blocks: list[str | None] = []
+    steady = measure_steady(launches, "cpu", block_s=0.0, settle_s=0.0, min_samples=3, max_samples=3,
+                            on_block=blocks.append)
+    # each block: an untimed settling run (at least one: it sizes the block), the timer's own sizing
+    # round, then three timed samples
+    assert order == ["dense"] * 5 + ["backend"] * 10 + ["dense"] * 5
+    assert blocks == [None, "dense", None, "backend", None, "backend", None, "dense", None]
+    assert set(steady) == {"dense", "backend"} and all(len(v) == 6 for v in steady.values())
+
+
+def test_a_block_settles_for_its_time_before_it_is_timed_but_not_again_for_the_same_launch():
+    runs = [0]
+    launch = Launch(lambda: (runs.__setitem__(0, runs[0] + 1), time.sleep(0.002)), calls=1)
+    timed_from: list[tuple[float, int]] = []
+    started = time.perf_counter()
+    measure_steady({"only": launch}, "cpu", block_s=0.0, settle_s=0.05, min_samples=2, max_samples=2,
+                   on_block=lambda name: name and timed_from.append((time.perf_counter() - started, runs[0])))
+    (first_s, runs_before_first), (_, runs_before_second) = timed_from
+    assert first_s >= 0.05 and runs_before_first >= 10  # 50 ms of 2 ms runs, untimed
+    assert runs_before_second - runs_before_first == 1 + 2 + 1  # sizing, samples, one run (no settling)

@@ -6,7 +6,8 @@ What a case does, in order (BENCHMARKS.md):
 2. search the backend's configuration for this token count (timed, cached; cuSPARSELt only);
 3. check the result against an fp32 reference of the same pruned weight: relative error;
 4. time the backend and the dense baseline alternately (the baseline uses the unpruned weight),
-   with graph replay and eager launches on a GPU, wall clock on a CPU; then each of the two alone.
+   with graph replay and eager launches on a GPU, wall clock on a CPU; then each of the two in steady
+   blocks of its own (graph replay and wall clock only), with the GPU's clock and power recorded.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from typing import Any
 import torch
 
 from workbench.kernels.backends import Backend, Dense, PreparedWeight
+from workbench.kernels.clocks import clock_sampler
 from workbench.kernels.environment import DTYPES, output_dtype
 from workbench.kernels.formats import pattern_mask
-from workbench.kernels.timing import Launch, eager_launch, graph_launch, measure, measure_alone, rotation_copies
+from workbench.kernels.timing import Launch, eager_launch, graph_launch, measure, measure_steady, rotation_copies
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class CaseSettings:
     sparsity: float = 0.9  # of the block and unstructured patterns; 2:4 is 0.5 by definition
     block: int = 64
     budget_ms: float = 40.0
+    steady_ms: float = 250.0  # each side's timed block of the steady measurement
+    settle_ms: float = 250.0  # untimed run before a block: the clock settles to the workload
     warmup: int = 3
     min_samples: int = 10
     max_samples: int = 200
@@ -54,7 +58,8 @@ class CaseResult:
 
     samples_us: dict[str, list[float]] = field(default_factory=dict)
     dense_us: dict[str, list[float]] = field(default_factory=dict)
-    alone_us: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # mode -> backend/dense -> samples
+    steady_us: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # mode -> backend/dense -> samples
+    clocks: dict[str, dict[str, Any]] = field(default_factory=dict)  # mode -> alternated/dense/backend -> clocks
     errors: dict[str, str] = field(default_factory=dict)  # timing mode -> error text
     bytes_moved: int = 0
     density: float = 1.0
@@ -159,27 +164,42 @@ def measure_case(backend: Backend, case: KernelCase, settings: CaseSettings, dev
 
     calls = [partial(backend.matmul, p, x) for p, x in zip(prepared, inputs)]
     dense_calls = [partial(dense.matmul, p, x) for p, x in zip(dense_prepared, inputs)]
-    for mode in timing_modes(device, settings.graphs, settings.eager):
-        try:
-            launches: dict[str, Launch] = {}
+    with clock_sampler(device) as clocks:
+        for mode in timing_modes(device, settings.graphs, settings.eager):
+            try:
+                launches: dict[str, Launch] = {}
+                if paired:
+                    launches["dense"] = graph_launch(dense_calls) if mode == "graph" else eager_launch(dense_calls)
+                launches["backend"] = graph_launch(calls) if mode == "graph" else eager_launch(calls)
+                clocks.tag(f"{mode} alternated")
+                times = measure(launches, device, settings.budget_ms / 1e3, settings.warmup, settings.min_samples,
+                                settings.max_samples)
+                if paired and mode != "eager":  # eager figures measure the host: no steady blocks for them
+                    result.steady_us[mode] = measure_steady(
+                        launches, device, settings.steady_ms / 1e3, settings.settle_ms / 1e3,
+                        on_block=lambda name, mode=mode: clocks.tag(name and f"{mode} {name}"))
+            except Exception as err:  # noqa: BLE001 - e.g. a library that cannot be captured: a row, not a crash
+                if is_fatal(err):
+                    raise
+                result.errors[mode] = f"{type(err).__name__}: {err}"
+                continue
+            finally:
+                clocks.tag(None)
+                launches = {}  # drop captured graphs and their memory pools before the next mode
+            result.samples_us[mode] = times["backend"]
             if paired:
-                launches["dense"] = graph_launch(dense_calls) if mode == "graph" else eager_launch(dense_calls)
-            launches["backend"] = graph_launch(calls) if mode == "graph" else eager_launch(calls)
-            budget = (device, settings.budget_ms / 1e3, settings.warmup, settings.min_samples, settings.max_samples)
-            times = measure(launches, *budget)
-            if paired:
-                result.alone_us[mode] = measure_alone(launches, *budget)
-        except Exception as err:  # noqa: BLE001 - e.g. a library that cannot be captured: a row, not a crash
-            if is_fatal(err):
-                raise
-            result.errors[mode] = f"{type(err).__name__}: {err}"
-            continue
-        finally:
-            launches = {}  # drop captured graphs and their memory pools before the next mode
-        result.samples_us[mode] = times["backend"]
-        if paired:
-            result.dense_us[mode] = times["dense"]
+                result.dense_us[mode] = times["dense"]
+    result.clocks = clocks_by_mode(clocks.summary())
     return result
+
+
+def clocks_by_mode(summary: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A clock sampler's tags ("graph alternated", "graph dense", ...) as mode -> block -> clocks."""
+    out: dict[str, dict[str, Any]] = {}
+    for tag, figures in summary.items():
+        mode, block = tag.split(" ", 1)
+        out.setdefault(mode, {})[block] = figures
+    return out
 
 
 SKIPPED = "left out: the suite's time budget ran out"

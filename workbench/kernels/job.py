@@ -133,13 +133,14 @@ def _failure_row(ctx: _Context, record: dict[str, Any], **values: Any) -> dict[s
     return ctx.row(status=record.get("status", "failed"), error=record.get("error"), **values)
 
 
-def alone_figures(alone: dict[str, list[float]] | None) -> dict[str, float]:
-    """The backend and the dense baseline each timed alone (after their alternated samples): medians and
-    the speedup they give, which the report weighs against the alternated one."""
-    if not alone:
-        return {}
-    backend, dense = summarize(alone["backend"]).median_us, summarize(alone["dense"]).median_us
-    return {"alone_median_us": backend, "dense_alone_median_us": dense, "speedup_alone": dense / backend}
+def steady_figures(steady: dict[str, list[float]] | None, clocks: dict[str, Any] | None) -> dict[str, Any]:
+    """The backend and the dense baseline each timed in steady blocks of its own (timing.measure_steady):
+    medians and the speedup they give (the targets' figure), and the GPU's clocks in every block."""
+    figures: dict[str, Any] = {"clocks": clocks} if clocks else {}
+    if steady:
+        backend, dense = summarize(steady["backend"]).median_us, summarize(steady["dense"]).median_us
+        figures.update(steady_median_us=backend, dense_steady_median_us=dense, speedup_steady=dense / backend)
+    return figures
 
 
 # ---------------------------------------------------------------- kernels
@@ -174,7 +175,8 @@ def _kernel_rows(ctx: _Context, spec: BenchSpec, dtype: str, backend_name: str, 
             if dense:
                 dense_stats = summarize(dense)
                 extra.update(dense_median_us=dense_stats.median_us, dense_q1_us=dense_stats.q1_us,
-                             dense_q3_us=dense_stats.q3_us, **alone_figures(result.get("alone_us", {}).get(mode)))
+                             dense_q3_us=dense_stats.q3_us, **steady_figures(result["steady_us"].get(mode),
+                                                                             result["clocks"].get(mode)))
             rows.append(ctx.row(
                 **base, timing=mode, **_stat_columns(stats), tflops=flops / stats.median_us / 1e6,
                 gbps=result["bytes_moved"] / stats.median_us / 1e3, bytes_moved=result["bytes_moved"],
@@ -205,6 +207,7 @@ def _run_kernels(spec: BenchSpec, ctx: _Context, deadline: float | None, progres
             rows += _kernel_rows(ctx, spec, dtype, backend, records, cases)
             continue
         settings = CaseSettings(dtype=dtype, sparsity=grid.sparsity, block=grid.block, budget_ms=timing.budget_ms,
+                                steady_ms=timing.steady_ms, settle_ms=timing.settle_ms,
                                 min_samples=timing.min_samples, max_samples=timing.max_samples,
                                 rotate_mb=timing.rotate_mb, graphs=timing.graphs, eager=timing.eager, seed=spec.seed)
         task = {"mode": "kernels", "device": spec.device, "backend": backend, "seed": spec.seed,
@@ -245,11 +248,12 @@ def _latency_rows(ctx: _Context, spec: BenchSpec, variant: str, records: list[di
         for mode, samples in samples_by_mode.items():
             stats = summarize(samples)
             dense = None if dense_from_pairs else result["dense_us"].get(mode)
-            alone = result.get("alone_us", {}).get(mode)
-            if dense_from_pairs:  # the dense model's own time alone
-                figures = {"alone_median_us": summarize(alone["dense"]).median_us} if alone else {}
+            steady, clocks = result["steady_us"].get(mode), result["clocks"].get(mode)
+            if dense_from_pairs:  # the dense model's own steady time
+                figures = {"steady_median_us": summarize(steady["dense"]).median_us} if steady else {}
             else:
-                figures = {"dense_median_us": summarize(dense).median_us, **alone_figures(alone)} if dense else {}
+                figures = {"dense_median_us": summarize(dense).median_us,
+                           **steady_figures(steady, clocks)} if dense else {}
             rows.append(ctx.row(
                 **base, timing=mode, **_stat_columns(stats), bytes_moved=weight_bytes,
                 tokens_per_s=tokens / (stats.median_us / 1e6),
@@ -280,7 +284,8 @@ def _run_latency(prepared: PreparedBench, ctx: _Context, deadline: float | None,
             task = {"mode": "latency", "device": spec.device, "dtype": grid.dtype, "variant": variant,
                     "model": grid.model, "random_weights": grid.random_weights, "masks_file": masks_file,
                     "sparsity": grid.sparsity, "block": grid.block, "decode_context": grid.decode_context,
-                    "budget_ms": timing.budget_ms, "min_samples": timing.min_samples,
+                    "budget_ms": timing.budget_ms, "steady_ms": timing.steady_ms, "settle_ms": timing.settle_ms,
+                    "min_samples": timing.min_samples,
                     "max_samples": timing.max_samples, "graphs": timing.graphs, "eager": timing.eager,
                     "seed": spec.seed, "cases": cases, "fuse": grid.fuse,
                     "compile": grid.compile}

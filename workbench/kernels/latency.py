@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from workbench.kernels.environment import DTYPES
-from workbench.kernels.harness import SKIPPED, is_fatal, past_deadline, relative_error, timing_modes
-from workbench.kernels.timing import Launch, eager_launch, graph_launch, measure, measure_alone
+from workbench.kernels.clocks import clock_sampler
+from workbench.kernels.harness import SKIPPED, clocks_by_mode, is_fatal, past_deadline, relative_error, timing_modes
+from workbench.kernels.timing import Launch, eager_launch, graph_launch, measure, measure_steady
 
 # Shapes of models timed with random weights (no download, no pretrained file needed for latency).
 RANDOM_MODELS: dict[str, dict[str, Any]] = {
@@ -153,31 +154,36 @@ def decode_calls(models: dict[str, Callable[..., Any]], batch: int, context: int
     return {name: call(model) for name, model in models.items()}
 
 
-def _measure(calls: dict[str, Callable[[], object]], device: str, task: dict[str, Any]) -> tuple[dict, dict, dict]:
-    """Samples per timing mode and model name, alternated and (with two models) each alone; errors per
-    mode (e.g. a step that cannot be captured)."""
+def _measure(calls: dict[str, Callable[[], object]], device: str, task: dict[str, Any]) -> tuple[dict, dict, dict, dict]:
+    """Samples per timing mode and model name, alternated and (with two models, outside eager mode) in
+    steady blocks; the clocks of each; errors per mode (e.g. a step that cannot be captured)."""
     for call in calls.values():  # eager first: searches and lazy initialisation stay out of capture
         call()
     samples: dict[str, dict[str, list[float]]] = {}
-    alone: dict[str, dict[str, list[float]]] = {}
+    steady: dict[str, dict[str, list[float]]] = {}
     errors: dict[str, str] = {}
-    for mode in timing_modes(device, task["graphs"], task["eager"]):
-        try:
-            launches: dict[str, Launch] = {name: graph_launch([call], warmup=1) if mode == "graph" else
-                                           eager_launch([call]) for name, call in calls.items()}
-            budget = dict(warmup=2, min_samples=task["min_samples"], max_samples=task["max_samples"])
-            samples[mode] = measure(launches, device, task["budget_ms"] / 1e3, **budget)
-            if len(launches) > 1:  # each model alone too: how far blocks of samples drift
-                alone[mode] = measure_alone(launches, device, task["budget_ms"] / 1e3, **budget)
-        except Exception as err:  # noqa: BLE001 - recorded beside the modes that worked
-            if is_fatal(err):
-                raise
-            errors[mode] = f"{type(err).__name__}: {err}"[:2000]
-        finally:
-            launches = {}
-        if device == "cuda":
-            torch.cuda.empty_cache()
-    return samples, alone, errors
+    with clock_sampler(device) as clocks:
+        for mode in timing_modes(device, task["graphs"], task["eager"]):
+            try:
+                launches: dict[str, Launch] = {name: graph_launch([call], warmup=1) if mode == "graph" else
+                                               eager_launch([call]) for name, call in calls.items()}
+                budget = dict(warmup=2, min_samples=task["min_samples"], max_samples=task["max_samples"])
+                clocks.tag(f"{mode} alternated")
+                samples[mode] = measure(launches, device, task["budget_ms"] / 1e3, **budget)
+                if len(launches) > 1 and mode != "eager":  # each model settled on its own: what a user sees
+                    steady[mode] = measure_steady(launches, device, task["steady_ms"] / 1e3, task["settle_ms"] / 1e3,
+                                                  min_samples=task["min_samples"],
+                                                  on_block=lambda name, mode=mode: clocks.tag(name and f"{mode} {name}"))
+            except Exception as err:  # noqa: BLE001 - recorded beside the modes that worked
+                if is_fatal(err):
+                    raise
+                errors[mode] = f"{type(err).__name__}: {err}"[:2000]
+            finally:
+                clocks.tag(None)
+                launches = {}
+            if device == "cuda":
+                torch.cuda.empty_cache()
+    return samples, steady, clocks_by_mode(clocks.summary()), errors
 
 
 def run_latency_task(task: dict[str, Any], emit: Callable[[dict[str, Any]], None],
@@ -230,11 +236,11 @@ def run_latency_task(task: dict[str, Any], emit: Callable[[dict[str, Any]], None
                 else:
                     calls = decode_calls(runners, size, task["decode_context"], vocab, device, generator)
                     shape = CompiledModel.call_key((size, 1), with_cache=True)
-                samples, alone, errors = _measure(calls, device, task)
+                samples, steady, clocks, errors = _measure(calls, device, task)
                 name = "backend" if "backend" in models else "dense"
                 result = {"samples_us": {m: s[name] for m, s in samples.items()},
                           "dense_us": {m: s["dense"] for m, s in samples.items()} if name == "backend" else {},
-                          "alone_us": alone,
+                          "steady_us": steady, "clocks": clocks,
                           "errors": errors, "weight_bytes": weight_bytes[name],
                           "dense_weight_bytes": weight_bytes["dense"],
                           "search_s": search_seconds(models[name]), "compile": _compile_report(runners, shape)}

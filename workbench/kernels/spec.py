@@ -23,7 +23,7 @@ from pydantic import Field, field_validator, model_validator
 from workbench.errors import WorkbenchError
 from workbench.spec import JobSpec, StrictModel, register_kind
 
-HARNESS_VERSION = "1"  # bump when what a case measures changes: it enters the key
+HARNESS_VERSION = "2"  # bump when what a case measures changes: it enters the key
 RANDOM_SHAPES_VERSION = "1"  # bump when a random model's shape (latency.RANDOM_MODELS) changes
 
 # Llama-7B's attention/MLP shapes, Llama-70B's 8192-wide ones, and its MLP (out_features x in_features)
@@ -38,10 +38,13 @@ DEVICE_DEFAULTS: dict[str, dict[str, Any]] = {
     "cuda": {"shapes": GPU_SHAPES, "tokens": GPU_TOKENS, "variants": ("dense", "semi24", "semi24-tuned", "bsr-triton"),
              "latency_dtype": "bf16", "prefill": (128, 512, 2048, 8192), "decode": (1, 8, 64), "context": 512,
              "kernel_budget_ms": 40.0, "latency_budget_ms": 300.0, "min_samples": 10, "rotate_mb": 256,
+             "kernel_steady_ms": 250.0, "latency_steady_ms": 1000.0, "kernel_settle_ms": 250.0,
+             "latency_settle_ms": 500.0,
              "copy_mb": 1024, "matmul_size": 8192},
     "cpu": {"shapes": CPU_SHAPES, "tokens": CPU_TOKENS, "variants": ("dense", "csr", "bsr"),
             "latency_dtype": "fp32", "prefill": (128, 512), "decode": (1, 8), "context": 128,
             "kernel_budget_ms": 50.0, "latency_budget_ms": 300.0, "min_samples": 5, "rotate_mb": 64,
+            "kernel_steady_ms": 50.0, "latency_steady_ms": 300.0, "kernel_settle_ms": 0.0, "latency_settle_ms": 0.0,
             "copy_mb": 256, "matmul_size": 2048},
 }
 
@@ -94,6 +97,8 @@ class LatencyGrid(StrictModel):
 
 class Timing(StrictModel):
     budget_ms: float | None = Field(None, gt=0, description="measuring time per case and timing mode")
+    steady_ms: float | None = Field(None, gt=0, description="each side's timed block of the steady measurement")
+    settle_ms: float | None = Field(None, ge=0, description="untimed run before a steady block (the GPU clock settles)")
     min_samples: int | None = Field(None, ge=1)
     max_samples: int = Field(200, ge=1)
     rotate_mb: int | None = Field(None, ge=0, description="working set the rotated copies exceed")
@@ -155,9 +160,11 @@ class BenchSpec(JobSpec):
             "prefill_tokens": lat.prefill_tokens or d["prefill"], "decode_batches": lat.decode_batches or d["decode"],
             "decode_context": lat.decode_context or d["context"]})
         t = self.timing
-        budget = d["kernel_budget_ms"] if self.target == "kernels" else d["latency_budget_ms"]
+        target = "kernel" if self.target == "kernels" else "latency"
         timing = t.model_copy(update={
-            "budget_ms": t.budget_ms or budget, "min_samples": t.min_samples or d["min_samples"],
+            "budget_ms": t.budget_ms or d[f"{target}_budget_ms"], "steady_ms": t.steady_ms or d[f"{target}_steady_ms"],
+            "settle_ms": d[f"{target}_settle_ms"] if t.settle_ms is None else t.settle_ms,
+            "min_samples": t.min_samples or d["min_samples"],
             "rotate_mb": d["rotate_mb"] if t.rotate_mb is None else t.rotate_mb,
             "copy_mb": t.copy_mb or d["copy_mb"], "matmul_size": t.matmul_size or d["matmul_size"]})
         for name, value in (("kernels", kernels), ("latency", latency), ("timing", timing)):

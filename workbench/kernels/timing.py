@@ -7,9 +7,13 @@
   ``copies`` distinct weights and inputs whose total is well beyond the L2 (BENCHMARKS.md, Weights).
 - Noise: candidates are timed alternately in one process (A B A B ...), so a slow patch of the
   machine hits both; each sample is timed by its own pair of events.
-- Drift: on an H200 one dense GEMM's median moved by up to 17% between blocks of samples seconds apart,
-  more than alternation changed it; paired candidates are also timed each alone, so a reader can see
-  both how far the blocks drift and that alternation slows neither side.
+- Power: a GPU at its board power limit (an H200 running large GEMMs, at 700 W) lowers its clock to
+  stay there, so each workload settles at a clock of its own. Timed in turns, two candidates share a
+  clock set by their mix: a sparse 7B model's prefill took 41.0 ms alternated with its dense original
+  and 40.0 ms on its own (1.50 against 1.44 GHz), the dense model 53.5 and 54.4 ms. So candidates are
+  also timed in steady blocks: each runs untimed until its clock settles, then is timed on its own,
+  in the order A B B A, so that a slow drift (warming) weighs both alike. The blocks give the figure a
+  user running one model sees.
 """
 
 from __future__ import annotations
@@ -107,8 +111,39 @@ def measure(launches: dict[str, Launch], device: str, budget_s: float, warmup: i
     return times
 
 
-def measure_alone(launches: dict[str, Launch], device: str, budget_s: float, warmup: int = 3, min_samples: int = 10,
-                  max_samples: int = 200) -> dict[str, list[float]]:
-    """Per-call times of each launch timed on its own, one launch after the other (no alternation)."""
-    return {name: measure({name: launch}, device, budget_s, warmup, min_samples, max_samples)[name]
-            for name, launch in launches.items()}
+def measure_steady(launches: dict[str, Launch], device: str, block_s: float, settle_s: float, min_samples: int = 3,
+                   max_samples: int = 5000, on_block: Callable[[str | None], None] | None = None
+                   ) -> dict[str, list[float]]:
+    """Per-call times of each launch timed on its own in steady blocks, in the order A B ... B A.
+
+    Before a block the launch runs untimed for ``settle_s`` (the GPU's clock settles to that workload's
+    power draw; the second of two blocks in a row needs none), then is timed for about ``block_s``.
+    ``on_block`` is told the name of each timed block and None between them (a clock sampler's tag)."""
+    names = list(launches)
+    order = names + names[::-1]
+    tell = on_block or (lambda name: None)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    previous = None
+    for name in order:
+        launch = launches[name]
+        tell(None)
+        per_run = _settle(launch, device, settle_s if name != previous else 0.0)
+        samples = int(min(max_samples, max(min_samples, block_s // max(per_run, 1e-9))))
+        tell(name)
+        times[name] += measure({name: launch}, device, 0.0, warmup=0, min_samples=samples,
+                               max_samples=samples)[name]
+        previous = name
+    tell(None)
+    return times
+
+
+def _settle(launch: Launch, device: str, settle_s: float) -> float:
+    """Runs ``launch`` untimed for ``settle_s`` (at least once); returns the seconds one run took."""
+    runs, started = 0, time.perf_counter()
+    while True:
+        launch.run()
+        _synchronize(device)
+        runs += 1
+        elapsed = time.perf_counter() - started
+        if elapsed >= settle_s:
+            return elapsed / runs
