@@ -288,8 +288,9 @@ def bench_app_pages(
 @bench_app.command("kernels")
 def bench_kernels(
         device: str = typer.Option("auto", help="cpu | cuda | auto"),
-        backend: list[str] = typer.Option([], "--backend", help="dense, semi24, semi24-cutlass, semi24-tuned, bsr, "
-                                                                "bsr-triton, csr (repeat; default: all the device has)"),
+        backend: list[str] = typer.Option([], "--backend", help="dense, semi24, semi24-cutlass, semi24-tuned, "
+                                                                "semi24-sm90, bsr, bsr-triton, csr (repeat; default: "
+                                                                "all the device has)"),
         dtype: list[str] = typer.Option([], "--dtype", help="fp32, bf16, fp16, fp8, int8 (repeat)"),
         shape: list[str] = typer.Option([], "--shape", help="weight OUTxIN, e.g. 4096x11008 (repeat)"),
         tokens: list[int] = typer.Option([], "--tokens", help="tokens per call (repeat)"),
@@ -306,6 +307,18 @@ def bench_kernels(
     try:
         kernels_command(store, device, backend, dtype, shape, tokens, sparsity, block, budget_ms, model_shapes,
                         force, as_json)
+    except WorkbenchError as err:
+        fail(err)
+
+
+@bench_app.command("build-sm90")
+def bench_build_sm90(jobs: int = typer.Option(2, help="nvcc processes at a time (each needs a few GiB of memory)")
+                     ) -> None:
+    """Compile the Hopper 2:4 sparse GEMM library (CUTLASS sm90) of the semi24-sm90 backend; print its path."""
+    from workbench.kernels.commands import build_sm90_command
+
+    try:
+        build_sm90_command(jobs)
     except WorkbenchError as err:
         fail(err)
 

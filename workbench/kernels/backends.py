@@ -11,6 +11,7 @@ them on synthetic weights; the model converter (``convert.py``) puts the same ba
 | semi24         | 2:4, torch's semi-structured tensor | CUDA             | cuSPARSELt, default algorithm     |
 | semi24-cutlass | 2:4, torch's semi-structured tensor | CUDA, sm_8x only | CUTLASS                           |
 | semi24-tuned   | 2:4, cuSPARSELt compressed          | CUDA             | cuSPARSELt, searched algorithm    |
+| semi24-sm90    | 2:4, CUTLASS sm90 compressed        | CUDA, sm_90 only | CUTLASS sm90, searched tile       |
 | bsr            | block sparse rows                   | CPU, CUDA        | torch.mm dispatch                 |
 | bsr-triton     | block sparse rows                   | CUDA             | torch's Triton bsr_dense_mm       |
 | csr            | compressed sparse rows              | CPU, CUDA        | torch.mm (MKL / cuSPARSE)         |
@@ -18,9 +19,12 @@ them on synthetic weights; the model converter (``convert.py``) puts the same ba
 
 from __future__ import annotations
 
+import statistics
+import time
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import Any, ClassVar
 
 import torch
@@ -28,6 +32,8 @@ import torch.nn.functional as F
 
 from workbench.kernels.environment import DeviceInfo, output_dtype
 from workbench.kernels.formats import compressed_bytes
+from workbench.kernels.sm90_sparse import library as sm90
+from workbench.kernels.timing import graph_launch, measure
 from workbench.kernels.tuning import DEFAULT_ALGORITHM, AlgorithmCache, cache_key, search_cached, sparse_product
 
 # error texts that mean "this library cannot do this here", as opposed to a fault
@@ -246,6 +252,81 @@ def _(compressed: torch.Tensor, x: torch.Tensor, out_features: int, alg_id: int,
     return x.new_empty((x.shape[0], out_features), dtype=out_dtype or x.dtype)
 
 
+class Semi24Sm90(Backend):
+    """2:4 through CUTLASS's Hopper sparse GEMM (wgmma.sp) in a library of our own (kernels/sm90_sparse),
+    with its tile configuration searched per token count. The library is built once by
+    `workbench bench build-sm90` or given prebuilt; without it every case is recorded as unsupported."""
+
+    name = "semi24-sm90"
+    pattern = "2:4"
+    dtypes = {"cuda": frozenset({"bf16", "fp16"})}
+
+    def unsupported(self, device: DeviceInfo, dtype: str) -> str | None:
+        reason = super().unsupported(device, dtype)
+        if reason is None and device.capability != (9, 0):
+            reason = "semi24-sm90 needs compute capability 9.0 (sm_90a: H100, H200); wgmma.sp exists only there"
+        if reason is None:
+            try:
+                sm90.load()
+            except sm90.LibraryUnavailable as err:
+                reason = str(err)
+        return reason
+
+    def math_fraction(self, density: float) -> float:
+        return 0.5
+
+    def prepare(self, weight: torch.Tensor, dtype: str) -> PreparedWeight:
+        """Compressed once per distinct layout; ``data[config]`` is that configuration's (values, metadata)."""
+        rows, cols = weight.shape
+        if rows % 8 or cols % 16:  # 16-byte TMA rows of the output and of the compressed values
+            raise NotImplementedError(f"semi24-sm90 does not support a {rows}x{cols} weight: out_features must be "
+                                      "a multiple of 8 and in_features of 16")
+        by_layout: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        data = []
+        for config in range(len(sm90.config_names())):
+            key = sm90.layout_k(weight.dtype, config)
+            if key not in by_layout:
+                by_layout[key] = sm90.compress(weight, config)
+            data.append(by_layout[key])
+        values, meta = data[0]
+        return PreparedWeight(data, values.numel() * values.element_size() + meta.numel() * meta.element_size(),
+                              dtype, (rows, cols))
+
+    def tune(self, prepared: PreparedWeight, x: torch.Tensor) -> TuneResult:
+        """Every configuration timed by CUDA graph replay of 10 calls (events around each replay);
+        one that the library refuses for this problem is left out."""
+        started = time.perf_counter()
+        names = sm90.config_names()
+        times: dict[int, float] = {}
+        refused: dict[str, str] = {}
+        for config, name in enumerate(names):
+            call = partial(self._linear, prepared, x, config)
+            try:
+                call()  # a refusal raises here, before any capture
+                samples = measure({name: graph_launch([call] * 10)}, "cuda", 0.0, warmup=2, min_samples=5,
+                                  max_samples=5)[name]
+            except RuntimeError as err:
+                refused[name] = str(err)
+                continue
+            times[config] = statistics.median(samples)
+        if not times:
+            raise RuntimeError(f"no semi24-sm90 configuration ran for {prepared.shape} x {tuple(x.shape)}: {refused}")
+        best = min(times, key=times.__getitem__)
+        prepared.tuned[x.shape[0]] = best
+        config = {"config": names[best], "us": {names[c]: round(t, 2) for c, t in times.items()}}
+        if refused:
+            config["refused"] = refused
+        return TuneResult(config, time.perf_counter() - started, False)
+
+    @staticmethod
+    def _linear(prepared: PreparedWeight, x: torch.Tensor, config: int) -> torch.Tensor:
+        values, meta = prepared.data[config]
+        return sm90.linear(values, meta, x, prepared.shape[0], config)
+
+    def matmul(self, prepared: PreparedWeight, x: torch.Tensor) -> torch.Tensor:
+        return self._linear(prepared, x, prepared.tuned.get(x.shape[0], 0))
+
+
 class _Compressed(Backend):
     """Shared by the CSR/BSR backends: ``torch.mm(W_sparse, x^T)`` read back as (tokens, out)."""
 
@@ -307,7 +388,8 @@ class Csr(_Compressed):
 
 
 BACKENDS: dict[str, type[Backend]] = {cls.name: cls for cls in
-                                      (Dense, Semi24Torch, Semi24Cutlass, Semi24Tuned, Bsr, BsrTriton, Csr)}
+                                      (Dense, Semi24Torch, Semi24Cutlass, Semi24Tuned, Semi24Sm90, Bsr, BsrTriton,
+                                       Csr)}
 
 
 def make_backend(name: str, block: int = 64) -> Backend:

@@ -1,4 +1,4 @@
-"""What `workbench bench kernels|latency|suite|report` do (the typer wrappers live in workbench/cli.py)."""
+"""What `workbench bench kernels|latency|suite|report|build-sm90` do (the typer wrappers live in workbench/cli.py)."""
 
 from __future__ import annotations
 
@@ -141,6 +141,15 @@ def select_parts(specs: list, parts: list[str] | None) -> list:
 
         raise BenchError(f"the suite has no part {unknown[0]!r}", "use one of: " + ", ".join(repr(n) for n in names))
     return [spec for spec in specs if spec.name in parts]
+
+
+def build_sm90_command(jobs: int) -> Path:
+    """Compile the semi24-sm90 backend's library (minutes per configuration, cached) and print its path."""
+    from workbench.kernels.sm90_sparse.build import build
+
+    path = build(jobs=jobs)
+    print(path)
+    return path
 
 
 def report_command(store_path: Path | None, run_ids: list[str] | None, as_json: bool) -> None:

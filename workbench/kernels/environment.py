@@ -117,7 +117,21 @@ def versions(kind: str) -> dict[str, Any]:
         except ImportError:
             info["triton"] = None
         info["clocks"] = _gpu_clocks()
+        info["sm90_sparse"] = sm90_sparse_library()
     return info
+
+
+def sm90_sparse_library() -> str | None:
+    """The semi24-sm90 backend's library as found here (a hash of the file: a rebuild with other kernels
+    gives other figures), or None where there is none."""
+    import hashlib
+
+    from workbench.kernels.sm90_sparse.library import LibraryUnavailable, library_path
+
+    try:
+        return hashlib.sha256(library_path().read_bytes()).hexdigest()[:12]
+    except LibraryUnavailable:
+        return None
 
 
 @functools.lru_cache(maxsize=None)
@@ -128,4 +142,6 @@ def device_identity(kind: str) -> str:
     parts = [info.label, f"torch {stack['torch']}"]
     if kind == "cuda":
         parts += [f"cuda {stack['cuda']}", f"cusparselt {stack['cusparselt']}"]
+        if stack.get("sm90_sparse"):
+            parts.append(f"sm90-sparse {stack['sm90_sparse']}")
     return " | ".join(parts)

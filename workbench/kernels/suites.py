@@ -1,7 +1,7 @@
 """The default benchmark suites: one for a CUDA GPU host, one for a CPU machine.
 
-GPU (most telling first): 2:4 through every path (torch's default cuSPARSELt, CUTLASS, the tuned cuSPARSELt) in bf16 and
-fp16, the tuned path and the dense baseline in fp8 and int8, block-sparse and CSR at 90% sparsity,
+GPU (most telling first): 2:4 through every path (torch's default cuSPARSELt, CUTLASS, the tuned cuSPARSELt,
+the CUTLASS sm90 library where built) in bf16 and fp16, the tuned path and the dense baseline in fp8 and int8, block-sparse and CSR at 90% sparsity,
 on the Llama weight shapes plus every model shape in the store; then the latency of smollm2-135m
 and a Llama-7B-shaped model (random weights) dense vs 2:4 vs BSR. CPU: dense, CSR and BSR on
 smollm2-135m's shapes, and its latency with its real weights.
@@ -58,7 +58,8 @@ def gpu_suite(extra_shapes: tuple[str, ...] = (), masks_key: str | None = None) 
          "latency": {"model": "llama-7b", "fuse": True, "compile": True, "prefill_tokens": [2048], "decode_batches": [1]},
          "timing": latency_timing},
         *({"name": f"2:4 {dtype}", "kernels": {"dtypes": [dtype], "shapes": shapes_16,
-                                                "backends": ["dense", "semi24", "semi24-cutlass", "semi24-tuned"]}}
+                                                "backends": ["dense", "semi24", "semi24-cutlass", "semi24-tuned",
+                                                             "semi24-sm90"]}}
           for dtype in ("bf16", "fp16")),
         {"name": "smollm2-135m latency", "target": "latency",
          "latency": {"model": "smollm2-135m", "masks_key": masks_key}, "timing": latency_timing},
