@@ -176,6 +176,11 @@ def test_kernels_speedup_roofline_latency_and_failures(open_page, rich):
     speedup = charts["kernels_speedup"]
     assert {t["name"] for t in speedup["data"]} == {"bsr, bfloat16", "bsr, float16", "cusparselt, bfloat16",
                                                     "cusparselt, float16"}
+    at.get_by_key("kernels_view").set_value("Speedup, steady blocks").run()
+    steady = figures(at)["kernels_steady"]["data"]  # only the rows that measured it, at 0.9 of the alternated
+    assert {t["name"] for t in steady} == {"cusparselt, bfloat16", "cusparselt, float16"}
+    alternated = {(t["name"], x): y for t in speedup["data"] for x, y in zip(t["x"], t["y"])}
+    assert all(y == pytest.approx(0.9 * alternated[(t["name"], x)]) for t in steady for x, y in zip(t["x"], t["y"]))
     for view, key in (("Roofline fraction", "kernels_roofline"), ("Model latency", "kernels_model")):
         at.get_by_key("kernels_view").set_value(view).run()
         assert list(figures(at)) == [key]
