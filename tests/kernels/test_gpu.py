@@ -133,15 +133,19 @@ def test_each_searched_2to4_layout_gives_the_masked_dense_product(layout, tmp_pa
     assert tuned.tune(tuned.prepare(weight, "bf16"), x).cached  # the second search is the cache's answer
 
 
-def test_compiled_tuned_2to4_model_matches_its_eager_outputs():
+@pytest.mark.parametrize("backend", ["semi24-tuned", "semi24-sm90"])
+def test_compiled_tuned_2to4_model_matches_its_eager_outputs(backend):
     import torch._dynamo
 
     from workbench.kernels.convert import convert_model
     from workbench.kernels.latency import CompiledModel, build_model
 
+    reason = make_backend(backend).unsupported(device_info("cuda"), "bf16")
+    if reason:
+        pytest.skip(reason)
     model = build_model("tiny-llama", True, "bf16", "cuda")
     with torch.no_grad():
-        convert_model(model, "semi24-tuned", "bf16")
+        convert_model(model, backend, "bf16")
         runner = CompiledModel(model)
         ids = torch.randint(0, 259, (1, 64), device="cuda")
         torch._dynamo.utils.counters.clear()

@@ -157,3 +157,14 @@ def test_the_library_in_use_is_named_by_its_content(monkeypatch, tmp_path):
     named = sm90_sparse_library()
     monkeypatch.setenv(build.LIB_ENV, str(second))
     assert len(named) == 12 and sm90_sparse_library() != named  # a rebuild is another benchmark stack
+
+
+def test_the_compiled_operator_states_its_output_shape_without_running_the_library():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from workbench.kernels.backends import sm90_linear
+
+    with FakeTensorMode():  # what torch.compile traces with: shapes and dtypes, no kernel runs
+        values, meta = torch.empty(4096, dtype=torch.uint8), torch.empty(512, dtype=torch.uint8)
+        y = sm90_linear(values, meta, torch.empty(16, 128, dtype=torch.float16), 96, 2)
+    assert y.shape == (16, 96) and y.dtype == torch.float16

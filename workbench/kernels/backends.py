@@ -321,10 +321,26 @@ class Semi24Sm90(Backend):
     @staticmethod
     def _linear(prepared: PreparedWeight, x: torch.Tensor, config: int) -> torch.Tensor:
         values, meta = prepared.data[config]
-        return sm90.linear(values, meta, x, prepared.shape[0], config)
+        call = sm90_linear if torch.compiler.is_compiling() else sm90.linear
+        return call(values, meta, x, prepared.shape[0], config)
 
     def matmul(self, prepared: PreparedWeight, x: torch.Tensor) -> torch.Tensor:
         return self._linear(prepared, x, prepared.tuned.get(x.shape[0], 0))
+
+
+def _sm90_linear(values: torch.Tensor, meta: torch.Tensor, x: torch.Tensor, out_features: int,
+                 config: int) -> torch.Tensor:
+    return sm90.linear(values, meta, x.contiguous(), out_features, config)
+
+
+# As cslt_linear: an opaque operator for torch.compile (the compressed weight is bytes, so the compiler
+# cannot infer the output's shape; compiled code may hand over a strided input, made contiguous here).
+sm90_linear = torch.library.custom_op("workbench::sm90_sparse_linear", mutates_args=())(_sm90_linear)
+
+
+@sm90_linear.register_fake
+def _(values: torch.Tensor, meta: torch.Tensor, x: torch.Tensor, out_features: int, config: int) -> torch.Tensor:
+    return x.new_empty((x.shape[0], out_features))
 
 
 class _Compressed(Backend):
