@@ -168,3 +168,14 @@ def test_the_compiled_operator_states_its_output_shape_without_running_the_libra
         values, meta = torch.empty(4096, dtype=torch.uint8), torch.empty(512, dtype=torch.uint8)
         y = sm90_linear(values, meta, torch.empty(16, 128, dtype=torch.float16), 96, 2)
     assert y.shape == (16, 96) and y.dtype == torch.float16
+
+
+def test_a_weight_the_kernels_cannot_tile_is_an_unsupported_case():
+    from workbench.kernels.backends import is_unsupported_error
+
+    with pytest.raises(ValueError) as err:
+        make_backend("semi24-sm90").prepare(torch.zeros(12, 64, dtype=torch.bfloat16), "bf16")
+    assert is_unsupported_error(err.value) and "multiple of 8" in str(err.value)  # a row, not a fault
+    with pytest.raises(ValueError) as err:
+        library._dtype_id(torch.float32)
+    assert is_unsupported_error(err.value)

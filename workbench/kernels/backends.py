@@ -279,8 +279,8 @@ class Semi24Sm90(Backend):
         """Compressed once per distinct layout; ``data[config]`` is that configuration's (values, metadata)."""
         rows, cols = weight.shape
         if rows % 8 or cols % 16:  # 16-byte TMA rows of the output and of the compressed values
-            raise NotImplementedError(f"semi24-sm90 does not support a {rows}x{cols} weight: out_features must be "
-                                      "a multiple of 8 and in_features of 16")
+            raise ValueError(f"a {rows}x{cols} weight is unsupported by semi24-sm90: out_features must be "
+                             "a multiple of 8 and in_features of 16")
         by_layout: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         data = []
         for config in range(len(sm90.config_names())):

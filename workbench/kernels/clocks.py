@@ -123,3 +123,13 @@ def clock_sampler(device: str) -> ClockSampler:
 
     read = _nvml_reader(torch.cuda.current_device())
     return _NoSampler() if read is None else ClockSampler(read)
+
+
+def clocks_by_mode(summary: dict[str, dict[str, float]]) -> dict[str, dict[str, dict[str, float]]]:
+    """A sampler's summary under ``timing.measure_mode``'s tags ("graph alternated", "graph dense", ...)
+    as timing mode -> what was timed -> clocks."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for tag, figures in summary.items():
+        mode, timed = tag.split(" ", 1)
+        out.setdefault(mode, {})[timed] = figures
+    return out

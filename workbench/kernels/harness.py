@@ -20,10 +20,10 @@ from typing import Any
 import torch
 
 from workbench.kernels.backends import Backend, Dense, PreparedWeight
-from workbench.kernels.clocks import clock_sampler
+from workbench.kernels.clocks import clock_sampler, clocks_by_mode
 from workbench.kernels.environment import DTYPES, output_dtype
 from workbench.kernels.formats import pattern_mask
-from workbench.kernels.timing import Launch, eager_launch, graph_launch, measure, measure_steady, rotation_copies
+from workbench.kernels.timing import Launch, eager_launch, graph_launch, measure_mode, rotation_copies
 
 
 @dataclass(frozen=True)
@@ -171,13 +171,11 @@ def measure_case(backend: Backend, case: KernelCase, settings: CaseSettings, dev
                 if paired:
                     launches["dense"] = graph_launch(dense_calls) if mode == "graph" else eager_launch(dense_calls)
                 launches["backend"] = graph_launch(calls) if mode == "graph" else eager_launch(calls)
-                clocks.tag(f"{mode} alternated")
-                times = measure(launches, device, settings.budget_ms / 1e3, settings.warmup, settings.min_samples,
-                                settings.max_samples)
-                if paired and mode != "eager":  # eager figures measure the host: no steady blocks for them
-                    result.steady_us[mode] = measure_steady(
-                        launches, device, settings.steady_ms / 1e3, settings.settle_ms / 1e3,
-                        on_block=lambda name, mode=mode: clocks.tag(name and f"{mode} {name}"))
+                times, steady = measure_mode(launches, device, mode, settings.budget_ms / 1e3,
+                                             settings.steady_ms / 1e3, settings.settle_ms / 1e3, settings.warmup,
+                                             settings.min_samples, settings.max_samples, clocks.tag)
+                if steady:
+                    result.steady_us[mode] = steady
             except Exception as err:  # noqa: BLE001 - e.g. a library that cannot be captured: a row, not a crash
                 if is_fatal(err):
                     raise
@@ -191,15 +189,6 @@ def measure_case(backend: Backend, case: KernelCase, settings: CaseSettings, dev
                 result.dense_us[mode] = times["dense"]
     result.clocks = clocks_by_mode(clocks.summary())
     return result
-
-
-def clocks_by_mode(summary: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """A clock sampler's tags ("graph alternated", "graph dense", ...) as mode -> block -> clocks."""
-    out: dict[str, dict[str, Any]] = {}
-    for tag, figures in summary.items():
-        mode, block = tag.split(" ", 1)
-        out.setdefault(mode, {})[block] = figures
-    return out
 
 
 SKIPPED = "left out: the suite's time budget ran out"

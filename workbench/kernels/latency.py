@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from workbench.kernels.environment import DTYPES
-from workbench.kernels.clocks import clock_sampler
-from workbench.kernels.harness import SKIPPED, clocks_by_mode, is_fatal, past_deadline, relative_error, timing_modes
-from workbench.kernels.timing import Launch, eager_launch, graph_launch, measure, measure_steady
+from workbench.kernels.clocks import clock_sampler, clocks_by_mode
+from workbench.kernels.harness import SKIPPED, is_fatal, past_deadline, relative_error, timing_modes
+from workbench.kernels.timing import Launch, eager_launch, graph_launch, measure_mode
 
 # Shapes of models timed with random weights (no download, no pretrained file needed for latency).
 RANDOM_MODELS: dict[str, dict[str, Any]] = {
@@ -167,13 +167,9 @@ def _measure(calls: dict[str, Callable[[], object]], device: str, task: dict[str
             try:
                 launches: dict[str, Launch] = {name: graph_launch([call], warmup=1) if mode == "graph" else
                                                eager_launch([call]) for name, call in calls.items()}
-                budget = dict(warmup=2, min_samples=task["min_samples"], max_samples=task["max_samples"])
-                clocks.tag(f"{mode} alternated")
-                samples[mode] = measure(launches, device, task["budget_ms"] / 1e3, **budget)
-                if len(launches) > 1 and mode != "eager":  # each model settled on its own: what a user sees
-                    steady[mode] = measure_steady(launches, device, task["steady_ms"] / 1e3, task["settle_ms"] / 1e3,
-                                                  min_samples=task["min_samples"],
-                                                  on_block=lambda name, mode=mode: clocks.tag(name and f"{mode} {name}"))
+                samples[mode], steady[mode] = measure_mode(
+                    launches, device, mode, task["budget_ms"] / 1e3, task["steady_ms"] / 1e3, task["settle_ms"] / 1e3,
+                    2, task["min_samples"], task["max_samples"], clocks.tag)
             except Exception as err:  # noqa: BLE001 - recorded beside the modes that worked
                 if is_fatal(err):
                     raise

@@ -111,6 +111,22 @@ def measure(launches: dict[str, Launch], device: str, budget_s: float, warmup: i
     return times
 
 
+def measure_mode(launches: dict[str, Launch], device: str, mode: str, budget_s: float, steady_s: float,
+                 settle_s: float, warmup: int, min_samples: int, max_samples: int,
+                 tag: Callable[[str | None], None]) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """One timing mode of a comparison: the launches alternated, then (two or more, and not in eager mode,
+    whose figures measure the host) each in steady blocks. ``tag`` names what is being timed, as
+    "<mode> alternated" or "<mode> <launch>" (None in between), for a clock sampler."""
+    tag(f"{mode} alternated")
+    times = measure(launches, device, budget_s, warmup, min_samples, max_samples)
+    steady: dict[str, list[float]] = {}
+    if len(launches) > 1 and mode != "eager":
+        steady = measure_steady(launches, device, steady_s, settle_s, min_samples,
+                                on_block=lambda name: tag(name and f"{mode} {name}"))
+    tag(None)
+    return times, steady
+
+
 def measure_steady(launches: dict[str, Launch], device: str, block_s: float, settle_s: float, min_samples: int = 3,
                    max_samples: int = 5000, on_block: Callable[[str | None], None] | None = None
                    ) -> dict[str, list[float]]:

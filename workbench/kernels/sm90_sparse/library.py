@@ -90,7 +90,7 @@ def layout_k(dtype: torch.dtype, config: int) -> int:
 
 def _dtype_id(dtype: torch.dtype) -> int:
     if dtype not in DTYPE_IDS:
-        raise NotImplementedError(f"semi24-sm90 has no {dtype} kernel (bf16 and fp16 only)")
+        raise ValueError(f"{dtype} is unsupported by semi24-sm90 (bf16 and fp16 only)")
     return DTYPE_IDS[dtype]
 
 
