@@ -19,7 +19,6 @@ them on synthetic weights; the model converter (``convert.py``) puts the same ba
 
 from __future__ import annotations
 
-import statistics
 import time
 import warnings
 from abc import ABC, abstractmethod
@@ -33,8 +32,8 @@ import torch.nn.functional as F
 from workbench.kernels.environment import DeviceInfo, output_dtype
 from workbench.kernels.formats import compressed_bytes
 from workbench.kernels.sm90_sparse import library as sm90
-from workbench.kernels.timing import graph_launch, measure
-from workbench.kernels.tuning import DEFAULT_ALGORITHM, AlgorithmCache, cache_key, search_cached, sparse_product
+from workbench.kernels.tuning import (DEFAULT_ALGORITHM, AlgorithmCache, cache_key, replay_seconds, search_cached,
+                                      sparse_product)
 
 # error texts that mean "this library cannot do this here", as opposed to a fault
 _UNSUPPORTED_MARKERS = ("compute capability", "not implemented for", "not supported", "only supports",
@@ -293,8 +292,8 @@ class Semi24Sm90(Backend):
                               dtype, (rows, cols))
 
     def tune(self, prepared: PreparedWeight, x: torch.Tensor) -> TuneResult:
-        """Every configuration timed by CUDA graph replay of 10 calls (events around each replay);
-        one that the library refuses for this problem is left out."""
+        """Every configuration timed by CUDA graph replay, as the cuSPARSELt search times its candidates
+        (``tuning.replay_seconds``); one that the library refuses for this problem is left out."""
         started = time.perf_counter()
         names = sm90.config_names()
         times: dict[int, float] = {}
@@ -303,12 +302,9 @@ class Semi24Sm90(Backend):
             call = partial(self._linear, prepared, x, config)
             try:
                 call()  # a refusal raises here, before any capture
-                samples = measure({name: graph_launch([call] * 10)}, "cuda", 0.0, warmup=2, min_samples=5,
-                                  max_samples=5)[name]
+                times[config] = replay_seconds([call]) * 1e6
             except RuntimeError as err:
                 refused[name] = str(err)
-                continue
-            times[config] = statistics.median(samples)
         if not times:
             raise RuntimeError(f"no semi24-sm90 configuration ran for {prepared.shape} x {tuple(x.shape)}: {refused}")
         best = min(times, key=times.__getitem__)

@@ -109,7 +109,7 @@ def sparse_product(compressed: torch.Tensor, dense_t: torch.Tensor, out_dtype: t
 SEARCH_ROTATE_BYTES = 256 * 2**20  # the harness's working set: well beyond the L2 (60 MB on an H200)
 
 
-def _replay_seconds(calls: list[Callable[[], object]]) -> float:
+def replay_seconds(calls: list[Callable[[], object]]) -> float:
     """Median seconds per call of ``calls`` (one per rotated copy), replayed in a CUDA graph long enough
     to time (~0.2 ms or more)."""
     from workbench.kernels.timing import graph_launch, measure
@@ -148,7 +148,7 @@ def search(compressed: torch.Tensor, dense_t: torch.Tensor, out_dtype: torch.dty
         operands = rotated_operands(compressed, dense_t)
 
         def timer(algorithm: CusparseltAlgorithm) -> float:
-            return _replay_seconds([partial(sparse_product, weight, rhs, out_dtype, **asdict(algorithm))
+            return replay_seconds([partial(sparse_product, weight, rhs, out_dtype, **asdict(algorithm))
                                     for weight, rhs in operands])
     timings: dict[CusparseltAlgorithm, float | None] = {}
     for transpose in transposes:
