@@ -66,7 +66,13 @@ def test_configuration_names_and_compile_defines():
     config = build.KernelConfig((128, 256, 64), (1, 2), "cooperative")
     assert config.name == "128x256x64_1x2x1_cooperative"
     assert "-DWB_TILE_N=256" in config.defines("fp16", 3) and "-DWB_INDEX=3" in config.defines("fp16", 3)
+    assert "-DWB_SCHEDULER=persistent" in config.defines("fp16", 3)
+    assert f"-DWB_NAME={config.name}" in config.defines("fp16", 3)  # the library reports build.py's name
+    stream_k = build.KernelConfig((128, 64, 128), (1, 1), "cooperative", "streamk")
+    assert stream_k.name == "128x64x128_1x1x1_cooperative_streamk" and "-DWB_SCHEDULER=streamk" in stream_k.defines(
+        "bf16", 0)
     assert len({c.name for c in build.CONFIGS}) == len(build.CONFIGS)
+    assert all(c.schedule == "cooperative" for c in build.CONFIGS if c.scheduler == "streamk")  # CUTLASS's rule
 
 
 def test_backend_says_why_it_cannot_run(monkeypatch, tmp_path):
@@ -104,7 +110,7 @@ def _pruned(rows: int, cols: int, dtype: str) -> torch.Tensor:
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 @pytest.mark.parametrize("shape", [(256, 512), (4096, 11008), (11008, 4096)])
-@pytest.mark.parametrize("tokens", [16, 128, 200, 2048])
+@pytest.mark.parametrize("tokens", [1, 16, 128, 200, 2048])
 def test_every_configuration_equals_the_masked_dense_layer(dtype, shape, tokens):
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("sm_90a kernels: an H100 or H200 only")

@@ -90,3 +90,32 @@ def test_rotated_operands_exceed_the_working_set_and_keep_the_layout():
     assert len({w.data_ptr() for w, _ in operands}) == 5  # distinct memory, not five names for one tensor
     for copy_weight, copy_rhs in operands:
         assert torch.equal(copy_weight, weight) and torch.equal(copy_rhs, rhs) and copy_rhs.stride() == rhs.stride()
+
+
+def test_tuned_backend_falls_back_to_the_plain_layout_only_when_every_asked_layout_is_refused(monkeypatch):
+    from workbench.kernels import backends, environment
+    from workbench.kernels.backends import PreparedWeight, Semi24Tuned
+
+    asked, refused = [], {(True,)}  # a library without the fused transposed result for this dtype
+
+    def search_cached(cache, key, compressed, dense_t, out_dtype, transposes):
+        asked.append(transposes)
+        if transposes in refused:
+            raise RuntimeError("no algorithm")
+        return Alg(alg_id=1, transpose_result=transposes[0]), 0.5, False
+
+    monkeypatch.setattr(backends, "search_cached", search_cached)
+    monkeypatch.setattr(environment, "device_identity", lambda kind: "a GPU")
+    backend = Semi24Tuned(cache=AlgorithmCache())
+    x = torch.zeros(16, 32)
+    for dtype, expected_tries, transposed in (("fp8", [(True,), (False,)], False), ("bf16", [(True, False)], True)):
+        asked.clear()
+        prepared = PreparedWeight(torch.zeros(1), 0, dtype, (64, 32))
+        tuned = backend.tune(prepared, x)
+        assert asked == expected_tries and prepared.tuned[16].transpose_result is transposed
+        assert tuned.config["transpose_result"] is transposed
+    asked.clear()
+    refused.add((False,))
+    with pytest.raises(RuntimeError, match="no algorithm"):  # fp16 asks for the plain layout alone
+        backend.tune(PreparedWeight(torch.zeros(1), 0, "fp16", (64, 32)), x)
+    assert asked == [(False,)]  # searched once, not again as the fallback

@@ -32,8 +32,9 @@ import torch.nn.functional as F
 from workbench.kernels.environment import DeviceInfo, output_dtype
 from workbench.kernels.formats import compressed_bytes
 from workbench.kernels.sm90_sparse import library as sm90
-from workbench.kernels.tuning import (DEFAULT_ALGORITHM, AlgorithmCache, cache_key, replay_seconds, search_cached,
-                                      sparse_product)
+from workbench.kernels.timing import rotation_copies
+from workbench.kernels.tuning import (DEFAULT_ALGORITHM, SEARCH_ROTATE_BYTES, AlgorithmCache, cache_key,
+                                      replay_seconds, search_cached, sparse_product)
 
 # error texts that mean "this library cannot do this here", as opposed to a fault
 _UNSUPPORTED_MARKERS = ("compute capability", "not implemented for", "not supported", "only supports",
@@ -210,18 +211,18 @@ class Semi24Tuned(Backend):
         if self._cache is None:
             self._cache = AlgorithmCache()
         dtype, tokens = prepared.dtype, x.shape[0]
-        layouts = self.result_layouts(dtype)
-        key = cache_key(device_identity("cuda"), *prepared.shape, tokens, dtype, layouts)
-        try:
-            algorithm, seconds, cached = search_cached(self._cache, key, prepared.data, x.t(), self._out_dtype(dtype),
-                                                       layouts)
-        except RuntimeError:
-            if layouts == (False,):
-                raise
-            # a library without the fused transposed result for this dtype: (out, tokens), copied to rows
-            key = cache_key(device_identity("cuda"), *prepared.shape, tokens, dtype, (False,))
-            algorithm, seconds, cached = search_cached(self._cache, key, prepared.data, x.t(), self._out_dtype(dtype),
-                                                       (False,))
+        # The search skips a layout the library refuses; when it refuses every one asked for (the 8-bit
+        # paths ask for the fused transposed result alone), the plain layout, (out, tokens) copied to rows.
+        tries = list(dict.fromkeys([self.result_layouts(dtype), (False,)]))
+        for layouts in tries:
+            key = cache_key(device_identity("cuda"), *prepared.shape, tokens, dtype, layouts)
+            try:
+                algorithm, seconds, cached = search_cached(self._cache, key, prepared.data, x.t(),
+                                                           self._out_dtype(dtype), layouts)
+                break
+            except RuntimeError:
+                if layouts == tries[-1]:
+                    raise
         prepared.tuned[tokens] = algorithm
         return TuneResult(asdict(algorithm), seconds, cached)
 
@@ -292,19 +293,23 @@ class Semi24Sm90(Backend):
                               dtype, (rows, cols))
 
     def tune(self, prepared: PreparedWeight, x: torch.Tensor) -> TuneResult:
-        """Every configuration timed by CUDA graph replay, as the cuSPARSELt search times its candidates
-        (``tuning.replay_seconds``); one that the library refuses for this problem is left out."""
+        """Every configuration timed by CUDA graph replay over copies of the operands beyond the L2, as the
+        cuSPARSELt search times its candidates (``tuning.replay_seconds``); one that the library refuses
+        for this problem is left out."""
         started = time.perf_counter()
         names = sm90.config_names()
+        copies = rotation_copies(prepared.nbytes + x.nbytes, SEARCH_ROTATE_BYTES, max_copies=128)
+        operands = [(prepared, x)] + [(self._copy(prepared), x.clone()) for _ in range(copies - 1)]
         times: dict[int, float] = {}
         refused: dict[str, str] = {}
         for config, name in enumerate(names):
-            call = partial(self._linear, prepared, x, config)
+            calls = [partial(self._linear, weight, rhs, config) for weight, rhs in operands]
             try:
-                call()  # a refusal raises here, before any capture
-                times[config] = replay_seconds([call]) * 1e6
+                calls[0]()  # a refusal raises here, before any capture
+                times[config] = replay_seconds(calls) * 1e6
             except RuntimeError as err:
                 refused[name] = str(err)
+        del operands
         if not times:
             raise RuntimeError(f"no semi24-sm90 configuration ran for {prepared.shape} x {tuple(x.shape)}: {refused}")
         best = min(times, key=times.__getitem__)
@@ -313,6 +318,13 @@ class Semi24Sm90(Backend):
         if refused:
             config["refused"] = refused
         return TuneResult(config, time.perf_counter() - started, False)
+
+    @staticmethod
+    def _copy(prepared: PreparedWeight) -> PreparedWeight:
+        """Another copy of the compressed weight in memory, configurations sharing a layout still sharing it."""
+        clones: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        data = [clones.setdefault(id(values), (values.clone(), meta.clone())) for values, meta in prepared.data]
+        return replace(prepared, data=data, tuned={})
 
     @staticmethod
     def _linear(prepared: PreparedWeight, x: torch.Tensor, config: int) -> torch.Tensor:

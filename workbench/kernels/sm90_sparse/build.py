@@ -44,22 +44,25 @@ class BuildError(WorkbenchError):
 
 @dataclass(frozen=True)
 class KernelConfig:
-    """One instantiation of CUTLASS's sm90 sparse GEMM: CTA tile (M, N, K), cluster (M, N), schedule."""
+    """One instantiation of CUTLASS's sm90 sparse GEMM: CTA tile (M, N, K), cluster (M, N), schedule and
+    tile scheduler."""
 
     tile: tuple[int, int, int]
     cluster: tuple[int, int]
     schedule: str  # cooperative | pingpong
+    scheduler: str = "persistent"  # persistent | streamk (cooperative only)
 
     @property
     def name(self) -> str:
-        """As kernel.cu spells it (the library reports the same name)."""
-        return "x".join(map(str, self.tile)) + "_" + "x".join(map(str, self.cluster)) + "x1_" + self.schedule
+        """What the library reports (kernel.cu is given it); the default scheduler adds nothing."""
+        suffix = "" if self.scheduler == "persistent" else f"_{self.scheduler}"
+        return "x".join(map(str, self.tile)) + "_" + "x".join(map(str, self.cluster)) + "x1_" + self.schedule + suffix
 
     def defines(self, dtype: str, index: int) -> list[str]:
         (tile_m, tile_n, tile_k), (cluster_m, cluster_n) = self.tile, self.cluster
         return [f"-DWB_DTYPE={dtype}", f"-DWB_INDEX={index}", f"-DWB_TILE_M={tile_m}", f"-DWB_TILE_N={tile_n}",
                 f"-DWB_TILE_K={tile_k}", f"-DWB_CLUSTER_M={cluster_m}", f"-DWB_CLUSTER_N={cluster_n}",
-                f"-DWB_SCHEDULE={self.schedule}"]
+                f"-DWB_SCHEDULE={self.schedule}", f"-DWB_SCHEDULER={self.scheduler}", f"-DWB_NAME={self.name}"]
 
 
 # CTA tiles and clusters of CUTLASS's own sm90 sparse 16-bit kernels (cutlass_library's generator: the
@@ -67,6 +70,10 @@ class KernelConfig:
 # 2x1 and 1x1), both schedules its sparse collective builder accepts, and two 128-deep tiles as in
 # CUTLASS's sparse GEMM example (fewer, larger stages; their metadata has another layout, so a weight is
 # compressed once per tile depth). The 64-row tile is ping-pong only: cooperative needs 128 rows.
+# Stream-K (CUTLASS's generator pairs it with its cooperative sparse kernels): on the tiles the search
+# chose most on large problems, and on a narrow 128-deep tile for decode-sized token counts, where the
+# persistent schedule keeps one SM per output tile (a 4096-row weight: 32 of 132 SMs) while stream-K
+# splits the long K among all of them.
 CONFIGS = (
     KernelConfig((128, 128, 64), (1, 2), "cooperative"),
     KernelConfig((128, 128, 64), (2, 1), "cooperative"),
@@ -76,6 +83,10 @@ CONFIGS = (
     KernelConfig((64, 128, 64), (1, 1), "pingpong"),
     KernelConfig((128, 128, 128), (1, 2), "cooperative"),
     KernelConfig((256, 128, 128), (1, 2), "cooperative"),
+    KernelConfig((128, 256, 64), (1, 2), "cooperative", "streamk"),
+    KernelConfig((256, 128, 64), (1, 2), "cooperative", "streamk"),
+    KernelConfig((128, 64, 128), (1, 1), "cooperative", "streamk"),
+    KernelConfig((128, 64, 128), (1, 1), "cooperative"),
 )
 
 

@@ -47,6 +47,17 @@ struct pingpong {
   using Epilogue = cutlass::epilogue::TmaWarpSpecialized;
 };
 
+// Tile schedulers. Persistent: each CTA walks whole output tiles. Stream-K (cooperative only): the
+// MAC-loop iterations of all tiles are shared evenly among the CTAs, and CTAs that share a tile reduce
+// their partial sums through a workspace. It fixes the last partial wave of large problems, and lets a
+// decode-sized problem (few output tiles, long K) use every SM instead of one per tile.
+struct persistent {
+  using Scheduler = void;
+};
+struct streamk {
+  using Scheduler = cutlass::gemm::StreamKScheduler;
+};
+
 inline bool aligned16(void const* pointer) {
   return reinterpret_cast<std::uintptr_t>(pointer) % 16 == 0;
 }
@@ -87,7 +98,7 @@ inline int hardware(cutlass::KernelHardwareInfo* hw_info) {
   return kOk;
 }
 
-template <class Dtype, int TileM, int TileN, int TileK, int ClusterM, int ClusterN, class Schedule>
+template <class Dtype, int TileM, int TileN, int TileK, int ClusterM, int ClusterN, class Schedule, class TileScheduler>
 struct SparseGemm {
   using Element = typename Dtype::Element;
   using LayoutTagA = cutlass::layout::RowMajor;
@@ -112,7 +123,8 @@ struct SparseGemm {
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
       typename Schedule::Kernel>::CollectiveOp;
 
-  using Kernel = cutlass::gemm::kernel::GemmUniversal<ProblemShape, Mainloop, Epilogue>;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<ProblemShape, Mainloop, Epilogue,
+                                                      typename TileScheduler::Scheduler>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
   using SparseConfig = typename Mainloop::SparseConfig;
   static constexpr int kLayoutK = decltype(cute::min(Int<TileK>{}, _128{}))::value;
@@ -230,9 +242,9 @@ struct SparseGemm {
     }
     auto args = arguments(values, meta, x, y, m, n, k, hw_info);
     if (cutlass::Status status = Gemm::can_implement(args); status != cutlass::Status::kSuccess) {
-      return fail(kInvalid, "gemm: can_implement: %s (m=%d n=%d k=%d: m and n must be multiples of 8, "
-                  "k of 16, m of 64 and k of %d for the metadata layout)", cutlassGetStatusString(status), m, n, k,
-                  kLayoutK);
+      return fail(kInvalid, "gemm: can_implement: %s (m=%d n=%d k=%d: 16-byte TMA rows need m, the output "
+                  "features, a multiple of 8 and k, the input features, of 16)", cutlassGetStatusString(status), m,
+                  n, k);
     }
     size_t needed = Gemm::get_workspace_size(args);
     if (needed > workspace_bytes || (needed > 0 && workspace == nullptr)) {
