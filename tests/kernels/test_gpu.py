@@ -18,7 +18,7 @@ def _pruned(rows, cols, dtype):
     return (weight * semi24_mask(weight)).to(DTYPES[dtype])
 
 
-@pytest.mark.parametrize("backend", ["semi24", "semi24-tuned"])
+@pytest.mark.parametrize("backend", ["semi24", "semi24-tuned", "semi24-fastest"])
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 @pytest.mark.parametrize("tokens", [1, 16, 200])
 def test_2to4_matmul_equals_the_masked_dense_layer(backend, dtype, tokens):
@@ -133,7 +133,7 @@ def test_each_searched_2to4_layout_gives_the_masked_dense_product(layout, tmp_pa
     assert tuned.tune(tuned.prepare(weight, "bf16"), x).cached  # the second search is the cache's answer
 
 
-@pytest.mark.parametrize("backend", ["semi24-tuned", "semi24-sm90"])
+@pytest.mark.parametrize("backend", ["semi24-tuned", "semi24-sm90", "semi24-fastest"])
 def test_compiled_tuned_2to4_model_matches_its_eager_outputs(backend):
     import torch._dynamo
 

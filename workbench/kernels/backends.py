@@ -12,6 +12,7 @@ them on synthetic weights; the model converter (``convert.py``) puts the same ba
 | semi24-cutlass | 2:4, torch's semi-structured tensor | CUDA, sm_8x only | CUTLASS                           |
 | semi24-tuned   | 2:4, cuSPARSELt compressed          | CUDA             | cuSPARSELt, searched algorithm    |
 | semi24-sm90    | 2:4, CUTLASS sm90 compressed        | CUDA, sm_90 only | CUTLASS sm90, searched tile       |
+| semi24-fastest | 2:4, both of the above              | CUDA             | the faster of the two, per tokens |
 | bsr            | block sparse rows                   | CPU, CUDA        | torch.mm dispatch                 |
 | bsr-triton     | block sparse rows                   | CUDA             | torch's Triton bsr_dense_mm       |
 | csr            | compressed sparse rows              | CPU, CUDA        | torch.mm (MKL / cuSPARSE)         |
@@ -19,12 +20,13 @@ them on synthetic weights; the model converter (``convert.py``) puts the same ba
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +62,25 @@ class TuneResult:
     config: dict[str, Any]
     seconds: float
     cached: bool
+
+
+def copy_prepared(prepared: PreparedWeight) -> PreparedWeight:
+    """Another copy of a prepared weight in memory (to time beyond the L2), its choices kept; tensors that
+    the original shares (one compression used by several configurations) stay shared in the copy."""
+    clones: dict[int, torch.Tensor] = {}
+
+    def clone(item: Any) -> Any:
+        if isinstance(item, torch.Tensor):
+            return clones.setdefault(id(item), item.clone())
+        if isinstance(item, PreparedWeight):
+            return copy_prepared(item)
+        if isinstance(item, (list, tuple)):
+            return type(item)(clone(part) for part in item)
+        if isinstance(item, dict):
+            return {key: clone(value) for key, value in item.items()}
+        return item
+
+    return replace(prepared, data=clone(prepared.data), tuned=dict(prepared.tuned))
 
 
 class Backend(ABC):
@@ -100,6 +121,10 @@ class Backend(ABC):
 
     def tune(self, prepared: PreparedWeight, x: torch.Tensor) -> TuneResult | None:
         return None
+
+    def share_choices(self, tuned: PreparedWeight, other: PreparedWeight) -> None:
+        """Let ``other``, a weight of the same shape, use the configurations searched on ``tuned``."""
+        other.tuned = tuned.tuned
 
     @abstractmethod
     def matmul(self, prepared: PreparedWeight, x: torch.Tensor) -> torch.Tensor:
@@ -299,7 +324,7 @@ class Semi24Sm90(Backend):
         started = time.perf_counter()
         names = sm90.config_names()
         copies = rotation_copies(prepared.nbytes + x.nbytes, SEARCH_ROTATE_BYTES, max_copies=128)
-        operands = [(prepared, x)] + [(self._copy(prepared), x.clone()) for _ in range(copies - 1)]
+        operands = [(prepared, x)] + [(copy_prepared(prepared), x.clone()) for _ in range(copies - 1)]
         times: dict[int, float] = {}
         refused: dict[str, str] = {}
         for config, name in enumerate(names):
@@ -318,13 +343,6 @@ class Semi24Sm90(Backend):
         if refused:
             config["refused"] = refused
         return TuneResult(config, time.perf_counter() - started, False)
-
-    @staticmethod
-    def _copy(prepared: PreparedWeight) -> PreparedWeight:
-        """Another copy of the compressed weight in memory, configurations sharing a layout still sharing it."""
-        clones: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        data = [clones.setdefault(id(values), (values.clone(), meta.clone())) for values, meta in prepared.data]
-        return replace(prepared, data=data, tuned={})
 
     @staticmethod
     def _linear(prepared: PreparedWeight, x: torch.Tensor, config: int) -> torch.Tensor:
@@ -349,6 +367,93 @@ sm90_linear = torch.library.custom_op("workbench::sm90_sparse_linear", mutates_a
 @sm90_linear.register_fake
 def _(values: torch.Tensor, meta: torch.Tensor, x: torch.Tensor, out_features: int, config: int) -> torch.Tensor:
     return x.new_empty((x.shape[0], out_features))
+
+
+class Semi24Fastest(Backend):
+    """The faster of the tuned 2:4 paths, chosen per weight and token count: each member (``semi24-tuned``,
+    ``semi24-sm90``) searches its own configuration, then their choices are timed against each other the
+    same way (graph replay over copies beyond the L2) and the faster one multiplies. Neither path wins
+    everywhere on a Hopper GPU (cuSPARSELt in bf16 prefill, CUTLASS in fp16 prefill and bf16 decode,
+    cuSPARSELt in fp16 decode), so a model converted with it gets each layer's faster one. A member that
+    cannot run here (no sm90 library, not a Hopper GPU, a shape it refuses) is left out of that weight."""
+
+    name = "semi24-fastest"
+    pattern = "2:4"
+    dtypes = {"cuda": frozenset({"bf16", "fp16"})}
+    MEMBERS = ("semi24-tuned", "semi24-sm90")
+
+    def __init__(self, block: int = 64, members: tuple[Backend, ...] | None = None,
+                 timer: Callable[[Backend, PreparedWeight, torch.Tensor], float] | None = None):
+        super().__init__(block)
+        self.members = {member.name: member for member in (members or [make_backend(n, block) for n in self.MEMBERS])}
+        self._timer = timer or _replay_seconds_beyond_l2
+
+    def unsupported(self, device: DeviceInfo, dtype: str) -> str | None:
+        reason = super().unsupported(device, dtype)
+        if reason is None:
+            reasons = [member.unsupported(device, dtype) for member in self.members.values()]
+            if all(reasons):
+                reason = "; ".join(reasons)
+        return reason
+
+    def token_multiple(self, dtype: str) -> int:
+        return math.lcm(*(member.token_multiple(dtype) for member in self.members.values()))
+
+    def math_fraction(self, density: float) -> float:
+        return 0.5
+
+    def prepare(self, weight: torch.Tensor, dtype: str) -> PreparedWeight:
+        """``data``: each usable member's own prepared weight, by name."""
+        from workbench.kernels.environment import device_info
+
+        device = device_info(weight.device.type)
+        data, refused = {}, {}
+        for name, member in self.members.items():
+            reason = member.unsupported(device, dtype)
+            if reason is None:
+                try:
+                    data[name] = member.prepare(weight, dtype)
+                except ValueError as err:  # a shape this member cannot tile
+                    if not is_unsupported_error(err):
+                        raise
+                    reason = str(err)
+            if reason is not None:
+                refused[name] = reason
+        if not data:
+            raise ValueError(f"semi24-fastest is unsupported for this weight: {refused}")
+        first = next(iter(data.values()))
+        return PreparedWeight(data, first.nbytes, dtype, first.shape)
+
+    def tune(self, prepared: PreparedWeight, x: torch.Tensor) -> TuneResult:
+        started = time.perf_counter()
+        us, configs, cached = {}, {}, True
+        for name, member_weight in prepared.data.items():
+            member = self.members[name]
+            tuned = member.tune(member_weight, x)
+            if tuned is not None:
+                configs[name], cached = tuned.config, cached and tuned.cached
+            us[name] = round(self._timer(member, member_weight, x) * 1e6, 2)
+        best = min(us, key=us.__getitem__)
+        prepared.tuned[x.shape[0]] = best
+        return TuneResult({"backend": best, "us": us, **configs}, time.perf_counter() - started, cached)
+
+    def share_choices(self, tuned: PreparedWeight, other: PreparedWeight) -> None:
+        super().share_choices(tuned, other)
+        for name, member in self.members.items():
+            if name in tuned.data and name in other.data:
+                member.share_choices(tuned.data[name], other.data[name])
+
+    def matmul(self, prepared: PreparedWeight, x: torch.Tensor) -> torch.Tensor:
+        name = prepared.tuned.get(x.shape[0]) or next(iter(prepared.data))
+        return self.members[name].matmul(prepared.data[name], x)
+
+
+def _replay_seconds_beyond_l2(backend: Backend, prepared: PreparedWeight, x: torch.Tensor) -> float:
+    """Seconds per call of ``backend``'s tuned product, replayed in a CUDA graph over copies of the operands
+    beyond the L2, as the searches time their candidates."""
+    copies = rotation_copies(prepared.nbytes + x.nbytes, SEARCH_ROTATE_BYTES, max_copies=128)
+    operands = [(prepared, x)] + [(copy_prepared(prepared), x.clone()) for _ in range(copies - 1)]
+    return replay_seconds([partial(backend.matmul, weight, rhs) for weight, rhs in operands])
 
 
 class _Compressed(Backend):
@@ -412,8 +517,8 @@ class Csr(_Compressed):
 
 
 BACKENDS: dict[str, type[Backend]] = {cls.name: cls for cls in
-                                      (Dense, Semi24Torch, Semi24Cutlass, Semi24Tuned, Semi24Sm90, Bsr, BsrTriton,
-                                       Csr)}
+                                      (Dense, Semi24Torch, Semi24Cutlass, Semi24Tuned, Semi24Sm90, Semi24Fastest, Bsr,
+                                       BsrTriton, Csr)}
 
 
 def make_backend(name: str, block: int = 64) -> Backend:

@@ -146,7 +146,7 @@ def measure_case(backend: Backend, case: KernelCase, settings: CaseSettings, dev
     tuned = backend.tune(prepared[0], inputs[0])
     if tuned is not None:
         for other in prepared[1:]:
-            other.tuned = prepared[0].tuned  # same shape and tokens: same choice
+            backend.share_choices(prepared[0], other)  # same shape and tokens: same choice
         result.setup["search_s"] = tuned.seconds
         result.extra["tuned"] = {**tuned.config, "from_cache": tuned.cached}
 

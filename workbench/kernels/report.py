@@ -20,7 +20,7 @@ TARGETS = {
     "tuned_24_speedup": 1.6,  # the fastest tuned 2:4 path over dense, bf16 and fp16, >= 2048 tokens
     "llama7b_prefill_speedup": 1.3,  # 2:4 Llama-7B-shaped model, prefill of 2048 tokens
 }
-TUNED_24 = ("semi24-tuned", "semi24-sm90")  # the 2:4 paths that search their configuration per case
+TUNED_24 = ("semi24-tuned", "semi24-sm90", "semi24-fastest")  # 2:4 paths that search their configuration per case
 
 
 def bench_rows(store: Any = None, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
