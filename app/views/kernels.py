@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from workbench.kernels.report import model_setup, with_steady_speedup
+from workbench.kernels.report import model_setup, tuned_choice, with_steady_speedup
 
 from workbench_app.figures import facet_figure
 from workbench_app.ui import choose, page_start, show_figure, view_switch
@@ -30,7 +30,7 @@ def against_tokens(frame: pd.DataFrame, y: str, title: str, key: str, baseline: 
     """One panel per shape: ``y`` against tokens, a line per backend (colour), dtype (dash) and run."""
     figure = facet_figure(frame, "shape", "tokens", y, title, columns=FACETS, baseline=baseline, color="backend",
                           dash="dtype", line_group="series", mode="lines+markers",
-                          hover=["case_id", "median_us", "timing", "rel_error", "run_id"])
+                          hover=["case_id", "median_us", "timing", "choice", "rel_error", "run_id"])
     figure.update_xaxes(type="log")
     show_figure(figure, key=key)
 
@@ -48,6 +48,8 @@ kernels = with_steady_speedup(kernels).assign(shape=kernels["out_features"].asty
                          + kernels["in_features"].astype("Int64").astype(str).fillna("?"),
                          label=kernels["run_id"].map(labels).fillna(kernels["run_id"]))
 kernels["run"] = kernels["label"]
+# what a searching backend chose for the case (CUTLASS tile, cuSPARSELt algorithm, the faster path)
+kernels["choice"] = kernels["extra"].map(tuned_choice) if "extra" in kernels else None
 # one line per (run, backend, dtype, timing, shape, phase): the unit a curve over tokens belongs to
 series = kernels["run_id"].astype(str)
 for column in ["backend", "dtype", "timing", "shape"] + (["phase"] if "phase" in kernels else []):

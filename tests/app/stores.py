@@ -109,7 +109,9 @@ def add_kernel_run(store: Store, pruned_run: str) -> str:
                                      "timing": timing, "median_us": 100 / speedup, "speedup": speedup,
                                      "roofline_fraction": min(0.95, 0.3 + tokens / 8192), "status": "ok",
                                      # cuSPARSELt's graph rows were also timed in steady blocks
-                                     "extra": json.dumps({"speedup_steady": 0.9 * speedup}
+                                     "extra": json.dumps({"speedup_steady": 0.9 * speedup,
+                                                          "tuned": {"alg_id": 2, "split_k": 1,
+                                                                    "transpose_result": True}}
                                                          if (backend, timing) == ("cusparselt", "graph") else {})})
     rows.append({"case_id": "2048x2048-1-float16-cutlass", "phase": "kernel", "backend": "cutlass",
                  "dtype": "float16", "out_features": 2048, "in_features": 2048, "tokens": 1, "pattern": "2:4",

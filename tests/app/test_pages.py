@@ -176,6 +176,9 @@ def test_kernels_speedup_roofline_latency_and_failures(open_page, rich):
     speedup = charts["kernels_speedup"]
     assert {t["name"] for t in speedup["data"]} == {"bsr, bfloat16", "bsr, float16", "cusparselt, bfloat16",
                                                     "cusparselt, float16"}
+    # the configuration each case's search chose is in the hover, beside the time
+    hovered = [point for t in speedup["data"] if t["name"].startswith("cusparselt") for point in t["customdata"]]
+    assert hovered and all("alg 2, split-k 1, transposed result" in point for point in hovered)
     at.get_by_key("kernels_view").set_value("Speedup, steady blocks").run()
     steady = figures(at)["kernels_steady"]["data"]  # only the rows that measured it, at 0.9 of the alternated
     assert {t["name"] for t in steady} == {"cusparselt, bfloat16", "cusparselt, float16"}

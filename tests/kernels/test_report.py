@@ -103,3 +103,16 @@ def test_rows_of_several_runs_stay_apart_and_say_what_they_were_measured_on():
                                              "NVIDIA H200 (sm_90) | torch 2.11.0 | cuSPARSELt 0.10.0"]
     single = kernel_table(pd.DataFrame(rows[:2]))
     assert "measured_on" not in single and "run_id" not in single and len(single) == 1
+
+
+def test_the_chosen_configuration_in_words():
+    from workbench.kernels.report import tuned_choice
+
+    sm90 = {"config": "128x256x64_1x2x1_cooperative", "us": {"128x256x64_1x2x1_cooperative": 240.0}}
+    cuslt = {"alg_id": 3, "split_k": 2, "split_k_mode": 1, "transpose_result": True}
+    assert tuned_choice(json.dumps({"tuned": sm90})) == "128x256x64_1x2x1_cooperative"
+    assert tuned_choice(json.dumps({"tuned": cuslt})) == "alg 3, split-k 2, transposed result"
+    fastest = {"backend": "semi24-sm90", "us": {"semi24-tuned": 250.0, "semi24-sm90": 240.0},
+               "semi24-tuned": cuslt, "semi24-sm90": sm90}
+    assert tuned_choice(json.dumps({"tuned": fastest})) == "semi24-sm90: 128x256x64_1x2x1_cooperative"
+    assert tuned_choice(json.dumps({"steady_median_us": 3.0})) is None and tuned_choice(None) is None

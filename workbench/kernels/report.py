@@ -114,6 +114,26 @@ def model_setup(extra: Any) -> str:
     return ", ".join(named) or "plain"
 
 
+def tuned_choice(extra: Any) -> str | None:
+    """The configuration a searching backend chose for a kernel row, in words: the CUTLASS tile
+    configuration, the cuSPARSELt algorithm, or (semi24-fastest) which path and its choice."""
+    tuned = (json.loads(extra) if isinstance(extra, str) else {}).get("tuned")
+    return _choice_words(tuned) if isinstance(tuned, dict) else None
+
+
+def _choice_words(tuned: dict[str, Any]) -> str | None:
+    if "backend" in tuned:  # semi24-fastest: the winning path, then that path's own choice
+        inner = tuned.get(tuned["backend"])
+        words = _choice_words(inner) if isinstance(inner, dict) else None
+        return f"{tuned['backend']}: {words}" if words else str(tuned["backend"])
+    if "config" in tuned:
+        return str(tuned["config"])
+    if "alg_id" in tuned:
+        layout = "transposed result" if tuned.get("transpose_result") else "plain result"
+        return f"alg {tuned['alg_id']}, split-k {tuned.get('split_k', 1)}, {layout}"
+    return None
+
+
 def latency_table(frame: pd.DataFrame) -> pd.DataFrame:
     rows = _ok(frame, ("prefill", "decode"), DEPLOYED_TIMINGS + ("eager",))
     if rows.empty:
