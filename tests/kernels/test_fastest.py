@@ -108,3 +108,16 @@ def test_the_backend_runs_where_either_member_does():
     assert "no fp8" in backend.unsupported(DeviceInfo("cuda", "NVIDIA H200", (9, 0)), "fp8")
     # an A100: cuSPARSELt runs, the sm90 kernels do not: still a usable backend
     assert backend.unsupported(DeviceInfo("cuda", "NVIDIA A100", (8, 0)), "bf16") is None
+
+
+def test_search_operands_are_copied_until_one_round_exceeds_the_l2_working_set():
+    from workbench.kernels.backends import operands_beyond_l2
+    from workbench.kernels.tuning import SEARCH_ROTATE_BYTES
+
+    weight = PreparedWeight(torch.zeros(2**20, dtype=torch.uint8), 2**20, "bf16", (1024, 1024), {16: "choice"})
+    x = torch.zeros(16, 1024, dtype=torch.bfloat16)
+    operands = operands_beyond_l2(weight, x)
+    assert operands[0] == (weight, x) and len(operands) == 128  # 1 MB each: capped at 128 copies
+    assert len({w.data.data_ptr() for w, _ in operands}) == 128 and all(w.tuned == {16: "choice"} for w, _ in operands)
+    big = PreparedWeight(torch.zeros(1), SEARCH_ROTATE_BYTES // 4, "bf16", (1, 1))
+    assert len(operands_beyond_l2(big, x)) == 4  # the fewest copies whose bytes (x included) pass it

@@ -83,6 +83,14 @@ def copy_prepared(prepared: PreparedWeight) -> PreparedWeight:
     return replace(prepared, data=clone(prepared.data), tuned=dict(prepared.tuned))
 
 
+def operands_beyond_l2(prepared: PreparedWeight, x: torch.Tensor) -> list[tuple[PreparedWeight, torch.Tensor]]:
+    """``(prepared, x)`` and enough copies of both that one round reads more than the L2 holds, as the
+    cuSPARSELt search rotates its operands (``tuning.rotated_operands``): a weight left in the L2 makes
+    decode-sized candidates look faster than they run in a model."""
+    copies = rotation_copies(prepared.nbytes + x.nbytes, SEARCH_ROTATE_BYTES, max_copies=128)
+    return [(prepared, x)] + [(copy_prepared(prepared), x.clone()) for _ in range(copies - 1)]
+
+
 class Backend(ABC):
     name: ClassVar[str] = ""
     pattern: ClassVar[str] = "dense"  # dense | 2:4 | block | unstructured
@@ -323,8 +331,7 @@ class Semi24Sm90(Backend):
         for this problem is left out."""
         started = time.perf_counter()
         names = sm90.config_names()
-        copies = rotation_copies(prepared.nbytes + x.nbytes, SEARCH_ROTATE_BYTES, max_copies=128)
-        operands = [(prepared, x)] + [(copy_prepared(prepared), x.clone()) for _ in range(copies - 1)]
+        operands = operands_beyond_l2(prepared, x)
         times: dict[int, float] = {}
         refused: dict[str, str] = {}
         for config, name in enumerate(names):
@@ -451,9 +458,7 @@ class Semi24Fastest(Backend):
 def _replay_seconds_beyond_l2(backend: Backend, prepared: PreparedWeight, x: torch.Tensor) -> float:
     """Seconds per call of ``backend``'s tuned product, replayed in a CUDA graph over copies of the operands
     beyond the L2, as the searches time their candidates."""
-    copies = rotation_copies(prepared.nbytes + x.nbytes, SEARCH_ROTATE_BYTES, max_copies=128)
-    operands = [(prepared, x)] + [(copy_prepared(prepared), x.clone()) for _ in range(copies - 1)]
-    return replay_seconds([partial(backend.matmul, weight, rhs) for weight, rhs in operands])
+    return replay_seconds([partial(backend.matmul, weight, rhs) for weight, rhs in operands_beyond_l2(prepared, x)])
 
 
 class _Compressed(Backend):
