@@ -34,9 +34,8 @@ import torch.nn.functional as F
 from workbench.kernels.environment import DeviceInfo, output_dtype
 from workbench.kernels.formats import compressed_bytes
 from workbench.kernels.sm90_sparse import library as sm90
-from workbench.kernels.timing import rotation_copies
-from workbench.kernels.tuning import (DEFAULT_ALGORITHM, SEARCH_ROTATE_BYTES, AlgorithmCache, cache_key,
-                                      replay_seconds, search_cached, sparse_product)
+from workbench.kernels.tuning import (DEFAULT_ALGORITHM, AlgorithmCache, cache_key, replay_seconds, search_copies,
+                                      search_cached, sparse_product)
 
 # error texts that mean "this library cannot do this here", as opposed to a fault
 _UNSUPPORTED_MARKERS = ("compute capability", "not implemented for", "not supported", "only supports",
@@ -84,10 +83,9 @@ def copy_prepared(prepared: PreparedWeight) -> PreparedWeight:
 
 
 def operands_beyond_l2(prepared: PreparedWeight, x: torch.Tensor) -> list[tuple[PreparedWeight, torch.Tensor]]:
-    """``(prepared, x)`` and enough copies of both that one round reads more than the L2 holds, as the
-    cuSPARSELt search rotates its operands (``tuning.rotated_operands``): a weight left in the L2 makes
-    decode-sized candidates look faster than they run in a model."""
-    copies = rotation_copies(prepared.nbytes + x.nbytes, SEARCH_ROTATE_BYTES, max_copies=128)
+    """``(prepared, x)`` and copies of both, as many as the cuSPARSELt search rotates
+    (``tuning.search_copies``), so that candidates are timed with their weight beyond the L2."""
+    copies = search_copies(prepared.nbytes + x.nbytes)
     return [(prepared, x)] + [(copy_prepared(prepared), x.clone()) for _ in range(copies - 1)]
 
 

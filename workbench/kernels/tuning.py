@@ -122,16 +122,22 @@ def replay_seconds(calls: list[Callable[[], object]]) -> float:
     return statistics.median(samples["c"]) / 1e6
 
 
-def rotated_operands(compressed: torch.Tensor, dense_t: torch.Tensor, rotate_bytes: int = SEARCH_ROTATE_BYTES
-                     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The operands and enough copies of them that one round reads ``rotate_bytes``: a weight that stays in
-    the L2 between calls makes decode-sized candidates look faster than they run in a model, and not
-    all by the same amount (BENCHMARKS.md, Weights)."""
+def search_copies(bytes_per_copy: int, rotate_bytes: int = SEARCH_ROTATE_BYTES) -> int:
+    """How many copies of a search's operands (the originals among them) one timed round reads: enough
+    to pass ``rotate_bytes``, since a weight that stays in the L2 between calls makes decode-sized
+    candidates look faster than they run in a model, and not all by the same amount (BENCHMARKS.md,
+    Weights)."""
     from workbench.kernels.timing import rotation_copies
 
     # at most 128 copies: each candidate's graph replays all of them; layers under ~2 MB then stay within
     # about the L2's size instead of beyond it, a bounded search cost for shapes that are not the point
-    copies = rotation_copies(compressed.nbytes + dense_t.nbytes, rotate_bytes, max_copies=128)
+    return rotation_copies(bytes_per_copy, rotate_bytes, max_copies=128)
+
+
+def rotated_operands(compressed: torch.Tensor, dense_t: torch.Tensor, rotate_bytes: int = SEARCH_ROTATE_BYTES
+                     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The operands and ``search_copies`` copies of them in all."""
+    copies = search_copies(compressed.nbytes + dense_t.nbytes, rotate_bytes)
     # clone keeps the strides: the copies of a transposed view stay transposed views
     return [(compressed, dense_t)] + [(compressed.clone(), dense_t.clone()) for _ in range(copies - 1)]
 
