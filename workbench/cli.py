@@ -290,8 +290,7 @@ def bench_kernels(
         device: str = typer.Option("auto", help="cpu | cuda | auto"),
         backend: list[str] = typer.Option([], "--backend", help="dense, semi24, semi24-cutlass, semi24-tuned, "
                                                                 "semi24-sm90, semi24-fastest, bsr, bsr-triton, csr "
-                                                                "(repeat; default: "
-                                                                "all the device has)"),
+                                                                "(repeat; default: all the device has)"),
         dtype: list[str] = typer.Option([], "--dtype", help="fp32, bf16, fp16, fp8, int8 (repeat)"),
         shape: list[str] = typer.Option([], "--shape", help="weight OUTxIN, e.g. 4096x11008 (repeat)"),
         tokens: list[int] = typer.Option([], "--tokens", help="tokens per call (repeat)"),

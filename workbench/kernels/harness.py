@@ -3,7 +3,8 @@
 What a case does, in order (BENCHMARKS.md):
 1. draw ``copies`` random weights (never zeros) and inputs, enough that their total exceeds the L2;
    prune each to the backend's pattern and convert it to the backend's format (timed: a one-time cost);
-2. search the backend's configuration for this token count (timed, cached; cuSPARSELt only);
+2. search the backend's configuration for this token count (timed; the searching 2:4 backends:
+   semi24-tuned, cached on disk, semi24-sm90 and semi24-fastest);
 3. check the result against an fp32 reference of the same pruned weight: relative error;
 4. time the backend and the dense baseline alternately (the baseline uses the unpruned weight),
    with graph replay and eager launches on a GPU, wall clock on a CPU; then each of the two in steady
