@@ -35,7 +35,7 @@ def test_run_writes_run_metrics_layers_and_masks(store, tiny_spec):
 
 def test_cached_run_is_not_recomputed_and_does_not_load_the_model(store, tiny_spec, monkeypatch):
     first = run_job(tiny_spec, store)
-    import workbench.pruning.job as job
+    import workbench.jobs.prune as job
 
     def refuse(name):
         raise AssertionError("the model loader was called for a cached job")
@@ -93,7 +93,7 @@ def test_bad_input_fails_before_the_store_changes(store, tiny_spec, change, erro
 
 
 def test_nan_weights_are_refused(store, tiny_spec, monkeypatch):
-    import workbench.pruning.job as job
+    import workbench.jobs.prune as job
     from workbench.models import load_model
 
     def poisoned(name):

@@ -10,7 +10,6 @@ the same key replaces.
 
 from __future__ import annotations
 
-import importlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any, Callable, Iterable
 from tqdm.auto import tqdm
 
 from workbench.errors import WorkbenchError
+from workbench.jobs import JobContext, executor_for
 from workbench.spec import JobSpec, job_key, parse_spec
 from workbench.store import Store
 
@@ -60,14 +60,13 @@ def run_job(spec: JobSpec | dict[str, Any], store: Store | None = None, force: b
         if done is not None:
             return RunResult(done["run_id"], key, True, "finished", _final_metrics(store, done["run_id"]), done["wall_s"])
 
-    executor = importlib.import_module(type(spec).EXECUTOR)
+    executor = executor_for(spec.kind)
+    context = JobContext(store=store, workdir=store.artifacts_dir / "checkpoints" / key, progress=progress)
     started = time.perf_counter()
-    prepared = executor.prepare(spec, progress=progress, store=store)  # the store a job may read from
-    if hasattr(prepared, "workdir"):  # jobs that resume from files kept beside the store (training checkpoints)
-        prepared.workdir = store.artifacts_dir / "checkpoints" / key
+    prepared = executor.prepare(spec, context)
     run_id = store.start_run(key, spec.kind, spec.canonical_json(), spec.summary(), spec.identity_parts(), spec.name)
     try:
-        output = executor.execute(prepared, progress=progress)
+        output = executor.execute(prepared, context)
     except BaseException as err:
         message = str(err) if isinstance(err, WorkbenchError) else f"{type(err).__name__}: {err}"
         store.fail_run(run_id, message)

@@ -102,9 +102,7 @@ class JobSpec(StrictModel):
     name: str | None = Field(None, description="a label; not part of the key")
     tags: tuple[str, ...] = Field((), description="labels; not part of the key")
 
-    KIND: ClassVar[str] = ""
-    # module with prepare(spec, progress) -> prepared and execute(prepared, progress) -> JobOutput
-    EXECUTOR: ClassVar[str] = ""
+    KIND: ClassVar[str] = ""  # its executor is ``workbench.jobs.EXECUTORS[KIND]``
 
     def canonical(self) -> dict[str, Any]:
         """The result-changing content of the spec, defaults filled in, as JSON-ready data."""
@@ -129,7 +127,6 @@ class PruneSpec(JobSpec):
     """One-shot pruning of a model, then its evaluation (perplexity or embedding fidelity)."""
 
     KIND: ClassVar[str] = "prune"
-    EXECUTOR: ClassVar[str] = "workbench.pruning.job"
     kind: Literal["prune"] = "prune"
     model: str = Field("smollm2-135m", description="built-in name, hub id or local folder")
     data: str = Field("shakespeare", description="corpus for calibration and evaluation")

@@ -101,7 +101,7 @@ def test_cases_past_the_suite_deadline_are_rows_that_say_so():
 
 
 def test_a_run_cut_short_by_a_time_budget_is_run_again(store):
-    from workbench.kernels.commands import incomplete
+    from workbench.cli.bench_kernels import incomplete
     from workbench.records import JobOutput, Metric
     from workbench.spec import job_key
 
@@ -114,7 +114,7 @@ def test_a_run_cut_short_by_a_time_budget_is_run_again(store):
 
 
 def test_the_suite_runs_in_named_parts_and_an_unknown_part_names_the_choices():
-    from workbench.kernels.commands import select_parts
+    from workbench.cli.bench_kernels import select_parts
     from workbench.kernels.spec import BenchError
     from workbench.kernels.suites import gpu_suite
 

@@ -117,7 +117,7 @@ def test_bad_input_fails_before_the_run_is_registered(store, tiny_spec, tmp_path
 
 
 def test_nan_activations_fail_the_run_cleanly(store, tiny_spec, monkeypatch):
-    import workbench.pruning.job as job
+    import workbench.jobs.prune as job
 
     def overflowing(name):
         loaded = load_model(name)

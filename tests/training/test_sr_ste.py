@@ -66,7 +66,7 @@ def _shape(store, run_id, layer):
 
 
 def test_finished_model_is_nm_sparse(image_spec):
-    from workbench.training.job import execute, prepare
+    from workbench.jobs.train import execute, prepare
     from workbench.training.spec import TrainSpec
 
     prepared = prepare(TrainSpec.model_validate({**image_spec, "method": "ste", "pattern": "2:4", "steps": 3}))

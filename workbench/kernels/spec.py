@@ -125,7 +125,6 @@ class BenchSpec(JobSpec):
     """Kernel benchmarks (``target: kernels``) or model latency (``target: latency``)."""
 
     KIND: ClassVar[str] = "bench"
-    EXECUTOR: ClassVar[str] = "workbench.kernels.job"
     kind: Literal["bench"] = "bench"
     target: Literal["kernels", "latency"] = "kernels"
     device: Literal["cpu", "cuda"] = "cpu"

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import duckdb
 
 from workbench.errors import StoreBusyError, StoreError
+from workbench.faults import faultpoint
 from workbench.records import JobOutput
 from workbench.store.masks import ENCODING, encode_mask
 from workbench.store.schema import LATEST_VERSION, MIGRATIONS, RUN_CHILD_TABLES
@@ -54,12 +55,6 @@ def _is_conflict(err: Exception) -> bool:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def _faultpoint(name: str) -> None:
-    """Test hook: WORKBENCH_FAULTPOINT=<name> kills the process here, as a crash or `kill -9` would."""
-    if os.environ.get("WORKBENCH_FAULTPOINT") == name:
-        os._exit(137)
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
@@ -329,10 +324,10 @@ class Store:
                       d.sad / d.numel if d.numel else 0.0, d.iou] for d in output.divergence])
             if output.kernel_results:
                 self._write_kernel_results(con, run_id, output.kernel_results)
-            _faultpoint("finish:rows_written")
+            faultpoint("finish:rows_written")
             con.execute("UPDATE runs SET status = 'finished', error = NULL, finished_at = ?, wall_s = ? WHERE run_id = ?",
                         [_now(), wall_s, run_id])
-            _faultpoint("finish:status_flipped")
+            faultpoint("finish:status_flipped")
 
         self.transaction(write_all)
 

@@ -16,6 +16,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
+from workbench.faults import faultpoint
 from workbench.records import Metric
 from workbench.training.checkpoint import Checkpoints
 from workbench.training.evolution import MaskEvolution
@@ -43,9 +44,7 @@ def learning_rate(config: Optimizer, step: int, total: int) -> float:
 
 
 def _fault_point(step: int) -> None:
-    from workbench.store import _faultpoint
-
-    _faultpoint(f"train:step={step}")  # lets a test kill the job here, as a crash would
+    faultpoint(f"train:step={step}")  # lets a test kill the job here, as a crash would
 
 
 class TrainLoop:

@@ -44,7 +44,6 @@ class TrainSpec(JobSpec):
     """Train (or fine-tune) a model while a sparse-training method keeps or evolves its masks."""
 
     KIND: ClassVar[str] = "train"
-    EXECUTOR: ClassVar[str] = "workbench.training.job"
     # fields that change where or how fast a job runs, never its result: kept out of the key
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset({"device", "checkpoint_every"})
 

@@ -2,7 +2,7 @@
 
 ``prepare`` loads and checks what the job reads (model, data, N:M widths) before the run is
 registered. ``execute`` runs the loop, resuming from the job's newest checkpoint when a killed run of
-the same key left one (the runner sets ``workdir`` to ``<store dir>/checkpoints/<key>``), and returns
+the same key left one (the runner's ``JobContext.workdir``, ``<store dir>/checkpoints/<key>``), and returns
 per-step metrics, mask snapshots and the SAD between consecutive snapshots for the store.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -25,7 +24,7 @@ from workbench.training.registry import TrainContext, resolve_method
 from workbench.training.sparsity import layer_nm_weight_valid, nm_width
 from workbench.training.spec import TrainSpec
 from workbench.training.tasks import ImageTask, Task, TextTask
-from workbench.store import Store
+from workbench.jobs import JobContext
 
 
 @dataclass
@@ -35,7 +34,6 @@ class PreparedTrain:
     layers: dict[str, nn.Module]
     task: Task
     calibration: torch.Tensor | None = None
-    workdir: Path | None = None  # checkpoints; None = no resuming
 
 
 def resolve_device(name: str) -> torch.device:
@@ -46,7 +44,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def prepare(spec: TrainSpec, progress: bool = False, store: Store | None = None) -> PreparedTrain:
+def prepare(spec: TrainSpec, job: JobContext | None = None) -> PreparedTrain:
     device = resolve_device(spec.device)
     calibration = None
     if spec.is_image:
@@ -91,7 +89,8 @@ def _check_nm_widths(spec: TrainSpec, layers: dict[str, nn.Module]) -> None:
             check_nm_width(name, nm_width(module), spec.pattern.group)
 
 
-def execute(prepared: PreparedTrain, progress: bool = False) -> JobOutput:
+def execute(prepared: PreparedTrain, job: JobContext | None = None) -> JobOutput:
+    job = job or JobContext()
     spec = prepared.spec
     method_class = resolve_method(spec.method)
     context = TrainContext(
@@ -99,7 +98,7 @@ def execute(prepared: PreparedTrain, progress: bool = False) -> JobOutput:
         density=spec.density, total_steps=spec.steps, seed=spec.seed,
         params=method_class.Params.model_validate(spec.params), calibration=prepared.calibration,
         family=prepared.task.family)
-    loop = TrainLoop(spec, prepared.task, method_class(context), Checkpoints(prepared.workdir), progress)
+    loop = TrainLoop(spec, prepared.task, method_class(context), Checkpoints(job.workdir), job.progress)
     started = time.perf_counter()
     with PeakMemory() as peak:
         loop.run()

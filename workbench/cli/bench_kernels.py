@@ -114,7 +114,7 @@ def suite_command(store_path: Path | None, device: str, masks_run: str | None, b
     """The default suite of the device; with ``budget_s``, cases past the budget are left out (rows
     say so) so that the command ends in time and what was measured is stored; ``parts`` runs only the
     named parts (a host with a time limit per command runs the suite in pieces)."""
-    from workbench.kernels.job import DEADLINE_ENV
+    from workbench.jobs.bench import DEADLINE_ENV
     from workbench.kernels.suites import cpu_suite, gpu_suite, latest_masks_run, store_shapes
 
     store = _use_store(store_path)

@@ -31,6 +31,7 @@ from workbench.kernels.selection import headline_metrics, mark_best
 from workbench.kernels.spec import BenchError, BenchSpec, parse_shape
 from workbench.kernels.stats import summarize
 from workbench.records import JobOutput, Metric
+from workbench.jobs import JobContext
 from workbench.store import Store
 
 DEADLINE_ENV = "WORKBENCH_BENCH_DEADLINE"  # epoch seconds after which cases are left out (suite time budgets)
@@ -43,14 +44,14 @@ class PreparedBench:
     masks: dict[str, torch.Tensor] | None = None
 
 
-def prepare(spec: BenchSpec, progress: bool = False, store: Store | None = None) -> PreparedBench:
+def prepare(spec: BenchSpec, job: JobContext | None = None) -> PreparedBench:
     if spec.device == "cuda" and not torch.cuda.is_available():
         raise BenchError("this spec asks for a CUDA GPU and there is none here", "run it on a GPU host, or use --device cpu")
     prepared = PreparedBench(spec)
     if spec.target == "latency" and spec.latency.masks_key:
         from workbench import queries
 
-        store = store or Store()
+        store = (job and job.store) or Store()
         found = store.finished_run(spec.latency.masks_key)
         if found is None:
             raise BenchError(f"no finished pruning run with key {spec.latency.masks_key[:12]} in {store.path}",
@@ -296,7 +297,8 @@ def _run_latency(prepared: PreparedBench, ctx: _Context, deadline: float | None,
     return rows
 
 
-def execute(prepared: PreparedBench, progress: bool = False) -> JobOutput:
+def execute(prepared: PreparedBench, job: JobContext | None = None) -> JobOutput:
+    progress = bool(job and job.progress)
     spec = prepared.spec
     deadline = _deadline()
     started = time.perf_counter()

@@ -25,7 +25,7 @@ from workbench.pruning.pipeline import heldout_count
 from workbench.pruning.registry import PruneContext, resolve_method
 from workbench.records import JobOutput, LayerStat, MaskRecord, Metric
 from workbench.spec import PruneSpec
-from workbench.store import Store
+from workbench.jobs import JobContext
 
 
 @dataclass
@@ -35,7 +35,8 @@ class PreparedPrune:
     context: PruneContext
 
 
-def prepare(spec: PruneSpec, progress: bool = False, store: Store | None = None) -> PreparedPrune:
+def prepare(spec: PruneSpec, job: JobContext | None = None) -> PreparedPrune:
+    progress = bool(job and job.progress)
     method = resolve_method(spec.method)
     allocation = resolve_allocation(spec.allocation)
     load_corpus(spec.data)
@@ -74,7 +75,8 @@ def _evaluate(spec: PruneSpec, loaded: LoadedModel, dense_embeddings: torch.Tens
     return {**embedding_fidelity(dense_embeddings, pruned), "eval_sentences": float(len(sentences))}
 
 
-def execute(prepared: PreparedPrune, progress: bool = False) -> JobOutput:
+def execute(prepared: PreparedPrune, job: JobContext | None = None) -> JobOutput:
+    progress = bool(job and job.progress)
     spec, loaded, context = prepared.spec, prepared.loaded, prepared.context
     method = resolve_method(spec.method)
     dense_embeddings, sentences = None, []

@@ -302,7 +302,7 @@ def bench_kernels(
         store: Optional[str] = StoreOption, force: bool = typer.Option(False, "--force"),
         as_json: bool = typer.Option(False, "--json")) -> None:
     """Time sparse matmul kernels against dense (a cached `bench` job; README, Kernel benchmarks)."""
-    from workbench.kernels.commands import kernels_command
+    from workbench.cli.bench_kernels import kernels_command
 
     try:
         kernels_command(store, device, backend, dtype, shape, tokens, sparsity, block, budget_ms, model_shapes,
@@ -315,7 +315,7 @@ def bench_kernels(
 def bench_build_sm90(jobs: int = typer.Option(2, help="nvcc processes at a time (each needs a few GiB of memory)")
                      ) -> None:
     """Compile the Hopper 2:4 sparse GEMM library (CUTLASS sm90) of the semi24-sm90 backend; print its path."""
-    from workbench.kernels.commands import build_sm90_command
+    from workbench.cli.bench_kernels import build_sm90_command
 
     try:
         build_sm90_command(jobs)
@@ -339,7 +339,7 @@ def bench_latency(
         store: Optional[str] = StoreOption, force: bool = typer.Option(False, "--force"),
         as_json: bool = typer.Option(False, "--json")) -> None:
     """Prefill and decode latency of a model with dense vs sparse linear layers."""
-    from workbench.kernels.commands import latency_command
+    from workbench.cli.bench_kernels import latency_command
 
     try:
         latency_command(store, device, model, random_weights, variant, dtype, prefill, decode, context, masks_run,
@@ -358,7 +358,7 @@ def bench_suite(
         store: Optional[str] = StoreOption, force: bool = typer.Option(False, "--force"),
         as_json: bool = typer.Option(False, "--json")) -> None:
     """The default kernel and latency suite of this device (GPU or CPU)."""
-    from workbench.kernels.commands import suite_command
+    from workbench.cli.bench_kernels import suite_command
 
     try:
         suite_command(store, device, masks_run, budget_s, force, as_json, parts=part)
@@ -370,7 +370,7 @@ def bench_suite(
 def bench_report(run_ids: Optional[list[str]] = typer.Argument(None, help="bench runs (default: all)"),
                  store: Optional[str] = StoreOption, as_json: bool = typer.Option(False, "--json")) -> None:
     """Tables of stored benchmark runs: speedups, latency, ceilings, one-time costs, failures, targets."""
-    from workbench.kernels.commands import report_command
+    from workbench.cli.bench_kernels import report_command
 
     try:
         report_command(store, run_ids, as_json)
