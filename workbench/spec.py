@@ -14,26 +14,19 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from workbench.errors import SpecError
+from workbench.values import Pattern, StrictModel
+
+__all__ = ["JobSpec", "Pattern", "PruneSpec", "StrictModel", "job_key", "parse_spec", "parse_sweep", "register_kind"]
 
 # Fields that name or describe a job without changing its result; they stay out of the key.
 LABEL_FIELDS = frozenset({"name", "tags"})
-
-
-class StrictModel(BaseModel):
-    """Unknown keys are errors: a typo in a spec must not silently fall back to a default."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    # Fields added after keys were first stored, whose default reproduces the earlier results: left out of
-    # the canonical form while at their default, so that stored runs keep their keys.
-    KEY_OMITS_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset()
 
 
 def _omit_new_defaults(model: BaseModel, data: dict[str, Any]) -> dict[str, Any]:
@@ -62,39 +55,6 @@ class Evaluation(StrictModel):
     seq_len: int = Field(512, ge=8, le=131_072, description="tokens per evaluation window")
 
 
-class Pattern(StrictModel):
-    """Where zeros may go. ``keep``/``group`` set for N:M (N = kept of every M along the input)."""
-
-    name: Literal["unstructured", "nm"]
-    keep: int | None = None
-    group: int | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> "Pattern":
-        text = str(text).strip().lower()
-        if text == "unstructured":
-            return cls(name="unstructured")
-        match = re.fullmatch(r"(\d+)\s*:\s*(\d+)", text)
-        if not match:
-            raise ValueError(f"unknown pattern {text!r}; use 'unstructured' or 'N:M' (N kept of every M), e.g. '2:4'")
-        keep, group = int(match.group(1)), int(match.group(2))
-        if not 0 < keep < group:
-            raise ValueError(f"pattern {text!r} must keep fewer than it groups: N:M needs 0 < N < M, e.g. '2:4'")
-        return cls(name="nm", keep=keep, group=group)
-
-    @property
-    def is_nm(self) -> bool:
-        return self.name == "nm"
-
-    @property
-    def sparsity(self) -> float | None:
-        """The sparsity an N:M pattern implies (None when unstructured)."""
-        return 1 - self.keep / self.group if self.is_nm else None
-
-    def __str__(self) -> str:
-        return f"{self.keep}:{self.group}" if self.is_nm else "unstructured"
-
-
 class JobSpec(StrictModel):
     """Fields every job kind shares."""
 
@@ -121,6 +81,18 @@ class JobSpec(StrictModel):
     def summary(self) -> dict[str, Any]:
         """Columns the store keeps beside the JSON so that tables filter without parsing it."""
         return {}
+
+
+def method_job_summary(spec: Any, allocation: str) -> dict[str, Any]:
+    """The summary columns of a job that applies a method to a model at a sparsity (prune, train)."""
+    return {
+        "model": spec.model,
+        "data": spec.data,
+        "method": spec.method,
+        "pattern": str(spec.pattern),
+        "allocation": allocation,
+        "target_sparsity": spec.sparsity,
+    }
 
 
 class PruneSpec(JobSpec):
@@ -194,14 +166,7 @@ class PruneSpec(JobSpec):
         }
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "data": self.data,
-            "method": self.method,
-            "pattern": str(self.pattern),
-            "allocation": self.allocation,
-            "target_sparsity": self.sparsity,
-        }
+        return method_job_summary(self, self.allocation)
 
 
 JOB_KINDS: dict[str, type[JobSpec]] = {"prune": PruneSpec}
@@ -250,12 +215,10 @@ def parse_spec(data: Any) -> JobSpec:
         message = _format_validation_error(err)
         fix = f"allowed keys are: {allowed}" if message.startswith("unknown key") else "correct that field (see README, Job specs)"
         raise SpecError(f"invalid {kind} spec: {message}", fix) from None
-    except SpecError:
-        raise
 
 
 def job_key(spec: JobSpec) -> str:
-    """sha256 over the canonical spec and the identities of what it reads (ARCHITECTURE.md, Cache keys)."""
+    """sha256 over the canonical spec and the identities of what it reads (README, Job specs)."""
     payload = {"spec": spec.canonical(), "identity": spec.identity_parts()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 

@@ -20,7 +20,7 @@ from workbench.metrics.sparsity import overall_sparsity, weight_sparsity
 from workbench.models import LoadedModel, check_finite, load_model
 from workbench.models.layers import block_index, prunable_layers
 from workbench.pruning.allocation import resolve_allocation
-from workbench.pruning.masks import check_nm_width, nm_valid
+from workbench.pruning.masks import check_pattern_fits, input_widths, nm_valid
 from workbench.pruning.pipeline import heldout_count
 from workbench.pruning.registry import PruneContext, resolve_method
 from workbench.records import JobOutput, LayerStat, MaskRecord, Metric
@@ -47,9 +47,7 @@ def prepare(spec: PruneSpec, job: JobContext | None = None) -> PreparedPrune:
             raise SpecError(f"a window of {window} tokens exceeds {spec.model}'s {loaded.max_seq_len} positions",
                             f"set calibration.seq_len and evaluation.seq_len to at most {loaded.max_seq_len}")
     layers = prunable_layers(loaded.model, spec.prune_embeddings, spec.prune_head)
-    if spec.pattern.is_nm:
-        for name, module in layers.items():
-            check_nm_width(name, module.weight.shape[-1], spec.pattern.group)
+    check_pattern_fits(input_widths(layers), spec.pattern)
     calibration = heldout = None
     if method.needs_calibration or allocation.needs_calibration:
         samples = spec.calibration.samples

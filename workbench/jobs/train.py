@@ -15,8 +15,10 @@ import torch
 from torch import nn
 
 from workbench.errors import SpecError
+from workbench.jobs import JobContext
 from workbench.metrics.memory import PeakMemory
 from workbench.models.layers import block_index
+from workbench.pruning.masks import check_pattern_fits
 from workbench.records import JobOutput, LayerStat, Metric
 from workbench.training.checkpoint import Checkpoints
 from workbench.training.loop import TrainLoop
@@ -24,7 +26,6 @@ from workbench.training.registry import TrainContext, resolve_method
 from workbench.training.sparsity import layer_nm_weight_valid, nm_width
 from workbench.training.spec import TrainSpec
 from workbench.training.tasks import ImageTask, Task, TextTask
-from workbench.jobs import JobContext
 
 
 @dataclass
@@ -82,11 +83,7 @@ def prepare(spec: TrainSpec, job: JobContext | None = None) -> PreparedTrain:
 
 
 def _check_nm_widths(spec: TrainSpec, layers: dict[str, nn.Module]) -> None:
-    if spec.pattern.is_nm:
-        from workbench.pruning.masks import check_nm_width
-
-        for name, module in layers.items():
-            check_nm_width(name, nm_width(module), spec.pattern.group)
+    check_pattern_fits({name: nm_width(module) for name, module in layers.items()}, spec.pattern)
 
 
 def execute(prepared: PreparedTrain, job: JobContext | None = None) -> JobOutput:

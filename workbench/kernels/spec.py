@@ -21,7 +21,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from workbench.errors import WorkbenchError
-from workbench.spec import JobSpec, StrictModel, register_kind
+from workbench.spec import JobSpec, register_kind
+from workbench.values import StrictModel
 
 HARNESS_VERSION = "2"  # bump when what a case measures changes: it enters the key
 RANDOM_SHAPES_VERSION = "1"  # bump when a random model's shape (latency.RANDOM_MODELS) changes

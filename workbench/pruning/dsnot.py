@@ -36,7 +36,7 @@ from workbench.pruning.pipeline import (CalibratedMethod, GroupPruner, InputStat
                                        Needs)
 from workbench.pruning.registry import PruneContext
 from workbench.pruning.wanda import wanda_mask, wanda_scores
-from workbench.spec import Pattern
+from workbench.values import Pattern
 
 
 class DSnoTParams(BaseModel):

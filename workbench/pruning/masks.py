@@ -7,11 +7,15 @@ A mask is a bool tensor shaped like the weight, True where the weight is kept. C
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 
+from torch import nn
+
 from workbench.errors import PruningError
+from workbench.values import Pattern
 
 
 def pruned_count(total: int, sparsity: float) -> int:
@@ -52,6 +56,18 @@ def check_nm_width(name: str, cols: int, group: int) -> None:
     if cols % group:
         raise PruningError(f"layer {name} has input width {cols}, which the N:M group size {group} does not divide",
                            f"choose an M that divides {cols}, or prune this model unstructured")
+
+
+def input_widths(layers: Mapping[str, nn.Module]) -> dict[str, int]:
+    """Each layer's input width: the axis N:M groups run along (a weight's last dimension)."""
+    return {name: module.weight.shape[-1] for name, module in layers.items()}
+
+
+def check_pattern_fits(widths: Mapping[str, int], pattern: Pattern) -> None:
+    """N:M needs every layer's input width to be a multiple of M: say which layer is not, before any work."""
+    if pattern.is_nm:
+        for name, cols in widths.items():
+            check_nm_width(name, cols, pattern.group)
 
 
 def nm_mask(scores: torch.Tensor, keep: int, group: int) -> torch.Tensor:

@@ -40,9 +40,9 @@ from tqdm.auto import tqdm
 
 from workbench.errors import PruningError
 from workbench.models.layers import transformer_blocks
-from workbench.pruning.masks import check_nm_width, pack_bits, unpack_bits
+from workbench.pruning.masks import check_pattern_fits, input_widths, pack_bits, unpack_bits
 from workbench.pruning.registry import PruneContext, PruneOutcome, PruningMethod
-from workbench.spec import Pattern
+from workbench.values import Pattern
 
 
 @dataclass(frozen=True)
@@ -513,13 +513,6 @@ def _forward_precision(precision: str, device: torch.device) -> contextlib.Abstr
     raise PruningError(f"unknown calibration precision {precision!r}", "use calibration.precision: model or bfloat16")
 
 
-def check_pattern(layers: dict[str, nn.Module], pattern: Pattern) -> None:
-    """N:M needs every layer's input width to be a multiple of M: say which layer is not, before any work."""
-    if pattern.is_nm:
-        for name, module in layers.items():
-            check_nm_width(name, module.weight.shape[-1], pattern.group)
-
-
 class CalibratedMethod(PruningMethod):
     """A method that the pipeline runs: it names the statistics it reads (``needs``) and how it prunes a
     group of layers that share one input (``pruner``)."""
@@ -536,7 +529,7 @@ class CalibratedMethod(PruningMethod):
         return self.needs
 
     def prune(self, context: PruneContext) -> PruneOutcome:
-        check_pattern(context.layers, context.pattern)
+        check_pattern_fits(input_widths(context.layers), context.pattern)
         result = run_pipeline(context.model, context.layers, context.calibration, self.layer_needs(context),
                               self.pruner(context), heldout=context.heldout, progress=context.progress, desc=self.name,
                               precision=context.precision)

@@ -18,7 +18,7 @@ from torch import nn
 
 from workbench.errors import SpecError
 from workbench.params import HasParams, NoParams  # noqa: F401 - NoParams re-exported for methods
-from workbench.spec import Pattern
+from workbench.values import Pattern
 
 METHODS: dict[str, str] = {
     "dense": "workbench.pruning.dense",

@@ -36,7 +36,7 @@ from workbench.errors import PruningError
 from workbench.pruning.masks import nm_prune_mask, topk_mask
 from workbench.pruning.pipeline import CalibratedMethod, GroupPruner, InputStatistics, LayerResult, Needs
 from workbench.pruning.registry import PruneContext
-from workbench.spec import Pattern
+from workbench.values import Pattern
 
 SUB_BLOCK = 16
 MAX_DAMPING_STEPS = 6  # dampening x 10 each time: 0.01 -> 1e4 times the mean diagonal

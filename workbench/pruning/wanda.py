@@ -18,7 +18,7 @@ from torch import nn
 from workbench.pruning.masks import nm_prune_mask, row_topk_mask
 from workbench.pruning.pipeline import CalibratedMethod, GroupPruner, InputStatistics, LayerResult, Needs
 from workbench.pruning.registry import PruneContext
-from workbench.spec import Pattern
+from workbench.values import Pattern
 
 
 def wanda_scores(weight: torch.Tensor, sq_norm: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from torch import nn
 
 from workbench.errors import SpecError
 from workbench.params import HasParams
-from workbench.spec import Pattern
+from workbench.values import Pattern
 from workbench.training.sparsity import apply_masks, mask_gradients
 
 METHODS: dict[str, str] = {

@@ -19,12 +19,33 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from workbench.spec import JobSpec, Pattern, StrictModel, register_kind
+from workbench.spec import JobSpec, method_job_summary, register_kind
+from workbench.values import Pattern, StrictModel
 
 IMAGE_DATA = ("fashion-mnist",)
 IMAGE_MODELS = ("fashion-cnn",)
 # bumped when the loop's behaviour (order of hooks, data order, logging) changes a result
 LOOP_VERSION = "1"
+
+
+def model_identity(name: str) -> str:
+    if name in IMAGE_MODELS:
+        from workbench.models.fashion_cnn import IDENTITY
+
+        return IDENTITY
+    from workbench.models import model_identity as loader_identity
+
+    return loader_identity(name)
+
+
+def data_identity(name: str) -> str:
+    if name == "fashion-mnist":
+        from workbench.data.fashion_mnist import fashion_mnist_identity
+
+        return fashion_mnist_identity()
+    from workbench.data import data_identity as corpus_identity
+
+    return corpus_identity(name)
 
 
 class Optimizer(StrictModel):
@@ -141,7 +162,6 @@ class TrainSpec(JobSpec):
 
     def identity_parts(self) -> dict[str, str]:
         from workbench.training.registry import resolve_method
-        from workbench.training.tasks import data_identity, model_identity
 
         return {
             "model": model_identity(self.model),
@@ -151,14 +171,7 @@ class TrainSpec(JobSpec):
         }
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "data": self.data,
-            "method": self.method,
-            "pattern": str(self.pattern),
-            "allocation": self.density,
-            "target_sparsity": self.sparsity,
-        }
+        return method_job_summary(self, self.density)
 
 
 register_kind(TrainSpec)

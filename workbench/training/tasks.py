@@ -17,27 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workbench.training.spec import IMAGE_MODELS, TrainSpec
-
-
-def model_identity(name: str) -> str:
-    if name in IMAGE_MODELS:
-        from workbench.models.fashion_cnn import IDENTITY
-
-        return IDENTITY
-    from workbench.models import model_identity as loader_identity
-
-    return loader_identity(name)
-
-
-def data_identity(name: str) -> str:
-    if name == "fashion-mnist":
-        from workbench.data.fashion_mnist import fashion_mnist_identity
-
-        return fashion_mnist_identity()
-    from workbench.data import data_identity as corpus_identity
-
-    return corpus_identity(name)
+from workbench.training.spec import TrainSpec
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:
