@@ -8,11 +8,13 @@ import torch
 
 from workbench import queries
 from workbench.runner import run_job
+from workbench.records import JobOutput, Metric
 from workbench.store import Store
 
 WRITER = """
 import sys
 from workbench.records import JobOutput, MaskRecord, Metric
+from workbench.records import JobOutput, Metric
 from workbench.store import Store
 import torch
 store = Store(sys.argv[1])
@@ -47,3 +49,16 @@ def test_a_job_runs_and_is_cached_on_the_shared_store(lake_url, tiny_spec):
     assert second.cached and second.run_id == first.run_id
     masks = queries.load_masks(store, first.run_id)
     assert len(masks) == 14 and all(abs(float((~m).float().mean()) - 0.5) < 0.01 for m in masks.values())
+
+
+def test_lake_paths_with_quotes_and_question_marks_attach(tmp_path):
+    """The ATTACH statement quotes the catalog and the data path; neither may break it or be rewritten."""
+    folder = tmp_path / "it's a lake?"
+    folder.mkdir()
+    url = f"ducklake:sqlite:{folder / 'cat?alog.sqlite'}"
+    store = Store(url, data_path=folder / "data 'x'?")
+    run_id = store.start_run("key-1", "prune", "{}", {"method": "m"}, {})
+    store.finish_run(run_id, "key-1", JobOutput(metrics=[Metric("i", 1.0)]), 0.0)
+    again = Store(url, data_path=folder / "data 'x'?")
+    assert again.finished_run("key-1")["run_id"] == run_id
+    assert (folder / "cat?alog.sqlite").exists() and (folder / "data 'x'?").is_dir()

@@ -43,6 +43,16 @@ def default_store_path() -> Path:
     return Path(os.environ.get("WORKBENCH_STORE", DEFAULT_STORE))
 
 
+def is_lake_url(location: object) -> bool:
+    """True for a shared DuckLake store's URL (``ducklake:...``), False for a DuckDB file's path."""
+    return str(location).startswith(LAKE_PREFIX)
+
+
+def sql_literal(text: str) -> str:
+    """``text`` as a SQL string literal (quotes doubled), for the few statements that take no parameters."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
 def _is_lock_error(err: Exception) -> bool:
     text = str(err).lower()
     return "could not set lock" in text or "database is locked" in text or "lock on file" in text
@@ -150,13 +160,14 @@ class Store:
                                                  "autoinstall_known_extensions": False,
                                                  "autoload_known_extensions": False})
         try:
-            con.execute(f"LOAD '{_extension_file('ducklake')}'")
+            con.execute(f"LOAD {sql_literal(_extension_file('ducklake'))}")
             scanner = {"postgres": "postgres_scanner", "sqlite": "sqlite_scanner"}.get(catalog.split(":", 1)[0])
             if scanner:
-                con.execute(f"LOAD '{_extension_file(scanner)}'")
+                con.execute(f"LOAD {sql_literal(_extension_file(scanner))}")
             self.data_path.mkdir(parents=True, exist_ok=True)
-            options = f"DATA_PATH '{self.data_path.resolve()}/'" + (", READ_ONLY" if read_only else "")
-            con.execute(f"ATTACH ? AS lake ({options})".replace("?", "'" + self.location.replace("'", "''") + "'"))
+            # ATTACH takes no bound parameters: both strings enter as quoted SQL literals
+            options = f"DATA_PATH {sql_literal(f'{self.data_path.resolve()}/')}" + (", READ_ONLY" if read_only else "")
+            con.execute(f"ATTACH {sql_literal(self.location)} AS lake ({options})")
             con.execute("USE lake")
         except duckdb.Error as err:
             con.close()
