@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from workbench.errors import WorkbenchError
 from workbench.jobs import JobContext, executor_for
+from workbench.results import describe
 from workbench.spec import JobSpec, job_key, parse_spec
 from workbench.store import Store
 
@@ -80,12 +81,17 @@ def run_sweep(specs: Iterable[JobSpec], store: Store | None = None, force: bool 
               on_result: Callable[[JobSpec, RunResult], None] | None = None,
               keep_going: bool = True) -> list[RunResult]:
     """Run every spec in order; finished keys are served from the store, so a re-run executes only
-    what is missing. A failing job is recorded and, with ``keep_going``, the sweep goes on."""
+    what is missing. A failing job is recorded and, with ``keep_going``, the sweep goes on.
+
+    Every job's key is computed before the first one runs, so a sweep naming an unknown model or data
+    file fails at once, with nothing run and nothing stored."""
     store = store or Store()
     specs = list(specs)
+    keys = [job_key(spec) for spec in specs]
+    store.check_writable()
     results = []
-    bar = tqdm(specs, desc="sweep", unit="job", disable=not progress)
-    for spec in bar:
+    bar = tqdm(list(zip(specs, keys)), desc="sweep", unit="job", disable=not progress)
+    for spec, key in bar:
         bar.set_postfix_str(describe(spec))
         try:
             result = run_job(spec, store, force=force, progress=progress)
@@ -93,23 +99,11 @@ def run_sweep(specs: Iterable[JobSpec], store: Store | None = None, force: bool 
             if not keep_going:
                 raise
             message = str(err) if isinstance(err, WorkbenchError) else f"{type(err).__name__}: {err}"
-            result = RunResult("", job_key(spec), False, "failed", error=message)
+            result = RunResult("", key, False, "failed", error=message)
         results.append(result)
         if on_result:
             on_result(spec, result)
     return results
-
-
-def describe(spec: JobSpec) -> str:
-    summary = spec.summary()
-    parts = [spec.name or summary.get("method") or spec.kind]
-    if summary.get("target_sparsity") is not None and summary.get("method") != "dense":
-        parts.append(f"{summary['target_sparsity']:.0%}")
-    if summary.get("pattern") not in (None, "unstructured"):
-        parts.append(summary["pattern"])
-    if summary.get("allocation") not in (None, "uniform"):
-        parts.append(summary["allocation"])
-    return " ".join(parts)
 
 
 def spec_json(spec: JobSpec) -> str:

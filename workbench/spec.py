@@ -25,6 +25,8 @@ from workbench.values import Pattern, StrictModel
 
 __all__ = ["JobSpec", "Pattern", "PruneSpec", "StrictModel", "job_key", "parse_spec", "parse_sweep", "register_kind"]
 
+# Seeds reach torch and numpy generators, which take at most 64 and 32 bits: the smaller bound for both.
+MAX_SEED = 2**32 - 1
 # Fields that name or describe a job without changing its result; they stay out of the key.
 LABEL_FIELDS = frozenset({"name", "tags"})
 
@@ -42,7 +44,7 @@ def _omit_new_defaults(model: BaseModel, data: dict[str, Any]) -> dict[str, Any]
 class Calibration(StrictModel):
     samples: int = Field(64, ge=1, le=100_000, description="number of calibration windows")
     seq_len: int = Field(512, ge=8, le=131_072, description="tokens per calibration window")
-    seed: int = Field(0, ge=0, description="seed that draws the windows")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed that draws the windows")
     precision: Literal["model", "bfloat16"] = Field(
         "model", description="dtype of the calibration forward passes: the model's own, or bfloat16 autocast "
                              "(AMX / tensor cores); statistics accumulate in float32 either way")
@@ -206,6 +208,8 @@ def parse_spec(data: Any) -> JobSpec:
         raise SpecError(f"a spec must be a mapping, got {type(data).__name__}", "write the spec as `key: value` lines")
     kind = data.get("kind", "prune")
     _load_kinds()
+    if not isinstance(kind, str):
+        raise SpecError(f"kind must be a name, got a {type(kind).__name__}", f"use one of: {', '.join(sorted(JOB_KINDS))}")
     if kind not in JOB_KINDS:
         raise SpecError(f"unknown job kind {kind!r}", f"use one of: {', '.join(sorted(JOB_KINDS))}")
     try:
@@ -223,16 +227,45 @@ def job_key(spec: JobSpec) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _read_yaml(path: Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"spec file {path} does not exist", "give the path of a YAML spec file")
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error: the usual loaders keep
+    the last value silently, so `sparsity: 0.5` then `sparsity: 0.7` would run at 0.7 without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise SpecError(f"key {key!r} is given twice (line {key_node.start_mark.line + 1})",
+                                "keep one of them")
+            seen.add(key if isinstance(key, (str, int, float, bool)) else id(key_node))
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, what: str = "spec") -> Any:
+    """YAML text as data, refusing duplicate keys; SpecError naming the line on bad syntax."""
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: builds plain data only
     except yaml.YAMLError as err:
         line = getattr(getattr(err, "problem_mark", None), "line", None)
         where = f" at line {line + 1}" if line is not None else ""
-        raise SpecError(f"spec file {path} is not valid YAML{where}", "fix the YAML syntax (indentation, colons)") from None
+        raise SpecError(f"{what} is not valid YAML{where}", "fix the YAML syntax (indentation, colons)") from None
+
+
+def _read_yaml(path: Path) -> Any:
+    path = Path(path)
+    if path.is_dir():
+        raise SpecError(f"spec file {path} is a directory", "give the path of a YAML spec file inside it")
+    if not path.is_file():
+        raise SpecError(f"spec file {path} does not exist", "give the path of a YAML spec file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SpecError(f"spec file {path} is not UTF-8 text (byte {err.start} cannot be decoded)",
+                        "save the spec as UTF-8") from None
+    except OSError as err:
+        raise SpecError(f"spec file {path} cannot be read ({err.strerror})", "check its permissions") from None
+    return parse_yaml(text, f"spec file {path}")
 
 
 def load_spec(path: Path) -> JobSpec:
@@ -255,6 +288,10 @@ class SweepSpec(StrictModel):
     include: list[dict[str, Any]] = Field(default_factory=list)
 
     def expand(self) -> list[JobSpec]:
+        empty = [key for key, values in self.grid.items() if not values]
+        if empty:
+            raise SpecError(f"sweep grid value {empty[0]!r} is an empty list, so the grid has no job",
+                            "give it at least one value, or drop it from the grid")
         combos: list[dict[str, Any]] = []
         if self.grid:
             keys = list(self.grid)
@@ -276,8 +313,12 @@ class SweepSpec(StrictModel):
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
-    for part in parents:
+    for depth, part in enumerate(parents):
         data = data.setdefault(part, {})
+        if not isinstance(data, dict):
+            where = ".".join(parents[: depth + 1])
+            raise SpecError(f"sweep key {dotted!r} reaches into {where!r}, which is a {type(data).__name__}, not a mapping",
+                            f"set {where!r} as a whole, or make it a mapping in the base")
     data[leaf] = value
 
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from workbench.spec import JobSpec, method_job_summary, register_kind
+from workbench.spec import MAX_SEED, JobSpec, method_job_summary, register_kind
 from workbench.values import Pattern, StrictModel
 
 IMAGE_DATA = ("fashion-mnist",)
@@ -78,16 +78,16 @@ class TrainSpec(JobSpec):
     density: Literal["uniform", "erk"] = Field("uniform", description="per-layer densities (uniform or ERK)")
     optimizer: Optimizer | None = Field(None, description="default: SGD 0.05 for images, AdamW 1e-4 for text")
     batch_size: int | None = Field(None, ge=1, description="default 128 images or 4 text windows")
-    epochs: float | None = Field(None, gt=0, description="passes over the training images (images only)")
-    steps: int | None = Field(None, ge=1, description="optimizer steps (default 3 epochs, or 20 for text)")
+    epochs: float | None = Field(None, gt=0, le=100_000, description="passes over the training images (images only)")
+    steps: int | None = Field(None, ge=1, le=10**9, description="optimizer steps (default 3 epochs, or 20 for text)")
     seq_len: int = Field(128, ge=8, description="tokens per training and evaluation window (text)")
     train_subset: int | None = Field(None, ge=1, description="use only the first N training images")
     eval_subset: int | None = Field(None, ge=1, description="test images (default all 10k) or text windows (16)")
     eval_every: int = Field(100, ge=1, description="evaluate every k steps (and at the first and last)")
     snapshot_every: int = Field(50, ge=1, description="snapshot every layer's mask every k steps")
     log_every: int = Field(10, ge=1, description="log the mean training loss every k steps")
-    seed: int = Field(0, ge=0, description="initialisation, data order and random growth")
-    device: str = Field("auto", description="auto | cpu | cuda[:i]; not part of the key")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="initialisation, data order and random growth")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto | cpu | cuda[:i]; not part of the key")
     checkpoint_every: int = Field(100, ge=1, description="checkpoint every k steps for resuming; not part of the key")
 
     @field_validator("pattern", mode="before")
