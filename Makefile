@@ -46,4 +46,5 @@ app:
 	$(BIN)/streamlit run app/main.py --server.address=127.0.0.1 --server.headless=true
 
 test: install-dev
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest tests
