@@ -22,7 +22,7 @@ from workbench.models.layers import block_index, prunable_layers
 from workbench.pruning.allocation import resolve_allocation
 from workbench.pruning.masks import check_pattern_fits, input_widths, nm_valid
 from workbench.pruning.pipeline import heldout_count
-from workbench.pruning.registry import PruneContext, resolve_method
+from workbench.pruning.registry import PruneContext, PruneOutcome, resolve_method
 from workbench.records import JobOutput, LayerStat, MaskRecord, Metric
 from workbench.spec import PruneSpec
 from workbench.jobs import JobContext
@@ -73,19 +73,23 @@ def _evaluate(spec: PruneSpec, loaded: LoadedModel, dense_embeddings: torch.Tens
     return {**embedding_fidelity(dense_embeddings, pruned), "eval_sentences": float(len(sentences))}
 
 
-def execute(prepared: PreparedPrune, job: JobContext | None = None) -> JobOutput:
-    progress = bool(job and job.progress)
-    spec, loaded, context = prepared.spec, prepared.loaded, prepared.context
-    method = resolve_method(spec.method)
-    dense_embeddings, sentences = None, []
-    if loaded.family == "encoder":
-        sentences = load_corpus(spec.data).sentences(spec.evaluation.windows)
-        dense_embeddings = sentence_embeddings(loaded.model, loaded.tokenizer, sentences, max_length=spec.evaluation.seq_len)
+@dataclass
+class PrunedModel:
+    """The model with the method's masks applied (weights changed in place), and what the run records of it."""
 
+    outcome: PruneOutcome
+    prune_seconds: float
+    peak: PeakMemory
+
+
+def prune_model(prepared: PreparedPrune) -> PrunedModel:
+    """Allocation -> method -> masks applied to the weights: everything of a run but its evaluation (an
+    export of the run's model repeats exactly this step)."""
+    spec, loaded, context = prepared.spec, prepared.loaded, prepared.context
     started = time.perf_counter()
     with PeakMemory() as peak:
         context.targets = resolve_allocation(spec.allocation).allocate(context, spec.sparsity)
-        outcome = method.prune(context)
+        outcome = resolve_method(spec.method).prune(context)
         with torch.no_grad():
             for name, module in context.layers.items():
                 mask = outcome.masks[name]
@@ -95,6 +99,19 @@ def execute(prepared: PreparedPrune, job: JobContext | None = None) -> JobOutput
                 module.weight.mul_(mask.to(module.weight.device))
     prune_seconds = time.perf_counter() - started
     check_finite(loaded.model)
+    return PrunedModel(outcome, prune_seconds, peak)
+
+
+def execute(prepared: PreparedPrune, job: JobContext | None = None) -> JobOutput:
+    progress = bool(job and job.progress)
+    spec, loaded, context = prepared.spec, prepared.loaded, prepared.context
+    dense_embeddings, sentences = None, []
+    if loaded.family == "encoder":
+        sentences = load_corpus(spec.data).sentences(spec.evaluation.windows)
+        dense_embeddings = sentence_embeddings(loaded.model, loaded.tokenizer, sentences, max_length=spec.evaluation.seq_len)
+
+    pruned = prune_model(prepared)
+    outcome, peak = pruned.outcome, pruned.peak
 
     layers, masks = [], []
     for name, module in context.layers.items():
@@ -113,7 +130,7 @@ def execute(prepared: PreparedPrune, job: JobContext | None = None) -> JobOutput
     metrics = {
         "sparsity": overall_sparsity(context.layers),
         **quality,
-        "prune_seconds": prune_seconds,
+        "prune_seconds": pruned.prune_seconds,
         "eval_seconds": time.perf_counter() - started_eval,
         "peak_memory_mb": peak.rss_mb,
         **({"peak_gpu_memory_mb": peak.gpu_mb} if peak.gpu_mb is not None else {}),
