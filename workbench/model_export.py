@@ -1,0 +1,113 @@
+"""A finished prune run's model as a Hugging Face folder people load with plain ``from_pretrained``.
+
+The store keeps masks, not weights (a 135M-parameter model is 0.5 GB per run), so the export rebuilds the
+run's model: it prunes the run's spec again (its key proves the model, data and code are the ones the run
+used), checks that every mask equals the stored one bit for bit, and saves the result. That is exact for
+methods that update kept weights too (SparseGPT), where applying masks to dense weights would not be.
+
+The folder holds ``config.json`` and ``model.safetensors`` (dense storage: pruned weights are zeros, or
+the shrunk model for structured runs), the tokenizer where the model has a Hugging Face one,
+``sparsity.json`` (method, pattern, target and achieved sparsity, per-layer sparsity, key and headline
+metrics) and a short ``README.md`` model card.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench import queries
+from workbench.results import HEADLINE_METRICS
+from workbench.errors import SpecError, StoreError
+from workbench.jobs import prune as prune_job
+from workbench.spec import job_key, parse_spec
+from workbench.store import Store
+
+
+@dataclass
+class ExportedModel:
+    folder: Path
+    run_id: str
+    parameters: int
+    files: list[str]
+
+
+def _check_target(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise SpecError(f"{out} is a file", "give a folder to write the model into")
+    if out.is_dir() and any(out.iterdir()):
+        raise SpecError(f"folder {out} is not empty", "give a new or empty folder")
+
+
+def _exportable_run(store: Store, run_id: str) -> dict[str, Any]:
+    record = queries.run(store, run_id)
+    if record["status"] != "finished":
+        raise StoreError(f"run {record['run_id']} is {record['status']}, not finished",
+                         "export a finished run (see `workbench ls`)")
+    if record["kind"] != "prune":
+        raise SpecError(f"run {record['run_id']} is a {record['kind']} run; only prune runs export a model",
+                        "give the id of a prune run")
+    return record
+
+
+def sparsity_report(record: dict[str, Any], layer_rows: Any) -> dict[str, Any]:
+    spec = record["spec"]
+    headline = {name: value for name, value in record["metrics"].items() if name in HEADLINE_METRICS}
+    return {
+        "run_id": record["run_id"],
+        "key": record["key"],
+        "model": spec.get("model"),
+        "method": spec.get("method"),
+        "structure": spec.get("structure"),
+        "pattern": record.get("pattern"),
+        "allocation": spec.get("allocation"),
+        "target_sparsity": record.get("target_sparsity"),
+        "achieved_sparsity": record["metrics"].get("sparsity"),
+        "metrics": headline,
+        "layers": {row["layer"]: row["achieved_sparsity"] for row in layer_rows.to_dict("records")},
+    }
+
+
+def _model_card(report: dict[str, Any]) -> str:
+    structure = f", structure {report['structure']}" if report.get("structure") else ""
+    metrics = ", ".join(f"{name} {value:.4g}" for name, value in sorted(report["metrics"].items()))
+    return (f"# {report['model']} pruned with {report['method']}\n\n"
+            f"Pruned by the Sparsity Workbench: method `{report['method']}`, pattern `{report['pattern']}`"
+            f"{structure}, target sparsity {report['target_sparsity']}, achieved {report['achieved_sparsity']}.\n"
+            f"Run `{report['run_id']}` (key `{report['key'][:16]}`). Metrics: {metrics or 'none'}.\n\n"
+            "Weights are stored dense (pruned weights are zeros), so any stack that loads the base model "
+            "loads this one; `sparsity.json` lists the sparsity of every pruned layer.\n")
+
+
+def export_model(store: Store, run_id: str, out: str | Path, progress: bool = False) -> ExportedModel:
+    """Rebuild a finished prune run's model and save it as a Hugging Face folder (see the module doc)."""
+    out = Path(out)
+    _check_target(out)
+    record = _exportable_run(store, run_id)
+    spec = parse_spec(record["spec"])
+    if job_key(spec) != record["key"]:
+        raise StoreError(f"run {record['run_id']} was made from another model, data set or method version than "
+                         "the ones installed now", "re-run its spec, then export the new run")
+    prepared = prune_job.prepare(spec)
+    pruned = prune_job.prune_model(prepared)
+    stored = queries.load_masks(store, record["run_id"])
+    rebuilt = {name: mask.cpu() for name, mask in pruned.outcome.masks.items()}
+    differing = sorted(name for name in stored if name not in rebuilt or not torch.equal(stored[name], rebuilt[name]))
+    if differing or set(rebuilt) != set(stored):
+        raise StoreError(f"pruning run {record['run_id']}'s spec again gave other masks than the stored ones "
+                         f"({(differing or sorted(set(rebuilt) ^ set(stored)))[0]})",
+                         "the installed code or libraries differ from the run's; re-run the spec and export that run")
+    loaded = prepared.loaded
+    out.mkdir(parents=True, exist_ok=True)
+    loaded.model.save_pretrained(out, safe_serialization=True)
+    if hasattr(loaded.tokenizer, "save_pretrained"):
+        loaded.tokenizer.save_pretrained(out)
+    report = sparsity_report(record, queries.layer_stats(store, [record["run_id"]]))
+    (out / "sparsity.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
+    (out / "README.md").write_text(_model_card(report))
+    parameters = sum(p.numel() for p in loaded.model.parameters())
+    return ExportedModel(out, record["run_id"], parameters, sorted(p.name for p in out.iterdir()))
