@@ -1,8 +1,8 @@
 """The notebook-facing Python API: runs as DataFrames, masks as tensors, jobs from dicts, SAD/IoU.
 
 A thin layer over what the CLI and the app already use: reads go through ``workbench.queries``, jobs
-through ``workbench.runner`` and mask comparisons through ``workbench.metrics.divergence``, so a
-notebook sees exactly the numbers the other readers show. Every function takes ``store=`` (a Store,
+through ``workbench.runner``, and metric directions, labels, Pareto fronts and SAD/IoU come from
+``workbench.results``, so a notebook sees exactly the numbers the other readers show. Every function takes ``store=`` (a Store,
 a path, or None for ``WORKBENCH_STORE`` / ``store/workbench.duckdb``).
 
 ```python
@@ -23,18 +23,16 @@ import torch
 from torch import nn
 
 from workbench import queries
-from workbench.errors import AssetError, PruningError, SpecError
-from workbench.metrics.divergence import compare_runs
-from workbench.runner import RunResult, describe, run_job
+from workbench.errors import AssetError, PruningError, SpecError, StoreError
+from workbench.metrics.divergence import iou, sad
+from workbench.records import DivergenceRecord
+from workbench.results import LOWER_IS_BETTER, Overlap, describe, pareto_front
+from workbench.runner import RunResult, run_job
 from workbench.runner import run_sweep as _run_sweep
 from workbench.spec import JobSpec, parse_spec, parse_sweep
 from workbench.store import Store
 
 StoreLike = Store | str | Path | None
-
-# Quality metrics readers plot against sparsity, and which way is better.
-LOWER_IS_BETTER = {"perplexity": True, "accuracy": False, "embedding_cosine": False, "neighbour_agreement": False,
-                   "loss": True, "speedup": False}
 
 
 def open_store(path: StoreLike = None) -> Store:
@@ -215,8 +213,27 @@ def results_frame(specs: list[JobSpec], results: list[RunResult]) -> pd.DataFram
 # ---------------------------------------------------------------- SAD / IoU
 def compare(run_a: str, run_b: str, *, step_a: int | None = None, step_b: int | None = None,
             store: StoreLike = None) -> pd.DataFrame:
-    """Per-layer SAD and IoU between two runs' masks (final masks unless steps are given)."""
-    return compare_runs(open_store(store), run_a, run_b, step_a, step_b)
+    """Per-layer SAD and IoU between two runs' masks (final masks unless steps are given).
+
+    Computed once and cached in the store's ``divergence`` table (the one write a reader makes);
+    layers present in only one run, or with different shapes, are skipped (they are not the same
+    weights)."""
+    store = open_store(store)
+    run_a, run_b = _run_id(store, run_a), _run_id(store, run_b)
+    cached = queries.divergence(store, [run_a])
+    cached = cached[(cached.run_a == run_a) & (cached.run_b == run_b)
+                    & (cached.step_a.isna() if step_a is None else cached.step_a == step_a)
+                    & (cached.step_b.isna() if step_b is None else cached.step_b == step_b)]
+    if not cached.empty:
+        return cached.reset_index(drop=True)
+    masks_a, masks_b = queries.load_masks(store, run_a, step=step_a), queries.load_masks(store, run_b, step=step_b)
+    records = [DivergenceRecord(layer, sad(masks_a[layer], masks_b[layer]), masks_a[layer].numel(),
+                                iou(masks_a[layer], masks_b[layer]), run_a, run_b, step_a, step_b)
+               for layer in sorted(set(masks_a) & set(masks_b)) if masks_a[layer].shape == masks_b[layer].shape]
+    if not records:
+        raise StoreError(f"runs {run_a} and {run_b} share no layer masks", "compare runs of the same model")
+    store.add_divergence(records)
+    return queries.divergence(store, [run_a]).query("run_a == @run_a and run_b == @run_b").reset_index(drop=True)
 
 
 def _kept(store: Store, run_id: str, step: int | None) -> pd.Series:
@@ -227,22 +244,18 @@ def _kept(store: Store, run_id: str, step: int | None) -> pd.Series:
 
 
 def _totals(rows: pd.DataFrame, kept_a: pd.Series, kept_b: pd.Series) -> dict[str, float]:
-    """Model-wide SAD and IoU from per-layer rows. With k_a, k_b kept weights and SAD = |A xor B|, the
-    intersection is (k_a + k_b - SAD) / 2 and the union intersection + SAD, so IoU is exact."""
-    sad_total = int(rows["sad"].sum())
-    numel = int(rows["numel"].sum())
-    intersection = int((kept_a.reindex(rows["layer"]).to_numpy() + kept_b.reindex(rows["layer"]).to_numpy()
-                        - rows["sad"].to_numpy()).sum()) // 2
-    union = intersection + sad_total
-    return {"sad": sad_total, "numel": numel, "sad_fraction": sad_total / numel if numel else 0.0,
-            "iou": intersection / union if union else 1.0, "layers": int(len(rows))}
+    """Model-wide SAD and IoU from per-layer rows and each side's kept weights per layer (exact:
+    ``results.Overlap.of_counts``)."""
+    total = Overlap.of_counts(int(kept_a.reindex(rows["layer"]).sum()), int(kept_b.reindex(rows["layer"]).sum()),
+                              int(rows["sad"].sum()), int(rows["numel"].sum()))
+    return {**total.as_dict(), "layers": int(len(rows))}
 
 
 def divergence_summary(run_a: str, run_b: str, *, step_a: int | None = None, step_b: int | None = None,
                        store: StoreLike = None) -> dict[str, float]:
     """Model-wide SAD (count and fraction of all compared weights) and IoU of the kept sets."""
     store = open_store(store)
-    rows = compare_runs(store, run_a, run_b, step_a, step_b)
+    rows = compare(run_a, run_b, step_a=step_a, step_b=step_b, store=store)
     return _totals(rows, _kept(store, rows["run_a"].iloc[0], step_a), _kept(store, rows["run_b"].iloc[0], step_b))
 
 
@@ -261,23 +274,8 @@ def mask_drift(run_id: str, *, store: StoreLike = None) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- trade-offs
-def pareto_front(frame: pd.DataFrame, x: str = "sparsity", y: str = "perplexity",
-                 lower_is_better: bool | None = None) -> pd.DataFrame:
-    """The rows no other row beats on both axes: higher ``x`` (sparsity) and better ``y`` (quality).
-
-    ``lower_is_better`` defaults from ``LOWER_IS_BETTER`` (perplexity lower, accuracy higher...)."""
-    lower = LOWER_IS_BETTER.get(y, True) if lower_is_better is None else lower_is_better
-    data = frame.dropna(subset=[x, y])
-    score = data[y] if lower else -data[y]
-    # walk from the sparsest down; a row joins the front when its quality beats every sparser row's
-    order = data.assign(_score=score).sort_values([x, "_score"], ascending=[False, True])
-    best, keep = float("inf"), []
-    for index, value in order["_score"].items():
-        if value < best:
-            keep.append(index)
-            best = value
-    return data.loc[keep].sort_values(x)
-
+# pareto_front (higher sparsity, better quality; sparsities within 1e-3 count as equal) and the
+# direction table LOWER_IS_BETTER are ``workbench.results``'s, re-exported here.
 
 def nonempty(frame: pd.DataFrame, columns: Iterable[str]) -> list[str]:
     """The columns of ``frame`` (in the given order) that hold at least one value."""

@@ -16,22 +16,23 @@ import pandas as pd
 import torch
 
 from workbench.errors import StoreError
+from workbench.results import HEADLINE_METRICS
 from workbench.store import Store
 from workbench.store.masks import decode_mask
 
 RUN_COLUMNS = ["run_id", "key", "kind", "name", "model", "data", "method", "pattern", "allocation",
                "target_sparsity", "status", "error", "created_at", "finished_at", "wall_s", "host"]
 
-# Metrics that readers show as columns beside each run (the rest stay in `metrics`).
-HEADLINE_METRICS = ["sparsity", "perplexity", "embedding_cosine", "neighbour_agreement", "accuracy",
-                    "prune_seconds", "peak_memory_mb", "nm_valid", "speedup"]
+# HEADLINE_METRICS (workbench.results): the metrics readers show as columns beside each run (the rest
+# stay in `metrics`).
 
 
 def _store(store: Store | str | Path | None) -> Store:
     return store if isinstance(store, Store) else Store(store)
 
 
-def _frame(store: Store | str | Path | None, sql: str, params: Sequence[Any] = (), columns: list[str] | None = None) -> pd.DataFrame:
+def _frame(store: Store | str | Path | None, sql: str, params: Sequence[Any] = (),
+           columns: list[str] | None = None) -> pd.DataFrame:
     with _store(store).read() as con:
         if con is None:
             return pd.DataFrame(columns=columns or [])
@@ -40,7 +41,7 @@ def _frame(store: Store | str | Path | None, sql: str, params: Sequence[Any] = (
 
 def runs(store: Store | str | Path | None = None, *, status: str | None = None, kind: str | None = None,
          model: str | None = None, method: str | None = None, limit: int | None = None) -> pd.DataFrame:
-    """One row per run with its headline metrics as columns, newest first."""
+    """One row per run with its headline metrics (``results.HEADLINE_METRICS``) as columns, newest first."""
     where, params = [], []
     for column, value in (("status", status), ("kind", kind), ("model", model), ("method", method)):
         if value is not None:
@@ -57,7 +58,7 @@ def runs(store: Store | str | Path | None = None, *, status: str | None = None, 
         GROUP BY ALL ORDER BY r.created_at DESC {'LIMIT ?' if limit else ''}"""
     if limit:
         params.append(int(limit))
-    return _frame(store, sql, params, RUN_COLUMNS + HEADLINE_METRICS)
+    return _frame(store, sql, params, [*RUN_COLUMNS, *HEADLINE_METRICS])
 
 
 def run(store: Store | str | Path | None, run_id: str) -> dict[str, Any]:
@@ -86,7 +87,8 @@ def metrics(store: Store | str | Path | None = None, run_ids: Iterable[str] | No
     if names is not None:
         where.append("name IN (SELECT unnest(?))")
         params.append(list(names))
-    sql = f"SELECT run_id, name, value, step FROM metrics {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY run_id, name, step"
+    sql = (f"SELECT run_id, name, value, step FROM metrics {'WHERE ' + ' AND '.join(where) if where else ''} "
+           "ORDER BY run_id, name, step")
     return _frame(store, sql, params, ["run_id", "name", "value", "step"])
 
 

@@ -4,53 +4,15 @@ from __future__ import annotations
 
 import pandas as pd
 import plotly.express as px
-import plotly.graph_objects as go
 import streamlit as st
-
-from workbench_app.data import LOWER_IS_BETTER, QUALITY_METRICS
-from workbench_app.figures import figure_of, grouped_traces
-from workbench_app.pareto import pareto_front
 from workbench_app.specs import numeric_fields
 from workbench_app.ui import choose, page_start, selection, show_figure, view_switch
 
+from workbench.figures import quality_figure
+from workbench.results import QUALITY_METRICS
+
 SUMMARY_FIELDS = ["method", "model", "pattern", "allocation", "target_sparsity", "data", "kind"]
 MAX_MATRIX_POINTS = 1000  # a scatter matrix of more points is a blur; a seeded sample keeps the picture
-
-
-def front_trace(frame: pd.DataFrame, x: str, y: str, higher_x: bool, higher_y: bool, name: str,
-                color: str | None = None) -> go.Scatter | None:
-    """The non-dominated runs of ``frame`` joined by a line, each point naming its run on hover."""
-    on_front = frame.iloc[pareto_front(frame[x].to_numpy(), frame[y].to_numpy(), higher_x, higher_y)]
-    if on_front.empty:
-        return None
-    return go.Scatter(x=on_front[x], y=on_front[y], mode="lines+markers", name=name, text=on_front["label"],
-                      line=dict(width=2, dash="dot", color=color or "black"),
-                      marker=dict(size=12, symbol="circle-open", color=color or "black"),
-                      hovertemplate="<b>%{text}</b><br>on the Pareto front<br>" + x + "=%{x:.4g}<br>" + y
-                      + "=%{y:.4g}<extra></extra>")
-
-
-def quality_figure(frame: pd.DataFrame, x: str, y: str, color: str, symbol: str | None, fronts: str,
-                   higher_x: bool, log_y: bool, title: str) -> go.Figure:
-    higher_y = y not in LOWER_IS_BETTER
-    # the label names method, pattern, sparsity, model and the run id's first characters: no more hover data
-    traces = grouped_traces(frame, x, y, color=color, symbol=symbol)
-    colors = {trace["name"].split(", ")[0]: trace["marker"]["color"] for trace in traces}
-    figure = figure_of(traces)
-    if fronts == "all runs":
-        trace = front_trace(frame, x, y, higher_x, higher_y, "Pareto front (all runs)")
-        if trace is not None:
-            figure.add_trace(trace)
-    elif fronts == "each colour group":
-        for group, members in frame.groupby(frame[color].astype(str)):
-            trace = front_trace(members, x, y, higher_x, higher_y, f"front: {group}", colors.get(group))
-            if trace is not None:
-                figure.add_trace(trace)
-    direction = "lower is better" if not higher_y else "higher is better"
-    figure.update_layout(title=title, xaxis_title=x, yaxis_title=f"{y} ({direction})", height=520,
-                         legend_title_text=", ".join(c for c in (color, symbol) if c))
-    figure.update_yaxes(type="log" if log_y else "linear")
-    return figure
 
 
 def measured_speedups(runs: pd.DataFrame, rows: pd.DataFrame) -> list[float | None]:
@@ -108,8 +70,8 @@ view = view_switch(VIEWS, "compare_view")
 
 
 def against_sparsity() -> None:
-    show_figure(quality_figure(data, x_axis, metric, color, symbol, fronts, True, log_y,
-                               f"{metric} against sparsity"), key="compare_quality")
+    show_figure(quality_figure(data, x_axis, metric, color=color, symbol=symbol, fronts=fronts, log_y=log_y,
+                               x_title=x_axis.replace("_", " "), height=520), key="compare_quality")
 
 
 def against_speed() -> None:
@@ -168,8 +130,9 @@ def against_speed() -> None:
                 "benchmark of a pruned run's model, or runs that record a `speedup` metric fill this chart.",
                 icon=":material/timer:")
     else:
-        show_figure(quality_figure(speed[speed["speedup"].notna()], "speedup", metric, color, symbol, fronts, True,
-                                   log_y, f"{metric} against speedup over dense"), key="compare_speed")
+        show_figure(quality_figure(speed[speed["speedup"].notna()], "speedup", metric, color=color, symbol=symbol,
+                                   fronts=fronts, log_y=log_y, x_title="speedup over dense", height=520),
+                    key="compare_speed")
 
 
 def scatter_matrix() -> None:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+from workbench_app import forms, launcher
+from workbench_app.data import Reader
+from workbench_app.ui import number_columns
 
 from workbench.data import CORPORA
 from workbench.errors import SpecError
 from workbench.models import BUILTINS
 from workbench.spec import Calibration, Evaluation, PruneSpec
 from workbench.suite import SUITE
-
-from workbench_app import forms, launcher
-from workbench_app.data import Reader
-from workbench_app.ui import number_columns
 
 EXAMPLE = """# a spec (any job kind) or a sweep: base / grid / include
 base: {model: tiny-llama, data: shakespeare, calibration: {samples: 8, seq_len: 64}, evaluation: {windows: 8, seq_len: 64}}
@@ -53,7 +52,8 @@ def start(sweep: dict, title: str) -> None:
         st.error(f"**{err.problem}.** Fix: {err.fix}.", icon=":material/error:")
         return
     launch = launcher.start(sweep, [spec.canonical_json() for spec in specs], reader.location, title)
-    st.success(f"Started {len(specs)} job{'s' * (len(specs) != 1)} in the background ({launch.id}).", icon=":material/rocket_launch:")
+    st.success(f"Started {len(specs)} job{'s' * (len(specs) != 1)} in the background ({launch.id}).",
+               icon=":material/rocket_launch:")
 
 
 st.title("Launch")

@@ -8,9 +8,10 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
-
-from workbench_app.figures import COLORS, short_names
+from workbench_app.figures import short_names
 from workbench_app.ui import choose, page_start, pick_runs, show_figure, view_switch
+
+from workbench.figures import COLORS
 
 HEATMAP_VALUES = {"achieved sparsity": "achieved_sparsity", "target sparsity": "target_sparsity",
                   "achieved − target": "gap", "reconstruction error": "recon_error"}

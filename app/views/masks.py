@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import plotly.express as px
 import streamlit as st
-
 from workbench_app.figures import detail_figure, group_of, overview_figure
 from workbench_app.maskview import column_sparsity, row_sparsity
 from workbench_app.ui import choose, page_start, pick_run, pick_runs, show_figure, view_switch
@@ -65,7 +64,7 @@ def this_mask() -> None:
                     key="masks_cols")
 
 
-def overlap_between_runs() -> None:
+def between_runs() -> None:
     """Runs x runs IoU or SAD of the selected runs' masks, for this layer or the whole model."""
     same_model = candidates[candidates["model"] == record["model"]] if pd.notna(record["model"]) else candidates
     scope = st.radio("Over", ["this layer", "the whole model"], horizontal=True, key="masks_scope",
@@ -75,15 +74,16 @@ def overlap_between_runs() -> None:
         st.info("Pick at least two runs to compare their masks.")
         return
     if scope == "this layer":
-        iou, sad = reader.overlap([r for r in others if layer in set(reader.mask_index(r)["layer"])], layer)
+        holding = [r for r in others if layer in set(reader.mask_index(r)["layer"])]
+        iou, sad = reader.pairwise_overlap(holding, layer)
     else:
-        iou, sad = reader.overlap(others)
+        iou, sad = reader.pairwise_overlap(others)
     labels = dict(zip(runs["run_id"], runs["label"]))
     shown = st.radio("Show", ["IoU of kept weights", "SAD: share of weights that differ"], horizontal=True,
                      key="masks_overlap_value", persist_state="session")
     matrix = (iou if shown.startswith("IoU") else sad).rename(index=labels, columns=labels)
     heat = px.imshow(matrix, text_auto=".3f", zmin=0, zmax=1, color_continuous_scale="Blues", aspect="auto",
-                     labels={"color": shown.split(":")[0]}, height=160 + 60 * len(matrix))
+                     labels={"x": "run", "y": "run", "color": shown.split(":")[0]}, height=160 + 60 * len(matrix))
     heat.update_traces(hovertemplate="<b>%{y}</b><br>vs <b>%{x}</b><br>%{z:.4f}<extra></extra>")
     show_figure(heat, key="masks_overlap")
     st.caption("SAD (sparse architecture divergence, Zhou et al. 2021): positions whose kept/pruned state differs, "
@@ -93,4 +93,4 @@ def overlap_between_runs() -> None:
 if view == VIEWS[0]:
     this_mask()
 else:
-    overlap_between_runs()
+    between_runs()

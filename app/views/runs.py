@@ -6,11 +6,11 @@ import json
 
 import pandas as pd
 import streamlit as st
-
 from workbench_app import filters
-from workbench_app.data import QUALITY_METRICS
 from workbench_app.specs import spec_diff
 from workbench_app.ui import number_columns, page_start, pick_runs, selection, set_selection
+
+from workbench.results import QUALITY_METRICS
 
 FIXED = ["run_id", "status", "kind", "model", "method", "pattern", "target_sparsity", "achieved_sparsity",
          "allocation"]
@@ -21,7 +21,7 @@ reader, runs = page_start("Runs")
 counts = runs["status"].value_counts()
 st.caption(f"{len(runs):,} runs in `{reader.location}`: " + ", ".join(f"{n:,} {s}" for s, n in counts.items()))
 
-columns = [c for c in FIXED + QUALITY_METRICS + TRAILING
+columns = [c for c in [*FIXED, *QUALITY_METRICS, *TRAILING]
            if c in runs and (c in FIXED or runs[c].notna().any())]
 
 with st.container(border=True):

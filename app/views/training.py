@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import plotly.express as px
 import streamlit as st
-
 from workbench_app.figures import group_of, short_names, snapshots_figure
 from workbench_app.ui import choose, page_start, pick_run, pick_runs, show_figure
 

@@ -24,9 +24,8 @@ import streamlit as st
 
 from workbench import queries
 from workbench.errors import StoreBusyError, WorkbenchError
-from workbench.store import Store, default_store_path
-
-from workbench_app.maskview import PackedMask, overlap_matrices
+from workbench.results import PackedMask, pairwise_overlap, run_labels
+from workbench.store import Store, default_store_path, is_lake_url
 from workbench_app.specs import spec_table
 
 T = TypeVar("T")
@@ -34,12 +33,7 @@ T = TypeVar("T")
 # Short: a page that waits two minutes for a lock looks hung; a notice and a retry button do not.
 BUSY_TIMEOUT_S = float(os.environ.get("WORKBENCH_APP_BUSY_S", "3"))
 LAKE_REFRESH_S = 5.0
-LAKE_PREFIX = "ducklake:"
 STORE_KEY = "store_location"
-
-# Metrics where a smaller value is better; every other quality metric is better when larger.
-LOWER_IS_BETTER = {"perplexity", "loss", "eval_loss", "train_loss", "latency_ms", "median_us"}
-QUALITY_METRICS = ["perplexity", "embedding_cosine", "neighbour_agreement", "accuracy", "top1", "top1_accuracy"]
 
 
 def store_location() -> str:
@@ -53,7 +47,7 @@ def open_store(location: str) -> Store:
 
 def signature(location: str) -> tuple:
     """Changes whenever a writer commits to the store (what the read caches are keyed on)."""
-    if location.startswith(LAKE_PREFIX):
+    if is_lake_url(location):
         return ("lake", int(time.time() // LAKE_REFRESH_S))
     parts: list[Any] = []
     for path in (Path(location), Path(location + ".wal")):
@@ -99,27 +93,14 @@ def _mask(location: str, sig: tuple, run_id: str, layer: str, step: int | None) 
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _overlap(location: str, sig: tuple, run_ids: tuple[str, ...], layer: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _pairwise_overlap(location: str, sig: tuple, run_ids: tuple[str, ...],
+                      layer: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     # one run's masks decoded at a time and packed at once: a whole model never sits in memory at a byte per weight
     packed = {}
     for run_id in run_ids:
         masks = queries.load_masks(open_store(location), run_id, None if layer is None else [layer])
         packed[run_id] = {name: PackedMask.of(mask.numpy()) for name, mask in masks.items()}
-    return overlap_matrices(packed)
-
-
-def run_labels(frame: pd.DataFrame) -> pd.Series:
-    """A short human name per run: its label if it has one, else method, pattern, sparsity, model and id."""
-    if frame.empty:
-        return pd.Series([], dtype=object, index=frame.index)
-    what = frame["method"].fillna(frame["kind"]).astype(str)
-    pattern = frame["pattern"].where(frame["pattern"].notna() & (frame["pattern"] != "unstructured"), "")
-    target = frame["target_sparsity"].map(lambda s: "" if pd.isna(s) else f"{s:.0%}")
-    model = frame["model"].fillna("").astype(str)
-    short = frame["run_id"].astype(str).str[:8]
-    auto = (what + " " + pattern + " " + target).str.split().str.join(" ") + " · " + model + " · " + short
-    named = frame["name"].notna() & (frame["name"].astype(str) != "")
-    return auto.where(~named, frame["name"].astype(str) + " · " + short)
+    return pairwise_overlap(packed)
 
 
 # ---------------------------------------------------------------- the pages' reader
@@ -158,7 +139,7 @@ class Reader:
 
     @property
     def exists(self) -> bool:
-        return self.location.startswith(LAKE_PREFIX) or self.sig[0] is not None
+        return is_lake_url(self.location) or self.sig[0] is not None
 
     def _read(self, read: Callable[..., T], *args: Any) -> T:
         return guarded(read, self.location, self.sig, *args)
@@ -193,9 +174,9 @@ class Reader:
     def mask(self, run_id: str, layer: str, step: int | None = None) -> np.ndarray:
         return self._read(_mask, run_id, layer, step)
 
-    def overlap(self, run_ids: list[str], layer: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def pairwise_overlap(self, run_ids: list[str], layer: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Runs x runs IoU and SAD fraction of their final masks: of one layer, or of the whole model."""
-        return self._read(_overlap, tuple(run_ids), layer)
+        return self._read(_pairwise_overlap, tuple(run_ids), layer)
 
     def divergence(self, run_ids: list[str]) -> pd.DataFrame:
         return self._read(_query, "divergence", tuple(run_ids))

@@ -1,4 +1,6 @@
-"""Figures more than one page draws: mask pictures (overview and a zoomed window), layer names."""
+"""Figures more than one page draws: mask pictures (overview and a zoomed window), layer names, faceted
+grids. Grouped scatter traces and the quality-against-sparsity figure are ``workbench.figures``, which the
+Jupyter widgets draw too."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from workbench.figures import figure_of, grouped_traces
 from workbench_app.maskview import MAX_PIXELS, density_image, mask_image
 
 DETAIL_ROWS, DETAIL_COLS = 24, 48
@@ -48,7 +51,8 @@ def detail_figure(mask: np.ndarray, group: int | None, row: int, col: int, label
         for boundary in range(col - col % group + group, col + crop.shape[1], group):
             figure.add_vline(x=boundary - 0.5, line=dict(color="#d62728", width=2))
     figure.update_yaxes(autorange="reversed")
-    figure.update_layout(height=420, title=f"rows {row}–{row + crop.shape[0] - 1}, columns {col}–{col + crop.shape[1] - 1}"
+    figure.update_layout(height=420, xaxis_title="input (column)", yaxis_title="output (row)",
+                         title=f"rows {row}–{row + crop.shape[0] - 1}, columns {col}–{col + crop.shape[1] - 1}"
                          + (f" (red lines: groups of {group})" if group else ""))
     return figure
 
@@ -66,7 +70,8 @@ def snapshots_figure(masks: list[np.ndarray], steps: list[int], group: int | Non
             trace.hovertemplate = hover
     for index, step in enumerate(figure.layout.sliders[0].steps if figure.layout.sliders else []):
         step.label = f"step {steps[index]}"
-    figure.update_layout(height=min(720, max(360, int(900 * masks[0].shape[0] / max(masks[0].shape[1], 1)))))
+    figure.update_layout(height=min(720, max(360, int(900 * masks[0].shape[0] / max(masks[0].shape[1], 1)))),
+                         xaxis_title="input (column)", yaxis_title="output (row)")
     return figure
 
 
@@ -76,77 +81,6 @@ def short_names(layers: pd.Series) -> pd.Series:
     prefix = os.path.commonprefix(names) if len(names) > 1 else ""
     prefix = prefix[: prefix.rfind(".") + 1]
     return layers.str.slice(len(prefix))
-
-
-# ---------------------------------------------------------------- grouped traces without plotly express
-# plotly express spends ~10 ms of bookkeeping per trace; a page with a few hundred traces (kernel curves
-# per backend, dtype and shape; 10,000 runs coloured by method) would take seconds. These build the same
-# traces directly. Every point names its run on hover (the frame's ``label`` column).
-
-COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-          "#17becf"]
-SYMBOLS = ["circle", "diamond", "square", "x", "triangle-up", "star", "cross", "triangle-down"]
-DASHES = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"]
-WEBGL_POINTS = 20_000  # beyond this a trace draws with WebGL (below it SVG draws faster where no GPU helps)
-
-
-def _styles(frame: pd.DataFrame, column: str | None, styles: list[str]) -> dict[str, str]:
-    if not column:
-        return {}
-    return {value: styles[i % len(styles)] for i, value in enumerate(sorted(frame[column].astype(str).unique()))}
-
-
-def _hover(x: str, y: str, hover: list[str]) -> str:
-    extra = "".join(f"<br>{name}: %{{customdata[{i}]}}" for i, name in enumerate(hover))
-    return f"<b>%{{text}}</b><br>{x}: %{{x}}<br>{y}: %{{y}}{extra}<extra></extra>"
-
-
-def _values(series: pd.Series) -> np.ndarray:
-    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-        return series.to_numpy(dtype=float, na_value=np.nan)
-    return series.to_numpy(dtype=object)
-
-
-def grouped_traces(frame: pd.DataFrame, x: str, y: str, *, color: str | None = None, symbol: str | None = None,
-                   dash: str | None = None, line_group: str | None = None, mode: str = "markers",
-                   hover: list[str] = (), label: str = "label") -> list[dict]:
-    """One trace (a plain dict) per combination of the ``color`` / ``symbol`` / ``dash`` columns, styled
-    consistently across figures of the same data. ``line_group`` splits a trace's line into one line per
-    value (NaN breaks between them) without adding traces."""
-    keys = list(dict.fromkeys(c for c in (color, symbol, dash) if c))
-    colors, symbols, dashes = _styles(frame, color, COLORS), _styles(frame, symbol, SYMBOLS), _styles(frame, dash, DASHES)
-    hover = [h for h in dict.fromkeys(hover) if h in frame and h not in (x, y)]
-    # copy only the columns drawn (frames read from the store are wide) and sort once
-    frame = frame[list(dict.fromkeys([*keys, *([line_group] if line_group else []), x, y, label, *hover]))]
-    if "lines" in mode:
-        frame = frame.sort_values([line_group, x] if line_group else [x], kind="stable")
-    groups = frame.groupby([frame[k].astype(str) for k in keys], sort=True) if keys else [((), frame)]
-    traces = []
-    for values, group in groups:
-        named = dict(zip(keys, values if isinstance(values, tuple) else (values,)))
-        # numbers stay float arrays (plotly ships them as compact binary); text is an object array
-        columns = {axis: _values(group[column]) for axis, column in (("x", x), ("y", y))}
-        columns["text"] = group[label].astype(str).to_numpy(dtype=object)
-        if hover:
-            columns["customdata"] = group[hover].astype(str).to_numpy(dtype=object)
-        if line_group:  # a gap (NaN, or None in text) between two lines of one trace breaks the line there
-            owner = group[line_group].astype(str).to_numpy()
-            cuts = np.flatnonzero(owner[1:] != owner[:-1]) + 1
-            columns = {k: np.insert(v, cuts, np.nan if v.dtype.kind == "f" else None, axis=0)
-                       for k, v in columns.items()}
-        webgl = len(group) > WEBGL_POINTS and "lines" not in mode
-        name = ", ".join(named.values()) or y
-        traces.append(dict(
-            type="scattergl" if webgl else "scatter", mode=mode, name=name, legendgroup=name,
-            hovertemplate=_hover(x, y, hover), **columns,
-            marker=dict(color=colors.get(named.get(color)), symbol=symbols.get(named.get(symbol))),
-            line=dict(color=colors.get(named.get(color)), dash=dashes.get(named.get(dash)))))
-    return traces
-
-
-def figure_of(traces: list[dict], layout: object = None) -> go.Figure:
-    """A figure from trusted trace dicts, skipping plotly's per-property validation (the slow part)."""
-    return go.Figure(data=traces, layout=layout, _validate=False)
 
 
 def facet_figure(frame: pd.DataFrame, facet: str, x: str, y: str, title: str, columns: int = 3,

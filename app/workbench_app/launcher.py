@@ -29,6 +29,8 @@ from typing import Any
 
 import yaml
 
+from workbench.store import is_lake_url
+
 # sh wrapper: run the CLI with stdout/stderr to files, then record its exit code.
 _WRAPPER = '"$0" -m workbench.cli sweep "$1" --store "$2" > "$3" 2> "$4"; echo $? > "$5"'
 _SWEEP_BAR = re.compile(r"sweep:\s*(\d+)%\|[^|]*\|\s*(\d+)/(\d+)")
@@ -36,7 +38,7 @@ _PROCESSES: dict[int, subprocess.Popen] = {}  # launched by this app process: po
 
 
 def launches_folder(store_location: str) -> Path:
-    base = Path("store") if store_location.startswith("ducklake:") else Path(store_location).parent
+    base = Path("store") if is_lake_url(store_location) else Path(store_location).parent
     return base / "launches"
 
 
@@ -134,7 +136,7 @@ def start(sweep: dict[str, Any], canonical_specs: list[str], store_location: str
     folder = launches_folder(store_location) / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     folder.mkdir(parents=True)
     (folder / "sweep.yaml").write_text(yaml.safe_dump(sweep, sort_keys=False))
-    store = store_location if store_location.startswith("ducklake:") else str(Path(store_location).resolve())
+    store = store_location if is_lake_url(store_location) else str(Path(store_location).resolve())
     files = [str((folder / name).resolve()) for name in ("sweep.yaml", "out.txt", "log.txt", "exit_code")]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "160"}
     process = subprocess.Popen(["sh", "-c", _WRAPPER, sys.executable, files[0], store, *files[1:]],

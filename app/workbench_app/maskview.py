@@ -1,16 +1,12 @@
-"""Masks as pictures and as numbers: images with N:M groups visible, per-row/column sparsity, overlaps.
+"""Masks as pictures and as numbers: images with N:M groups visible, per-row/column sparsity.
 
-A mask is a bool array (rows = outputs, columns = inputs), True where a weight is kept.
+A mask is a bool array (rows = outputs, columns = inputs), True where a weight is kept. How much two
+runs' masks overlap (SAD, IoU) is ``workbench.results.overlap``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from itertools import combinations
-from typing import Mapping
-
 import numpy as np
-import pandas as pd
 
 # Kept weights dark, pruned ones light; alternate N:M groups get a second shade of each so that the
 # groups of M consecutive inputs stand out when zoomed in.
@@ -56,57 +52,3 @@ def row_sparsity(mask: np.ndarray) -> np.ndarray:
 def column_sparsity(mask: np.ndarray) -> np.ndarray:
     """Fraction of zeros in each input column (dead inputs show up as columns at 1.0)."""
     return 1.0 - np.asarray(mask, dtype=bool).mean(axis=0)
-
-
-# set bits of every byte value: popcount by table lookup works on any numpy version
-_POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.uint8)
-
-
-@dataclass(frozen=True)
-class PackedMask:
-    """A mask at 1 bit per weight (numpy packbits, zero padding), for overlaps over whole models."""
-
-    bits: np.ndarray
-    shape: tuple[int, ...]
-
-    @classmethod
-    def of(cls, mask: np.ndarray) -> "PackedMask":
-        mask = np.asarray(mask, dtype=bool)
-        return cls(np.packbits(mask.ravel()), mask.shape)
-
-
-def _ones(bits: np.ndarray) -> int:
-    return int(_POPCOUNT[bits].sum(dtype=np.int64))
-
-
-def overlap(masks_a: Mapping[str, PackedMask], masks_b: Mapping[str, PackedMask]) -> tuple[int, int, int]:
-    """(kept in both, kept in either, weights compared) over the layers both hold with the same shape.
-
-    IoU = both / either; SAD (Zhou et al. 2021) = positions that differ = either - both. Counted on the
-    packed bits, so a whole model's masks stay at 1 bit per weight in memory.
-    """
-    both = either = numel = 0
-    for layer in masks_a.keys() & masks_b.keys():
-        a, b = masks_a[layer], masks_b[layer]
-        if a.shape != b.shape:
-            continue  # not the same weights
-        both += _ones(a.bits & b.bits)
-        either += _ones(a.bits | b.bits)
-        numel += int(np.prod(a.shape))
-    return both, either, numel
-
-
-def overlap_matrices(masks: Mapping[str, Mapping[str, PackedMask]]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Runs x runs IoU and SAD fraction of the given runs' masks ({run: {layer: mask}}); NaN where disjoint."""
-    runs = list(masks)
-    iou = pd.DataFrame(np.nan, index=runs, columns=runs)
-    sad = pd.DataFrame(np.nan, index=runs, columns=runs)
-    for run in runs:
-        if masks[run]:
-            iou.loc[run, run], sad.loc[run, run] = 1.0, 0.0
-    for a, b in combinations(runs, 2):
-        both, either, numel = overlap(masks[a], masks[b])
-        if numel:
-            iou.loc[a, b] = iou.loc[b, a] = both / either if either else 1.0
-            sad.loc[a, b] = sad.loc[b, a] = (either - both) / numel
-    return iou, sad

@@ -71,7 +71,7 @@ def add_training_run(store: Store) -> str:
     metrics = []
     for step in range(0, 61, 10):
         metrics += [Metric("loss", 5.0 * math.exp(-step / 30), step), Metric("accuracy", 0.2 + step / 100, step)]
-    masks, divergence, previous = [], [], {}
+    masks, divergence, previous, previous_step = [], [], {}, None
     for step in TRAIN_STEPS:
         for layer in TRAIN_LAYERS:
             scores = torch.rand(16, 32, generator=generator).view(16, 8, 4)

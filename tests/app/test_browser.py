@@ -12,9 +12,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from workbench_app.benchmark import RENDERED
 
 from tests.app.conftest import APP
-from workbench.benchmarks.app_store import RENDERED
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = APP.parent / "test-artifacts" / "app"

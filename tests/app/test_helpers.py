@@ -1,20 +1,19 @@
-"""The app's pure helpers: the query box, spec diffs, Pareto fronts, mask pictures and overlaps, forms,
-progress parsing. Hand-checkable cases first, then invariants."""
+"""The app's pure helpers: the query box, spec diffs, mask pictures, forms, progress parsing (Pareto
+fronts and mask overlaps are workbench.results', tested in tests/test_results.py). Hand-checkable cases
+first, then invariants."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+from workbench_app import filters, forms
+from workbench_app.launcher import parse_progress
+from workbench_app.maskview import column_sparsity, density_image, mask_image, row_sparsity
+from workbench_app.specs import flatten, numeric_fields, spec_diff
 
 from workbench.errors import SpecError
-from workbench_app import filters, forms
-from workbench_app.figures import grouped_traces
-from workbench_app.launcher import parse_progress
-from workbench_app.maskview import (PackedMask, column_sparsity, density_image, mask_image, overlap,
-                                    overlap_matrices, row_sparsity)
-from workbench_app.pareto import pareto_front
-from workbench_app.specs import flatten, numeric_fields, spec_diff
+from workbench.figures import grouped_traces
 
 RUNS = pd.DataFrame({
     "run_id": ["a1", "b2", "c3", "d4"],
@@ -92,23 +91,6 @@ def test_numeric_fields_are_varying_numbers_only():
     assert numeric_fields(table) == ["sparsity", "samples"]
 
 
-def test_pareto_front_hand_case():
-    # sparsity up, perplexity down: (0, 10) dense; (0.5, 12) and (0.5, 20) tie on sparsity; (0.7, 11) dominates both
-    sparsity = np.array([0.0, 0.5, 0.5, 0.7, 0.9, np.nan])
-    perplexity = np.array([10.0, 12.0, 20.0, 11.0, 50.0, 1.0])
-    front = pareto_front(sparsity, perplexity, maximize_x=True, maximize_y=False)
-    assert front.tolist() == [0, 3, 4]
-
-
-def test_pareto_front_points_are_not_dominated():
-    rng = np.random.default_rng(0)
-    x, y = rng.random(200), rng.random(200)
-    front = set(pareto_front(x, y).tolist())
-    for i in range(200):
-        dominated = np.any((x >= x[i]) & (y >= y[i]) & ((x > x[i]) | (y > y[i])))
-        assert (i in front) == (not dominated)
-
-
 def test_mask_image_shades_alternate_nm_groups():
     mask = np.array([[1, 1, 0, 0, 0, 1, 1, 0]], dtype=bool)  # 2:4, two groups of four
     image = mask_image(mask, group=4)
@@ -134,32 +116,6 @@ def test_row_and_column_sparsity():
     mask = np.array([[1, 0, 0, 0], [1, 1, 0, 0]], dtype=bool)
     assert row_sparsity(mask).tolist() == [0.75, 0.5]
     assert column_sparsity(mask).tolist() == [0.0, 0.5, 1.0, 1.0]
-
-
-def packed(masks: dict) -> dict:
-    return {name: PackedMask.of(mask) for name, mask in masks.items()}
-
-
-def test_overlap_counts_match_sad_and_iou_by_hand():
-    a = packed({"l1": np.array([[1, 1, 0, 0]], dtype=bool), "l2": np.ones((2, 2), dtype=bool),
-                "only_a": np.ones(3, bool)})
-    b = packed({"l1": np.array([[1, 0, 1, 0]], dtype=bool), "l2": np.ones((2, 3), dtype=bool)})  # l2: other shape
-    assert overlap(a, b) == (1, 3, 4)  # one kept in both, three in either, four weights compared
-    iou, sad = overlap_matrices({"a": a, "b": b})
-    assert iou.loc["a", "b"] == pytest.approx(1 / 3) and sad.loc["a", "b"] == pytest.approx(2 / 4)
-    assert iou.loc["a", "a"] == 1.0 and sad.loc["b", "b"] == 0.0
-
-
-def test_packed_overlap_agrees_with_the_workbench_sad_and_iou():
-    from workbench.metrics.divergence import iou, sad
-
-    rng = np.random.default_rng(0)
-    first, second = rng.random((37, 53)) < 0.4, rng.random((37, 53)) < 0.6  # 1961 bits: padding in the last byte
-    both, either, numel = overlap(packed({"w": first}), packed({"w": second}))
-    import torch
-
-    assert either - both == sad(torch.from_numpy(first), torch.from_numpy(second)) and numel == 37 * 53
-    assert both / either == pytest.approx(iou(torch.from_numpy(first), torch.from_numpy(second)))
 
 
 def test_grouped_traces_split_by_columns_and_break_lines_between_series():

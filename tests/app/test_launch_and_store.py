@@ -11,12 +11,12 @@ import time
 
 import pytest
 import streamlit as st
+from workbench_app import data, launcher
 
 from tests.app.conftest import APP
 from tests.app.helpers import no_exception, notices
 from workbench import queries
 from workbench.store import Store
-from workbench_app import data, launcher
 
 TINY = {"launch_cal_samples": 4, "launch_cal_len": 32, "launch_eval_windows": 2, "launch_eval_len": 32}
 

@@ -77,8 +77,9 @@ def test_compare_draws_quality_against_sparsity_with_the_pareto_front(open_page,
     points = [t for t in quality["data"] if not t["name"].startswith("Pareto")]
     assert sum(len(t["x"]) for t in points) == 4
     assert all("tiny-llama" in label for t in points for label in t["text"])  # hover names the run
-    front = [t for t in quality["data"] if t["name"] == "Pareto front (all runs)"]
+    front = [t for t in quality["data"] if t["name"] == "Pareto front"]
     assert front and len(front[0]["x"]) >= 1
+    assert quality["layout"]["xaxis"]["title"]["text"] and "lower is better" in quality["layout"]["yaxis"]["title"]["text"]
     at.get_by_key("compare_view").set_value("Against measured speed").run()
     assert "No latency measured" in notices(at) and not figures(at)
     at.get_by_key("compare_view").set_value("Scatter matrix of the spec's numeric fields").run()
@@ -96,10 +97,10 @@ def test_compare_colour_grouping_and_speed(open_page, rich):
     at.selectbox(key="compare_symbol").set_value("(none)").run()
     at.selectbox(key="compare_fronts").set_value("each colour group").run()
     names = trace_names(figures(at)["compare_quality"])
-    assert {"2:4", "unstructured", "front: 2:4", "front: unstructured"} <= set(names)
+    assert {"2:4", "unstructured", "Pareto front: 2:4", "Pareto front: unstructured"} <= set(names)
     at.get_by_key("compare_view").set_value("Against measured speed").run()
     speed = figures(at)["compare_speed"]  # the latency rows timed with the 2:4 run's masks
-    xs = {label: x for t in speed["data"] if not t["name"].startswith("front")
+    xs = {label: x for t in speed["data"] if not t["name"].startswith("Pareto")
           for label, x in zip(t["text"], t["x"])}
     assert any(ids["nm"][:8] in label and x > 1 for label, x in xs.items())
     assert any(label.startswith("dense") and x == 1.0 for label, x in xs.items())

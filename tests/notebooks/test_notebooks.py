@@ -80,7 +80,7 @@ def test_allocation_uniform_is_flat_owl_bends_and_both_keep_the_target(execute):
                          allocation_params={"owl": {"lam": 0.1}}, **TINY)
     assert summary["failed"] == 0, summary["errors"]
     assert set(summary["allocations"]) == set(allocations)
-    for name, row in summary["allocations"].items():
+    for row in summary["allocations"].values():
         assert row["sparsity"] == pytest.approx(0.7, abs=1e-3)  # OWL keeps the model-wide mean
         assert len(row["blocks"]) == 2  # tiny-llama has two blocks
     uniform = summary["allocations"]["uniform"]

@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from workbench import queries
+from workbench.api import compare
 from workbench.errors import StoreError
-from workbench.metrics.divergence import compare_runs, iou, sad
+from workbench.metrics.divergence import iou, sad
 from workbench.records import JobOutput, LayerStat, MaskRecord, Metric
 from workbench.store import Store
 from workbench.store.schema import LATEST_VERSION
@@ -71,7 +72,7 @@ def test_compare_runs_computes_and_caches_divergence(store):
     b = torch.tensor([[0, 1, 1, 0]], dtype=torch.bool)
     run_a = _write_run(store, "ka", {"l": a})
     run_b = _write_run(store, "kb", {"l": b})
-    frame = compare_runs(store, run_a, run_b)
+    frame = compare(run_a, run_b, store=store)
     assert frame.loc[0, "sad"] == 2 and frame.loc[0, "sad_fraction"] == 0.5 and frame.loc[0, "iou"] == pytest.approx(1 / 3)
-    again = compare_runs(store, run_a, run_b)  # served from the divergence table
+    again = compare(run_a, run_b, store=store)  # served from the divergence table
     assert len(queries.divergence(store)) == 1 and again.loc[0, "sad"] == 2

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from workbench import queries
-from workbench.metrics.divergence import compare_runs, iou, sad
+from workbench.api import compare
+from workbench.metrics.divergence import iou, sad
 from workbench.runner import run_job
 from workbench.training.evolution import MaskEvolution
 
@@ -66,13 +67,13 @@ def test_training_run_stores_mask_evolution(store, image_spec):
 def test_sad_and_iou_between_two_runs_final_masks_are_cached(store, image_spec):
     gmp = run_job({**image_spec, "method": "gmp", "sparsity": 0.8, "params": {"every": 2, "start": 0.0, "end": 0.5}}, store)
     rigl = run_job({**image_spec, "method": "rigl", "sparsity": 0.8, "params": {"every": 2}}, store)
-    frame = compare_runs(store, gmp.run_id, rigl.run_id)
+    frame = compare(gmp.run_id, rigl.run_id, store=store)
     final_a, final_b = queries.load_masks(store, gmp.run_id), queries.load_masks(store, rigl.run_id)
     assert set(frame["layer"]) == {"conv2", "fc1", "fc2"}
     for row in frame.itertuples():
         assert row.sad == sad(final_a[row.layer], final_b[row.layer])
         assert row.iou == pytest.approx(iou(final_a[row.layer], final_b[row.layer]))
     before = len(queries.divergence(store))
-    again = compare_runs(store, gmp.run_id, rigl.run_id)
+    again = compare(gmp.run_id, rigl.run_id, store=store)
     assert len(queries.divergence(store)) == before  # served from the store, not recomputed
     assert again["sad"].tolist() == frame["sad"].tolist()

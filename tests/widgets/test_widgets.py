@@ -9,8 +9,16 @@ import torch
 from tests.widgets.synthetic import LAYERS, write_run
 from workbench import api, queries
 from workbench.errors import SpecError
-from workbench.widgets import (AllocationView, CompareView, Dashboard, KernelSpeedupView, MaskViewer, RunPicker,
-                               SweepLauncher, TrainingCurveView)
+from workbench.widgets import (
+    AllocationView,
+    CompareView,
+    Dashboard,
+    KernelSpeedupView,
+    MaskViewer,
+    RunPicker,
+    SweepLauncher,
+    TrainingCurveView,
+)
 from workbench.widgets.mask_viewer import mask_tile
 
 
@@ -107,14 +115,14 @@ def test_allocation_view_per_layer_and_per_block(board):
     picker.select([ids["mag50"], ids["owl"]])
     view = AllocationView(picker)
     assert len(view.figure.data) == 2
-    owl = next(t for t in view.figure.data if t.name.startswith(ids["owl"][:17]))
+    owl = next(t for t in view.figure.data if t.name.endswith(ids["owl"][:8]))
     assert list(owl.x) == ["0.mlp.up_proj", "0.self_attn.q_proj", "1.mlp.up_proj", "1.self_attn.q_proj"]
     assert list(owl.y) == pytest.approx([0.375, 0.375, 0.625, 0.625])
 
     view.grouping.value = "per block"
-    owl = next(t for t in view.figure.data if t.name.startswith(ids["owl"][:17]))
+    owl = next(t for t in view.figure.data if t.name.endswith(ids["owl"][:8]))
     assert list(owl.x) == [0, 1] and list(owl.y) == pytest.approx([0.375, 0.625])
-    uniform = next(t for t in view.figure.data if t.name.startswith(ids["mag50"][:17]))
+    uniform = next(t for t in view.figure.data if t.name.endswith(ids["mag50"][:8]))
     assert list(uniform.y) == pytest.approx([0.5, 0.5])
 
     picker.select([ids["owl"]])

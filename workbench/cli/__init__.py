@@ -57,12 +57,14 @@ def _console():
 def _result_table(specs: list[Any], results: list[Any], title: str = "") -> None:
     from rich.table import Table
 
+    from workbench.results import quality_metric  # deferred (start-up time): it imports pandas
+
     table = Table(title=title or None)
     for column in ("run", "kind", "model", "method", "pattern", "target", "sparsity", "quality", "cached", "wall s"):
         table.add_column(column)
     for spec, result in zip(specs, results):
         summary, metrics = spec.summary(), result.metrics
-        quality_name = next((k for k in ("perplexity", "embedding_cosine", "accuracy") if k in metrics), None)
+        quality_name = quality_metric(metrics)
         quality = f"{quality_name} {metrics[quality_name]:.4g}" if quality_name else "-"
         target = summary.get("target_sparsity")
         table.add_row(result.run_id or "-", spec.kind, str(summary.get("model", "-")), str(summary.get("method", "-")),
@@ -160,6 +162,7 @@ def list_runs(store: Optional[str] = StoreOption,
               as_json: bool = typer.Option(False, "--json")) -> None:
     """List runs with their headline metrics."""
     from workbench import queries
+    from workbench.results import QUALITY_METRICS
 
     try:
         frame = queries.runs(_store(store), status=status, method=method, model=model, limit=limit)
@@ -172,7 +175,7 @@ def list_runs(store: Optional[str] = StoreOption,
         typer.echo("no runs yet: run `workbench demo` or `workbench run SPEC.yaml`")
         return
     columns = [c for c in ["run_id", "status", "model", "method", "pattern", "allocation", "target_sparsity",
-                           "sparsity", "perplexity", "embedding_cosine", "accuracy", "wall_s"]
+                           "sparsity", *QUALITY_METRICS, "wall_s"]
                if c in frame and frame[c].notna().any()]
     from rich.table import Table
 
@@ -266,10 +269,12 @@ def bench_app_pages(
         app_file: Path = typer.Option(Path("app") / "main.py", "--app", help="the app's main script"),
         browser: bool = typer.Option(False, "--browser", help="also time each page drawn in headless chromium")) -> None:
     """Time every page of the Streamlit app on a large synthetic store (cold and warm render)."""
-    from workbench.benchmarks.app_store import Sizes, build_store, environment, time_pages, time_pages_in_browser
-
-    if not app_file.is_file():
-        fail(WorkbenchError(f"no app at {app_file}", "run from the repository root or pass --app app/main.py"))
+    # the benchmark lives beside the app (app/workbench_app/benchmark.py), not in the installed library
+    if not (app_file.is_file() and (app_file.parent / "workbench_app" / "benchmark.py").is_file()):
+        fail(WorkbenchError(f"no app folder with workbench_app/benchmark.py beside {app_file}",
+                            "run from the root of a repository checkout, or pass --app <checkout>/app/main.py"))
+    sys.path.insert(0, str(app_file.resolve().parent))
+    from workbench_app.benchmark import Sizes, build_store, environment, time_pages, time_pages_in_browser
     if rebuild or not store.exists():
         started = __import__("time").perf_counter()
         counts = build_store(store, Sizes(runs=runs, layer_rows=layer_rows))

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 
 from workbench import api, queries
 from workbench.widgets._view import View, new_figure, replace_traces
-from workbench.widgets.picker import RunPicker, run_label
+from workbench.widgets.picker import RunPicker, label_map
 
 MAX_RUNS = 8  # more lines than this are unreadable
 
@@ -42,7 +42,7 @@ class AllocationView(View):
 
     def update(self) -> None:
         run_ids = self.run_ids()
-        labels = {r.run_id: run_label(r) for r in self.picker.chosen.itertuples(index=False)}
+        labels = label_map(self.picker.chosen)
         column = self.value.value
         traces = []
         if self.grouping.value == "per block":

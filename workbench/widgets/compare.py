@@ -1,7 +1,8 @@
 """Quality against sparsity, one colour per method, with the Pareto front and the picker's selection.
 
-The front holds the runs that no other run beats on both axes (sparser and better), computed by
-``api.pareto_front``; which way "better" points comes from ``api.LOWER_IS_BETTER``.
+The figure is ``workbench.figures.quality_traces``, the one the app's Compare page draws: the front
+holds the runs that no other run beats on both axes (sparser and better), and which way "better"
+points comes from ``workbench.results.LOWER_IS_BETTER``.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from workbench import api
+from workbench.figures import quality_traces
+from workbench.results import QUALITY_METRICS, run_labels
 from workbench.widgets._view import View, new_figure, replace_traces, set_options
-from workbench.widgets.picker import RunPicker, run_label
-
-QUALITY_METRICS = ["perplexity", "accuracy", "embedding_cosine", "neighbour_agreement", "loss"]
+from workbench.widgets.picker import RunPicker
 
 
 def sparsity_axis(frame: pd.DataFrame) -> pd.Series:
@@ -27,7 +28,8 @@ class CompareView(View):
     """Scatter of a quality metric against sparsity over the picker's filtered runs."""
 
     def __init__(self, picker: RunPicker, metric: str | None = None):
-        self.metric = widgets.Dropdown(description="quality", options=QUALITY_METRICS, value=metric or "perplexity")
+        self.metric = widgets.Dropdown(description="quality", options=list(QUALITY_METRICS),
+                                       value=metric or "perplexity")
         self.log_y = widgets.Checkbox(description="log scale", value=True)
         self.front = pd.DataFrame()
         super().__init__([self.metric, self.log_y], new_figure("quality vs sparsity"), picker)
@@ -37,27 +39,21 @@ class CompareView(View):
         frame = self.picker.runs
         available = api.nonempty(frame, QUALITY_METRICS)
         with self.quiet():
-            set_options(self.metric, available or QUALITY_METRICS)
+            set_options(self.metric, available or list(QUALITY_METRICS))
         metric = self.metric.value
         if frame.empty or metric not in frame:
             self.front = frame
             replace_traces(self.figure, [], title=f"{metric} vs sparsity: no runs")
             return
-        data = frame.assign(x=sparsity_axis(frame)).dropna(subset=["x", metric])
-        traces: list[go.Scatter] = []
-        for method, group in data.groupby(data["method"].fillna(data["kind"]), sort=True):
-            traces.append(go.Scatter(x=group["x"], y=group[metric], mode="markers", name=str(method),
-                                     marker=dict(size=10), customdata=group["run_id"],
-                                     hovertext=[run_label(r) for r in group.itertuples(index=False)]))
-        self.front = api.pareto_front(data, x="x", y=metric)
-        traces.append(go.Scatter(x=self.front["x"], y=self.front[metric], mode="lines", name="Pareto front",
-                                 line=dict(dash="dash", color="black"), customdata=self.front["run_id"],
-                                 hoverinfo="skip"))
+        data = frame.assign(sparsity=sparsity_axis(frame), method=frame["method"].fillna(frame["kind"]))
+        data = data.dropna(subset=["sparsity", metric])
+        data = data.assign(label=run_labels(data))
+        traces, layout = quality_traces(data, "sparsity", metric, color="method", log_y=self.log_y.value,
+                                        x_title="sparsity (fraction of zeros)")
+        self.front = api.pareto_front(data, x="sparsity", y=metric)
         chosen = data[data["run_id"].isin(self.picker.selected)]
-        traces.append(go.Scatter(x=chosen["x"], y=chosen[metric], mode="markers", name="selected",
-                                 customdata=chosen["run_id"],
+        traces.append(go.Scatter(x=chosen["sparsity"], y=chosen[metric], mode="markers", name="selected",
+                                 customdata=chosen["run_id"], text=chosen["label"], hoverinfo="text",
                                  marker=dict(size=18, symbol="circle-open", line=dict(width=2, color="red"))))
-        better = "lower" if api.LOWER_IS_BETTER.get(metric, True) else "higher"
-        replace_traces(self.figure, traces, title=f"{metric} ({better} is better) vs sparsity",
-                       xaxis_title="sparsity (fraction of zeros)", xaxis_range=[-0.05, 1.0], yaxis_title=metric,
-                       yaxis_type="log" if self.log_y.value else "linear")
+        layout["xaxis"]["range"] = [-0.05, 1.0]
+        replace_traces(self.figure, traces, **layout)

@@ -15,7 +15,7 @@ import torch
 
 from workbench import queries
 from workbench.widgets._view import View, new_figure, replace_traces, set_options
-from workbench.widgets.picker import RunPicker, run_label
+from workbench.widgets.picker import RunPicker, label_map
 
 CELLS = 96
 ZOOMS = (1, 2, 4, 8, 16, 32, 64)
@@ -62,7 +62,7 @@ class MaskViewer(View):
 
     def _sync_controls(self) -> None:
         chosen = self.picker.chosen
-        runs = [(run_label(row), row.run_id) for row in chosen.itertuples(index=False)]
+        runs = [(label, run_id) for run_id, label in label_map(chosen).items()]
         set_options(self.run, runs)
         if self._wanted_run in chosen.get("run_id", pd.Series(dtype=str)).tolist():
             self.run.value, self._wanted_run = self._wanted_run, None

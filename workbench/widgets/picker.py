@@ -15,23 +15,16 @@ import traitlets
 
 from workbench import api
 from workbench.errors import SpecError
+from workbench.results import run_labels
 from workbench.widgets._view import set_options
 
 FILTERS = ("kind", "model", "data", "method", "pattern", "allocation", "status")
 ANY = "(any)"
 
 
-def run_label(row: Any) -> str:
-    """A short line naming a run: its id, then what distinguishes it from its neighbours."""
-    parts = [str(row.run_id)[:17], str(row.method or row.kind)]
-    if pd.notna(row.target_sparsity) and row.method != "dense":
-        parts.append(f"{row.target_sparsity:.0%}")
-    if row.pattern not in (None, "unstructured") and pd.notna(row.pattern):
-        parts.append(str(row.pattern))
-    if row.allocation not in (None, "uniform") and pd.notna(row.allocation):
-        parts.append(str(row.allocation))
-    parts.append(f"[{row.model}]" if pd.notna(row.model) else "")
-    return " ".join(p for p in parts if p)
+def label_map(frame: pd.DataFrame) -> dict[str, str]:
+    """Run id -> ``results.run_label`` of every run in a runs table."""
+    return dict(zip(frame["run_id"], run_labels(frame))) if "run_id" in frame else {}
 
 
 class RunPicker(widgets.VBox):
@@ -92,7 +85,7 @@ class RunPicker(widgets.VBox):
         keep = [run_id for run_id in self.selected if run_id in set(self.runs.get("run_id", []))]
         self._quiet = True
         try:
-            self.run_list.options = [(run_label(row), row.run_id) for row in self.runs.itertuples(index=False)]
+            self.run_list.options = list(zip(run_labels(self.runs), self.runs.get("run_id", [])))
             self.run_list.value = tuple(keep)
         finally:
             self._quiet = False

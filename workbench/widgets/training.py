@@ -15,7 +15,7 @@ from plotly.subplots import make_subplots
 from workbench import api, queries
 from workbench.widgets._view import View, new_figure, replace_traces, set_options
 from workbench.widgets.allocation import MAX_RUNS
-from workbench.widgets.picker import RunPicker, run_label
+from workbench.widgets.picker import RunPicker, label_map
 
 
 class TrainingCurveView(View):
@@ -33,7 +33,7 @@ class TrainingCurveView(View):
     def update(self) -> None:
         chosen = self.picker.chosen
         run_ids = list(chosen["run_id"][:MAX_RUNS]) if not chosen.empty else []
-        labels = {r.run_id: run_label(r) for r in chosen.itertuples(index=False)}
+        labels = label_map(chosen)
         steps = queries.metrics(self.picker.store, run_ids) if run_ids else None
         steps = steps[steps["step"].notna()] if steps is not None else None
         with self.quiet():

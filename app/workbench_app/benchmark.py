@@ -1,4 +1,6 @@
-"""The app's speed benchmark (`workbench bench app`): a large synthetic store, then every page timed on it.
+"""The app's speed benchmark (`workbench bench app`, run from a repository checkout): a large synthetic
+store, then every page timed on it. It lives beside the app, not in the installed library: it needs the
+app's scripts to time.
 
 The store holds ``runs`` runs (default 10,000) and ``layer_rows`` per-layer rows (default a million),
 with the rows every page reads: headline metrics, per-step metrics of training runs, mask snapshots

@@ -1,0 +1,297 @@
+"""The result vocabulary every reader shares (CLI, notebook API, Jupyter widgets, Streamlit app).
+
+One place answers: which way a metric is better, which metrics are a run's quality and its headline
+columns, what a run is called on screen, which runs form the Pareto front, and how much two masks
+overlap (SAD, IoU) when they are kept bit-packed as the store keeps them. It imports neither torch,
+nor the store, nor streamlit, so any layer can import it.
+
+- Directions: ``LOWER_IS_BETTER`` (metric -> True when a smaller value is better). A metric missing
+  from it has no direction: ``lower_is_better`` raises ``UnknownMetricError`` rather than guess.
+- Names: ``QUALITY_METRICS`` (what a job reports about the pruned or trained model's quality) and
+  ``HEADLINE_METRICS`` (the metrics readers show as columns beside each run). Every name is one a job
+  emits (``workbench/jobs``, ``workbench/training``).
+- Labels: ``job_label`` (what a spec asks for: ``magnitude 50% 2:4 owl``), ``run_label`` /
+  ``run_labels`` (that, the model and the first 8 characters of the run id).
+- Fronts: ``pareto_front`` over a runs table; sparsities within ``SPARSITY_TOLERANCE`` of each other
+  count as equal (a 2:4 mask measures 0.50000003, not 0.5).
+- Overlap: ``PackedMask`` (numpy packbits of the flattened mask, zero padding: the store's encoding
+  before compression), ``overlap`` of two runs' masks and ``Overlap`` (SAD, IoU, SAD fraction).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import combinations
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from workbench.errors import SpecError
+
+# ---------------------------------------------------------------- which way is better
+
+LOWER_IS_BETTER: Mapping[str, bool] = MappingProxyType({
+    # quality of the pruned or trained model
+    "perplexity": True, "embedding_cosine": False, "neighbour_agreement": False, "accuracy": False,
+    # training curves (the loss and its parts, logged per step)
+    "loss": True, "loss_task": True, "test_loss": True,
+    # sparsity: more zeros is the point of the exercise
+    "sparsity": False, "achieved_sparsity": False, "target_sparsity": False, "mask_sparsity": False,
+    # speed
+    "speedup": False, "best_speedup": False, "median_us": True, "tokens_per_s": False,
+    # cost
+    "prune_seconds": True, "eval_seconds": True, "train_seconds": True, "bench_seconds": True,
+    "peak_memory_mb": True, "peak_gpu_memory_mb": True,
+})
+
+
+class UnknownMetricError(SpecError):
+    """A metric whose better direction nobody wrote down."""
+
+
+def lower_is_better(metric: str) -> bool:
+    """True when a smaller value of ``metric`` is better; an unknown metric is an error, never a guess.
+
+    Every ``loss_<part>`` (a training loss term) is lower-is-better."""
+    if metric in LOWER_IS_BETTER:
+        return LOWER_IS_BETTER[metric]
+    if metric.startswith("loss_"):
+        return True
+    raise UnknownMetricError(f"no direction is known for metric {metric!r}",
+                             "pass lower_is_better=True or False, or add the metric to "
+                             "workbench.results.LOWER_IS_BETTER")
+
+
+_metric_lower_is_better = lower_is_better  # reachable where a parameter of that name shadows it
+
+
+def better(metric: str) -> str:
+    """``"lower"`` or ``"higher"``: the words an axis title uses."""
+    return "lower" if lower_is_better(metric) else "higher"
+
+
+# ---------------------------------------------------------------- which metrics readers show
+
+# What a job reports about quality: perplexity (causal LMs, prune and train jobs), embedding fidelity
+# (encoders), accuracy (classifiers in training jobs).
+QUALITY_METRICS: tuple[str, ...] = ("perplexity", "embedding_cosine", "neighbour_agreement", "accuracy")
+
+# Final metrics shown as columns beside each run (the rest stay in the long metrics table).
+HEADLINE_METRICS: tuple[str, ...] = ("sparsity", *QUALITY_METRICS, "prune_seconds", "peak_memory_mb", "nm_valid",
+                                     "speedup")
+
+
+def quality_metric(names: Iterable[str]) -> str | None:
+    """The first quality metric among ``names`` (in ``QUALITY_METRICS`` order), or None."""
+    present = set(names)
+    return next((m for m in QUALITY_METRICS if m in present), None)
+
+
+# ---------------------------------------------------------------- run labels
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return value is pd.NA or value is pd.NaT or (isinstance(value, str) and not value)
+
+
+def job_label(method: Any = None, kind: Any = None, target_sparsity: Any = None, pattern: Any = None,
+              allocation: Any = None, name: Any = None) -> str:
+    """What a job asks for, short: its name (else method, else kind), then the target sparsity (not
+    for dense), an N:M pattern and a non-uniform allocation: ``magnitude 50% 2:4 owl``."""
+    parts = [str(next((v for v in (name, method, kind) if not _missing(v)), "run"))]
+    if not _missing(target_sparsity) and method != "dense":
+        parts.append(f"{float(target_sparsity):.0%}")
+    if not _missing(pattern) and pattern != "unstructured":
+        parts.append(str(pattern))
+    if not _missing(allocation) and allocation != "uniform":
+        parts.append(str(allocation))
+    return " ".join(parts)
+
+
+def describe(spec: Any) -> str:
+    """``job_label`` of a job spec (anything with ``kind``, ``name`` and ``summary()``)."""
+    summary = spec.summary()
+    return job_label(summary.get("method"), spec.kind, summary.get("target_sparsity"), summary.get("pattern"),
+                     summary.get("allocation"), spec.name)
+
+
+def run_label(row: Any) -> str:
+    """One run's label: ``job_label`` · model · the first 8 characters of the run id. ``row`` is a
+    mapping or a row object (``itertuples``) with the store's run columns; missing ones count as unset."""
+    get = row.get if isinstance(row, Mapping) else (lambda field: getattr(row, field, None))
+    what = job_label(get("method"), get("kind"), get("target_sparsity"), get("pattern"), get("allocation"),
+                     get("name"))
+    return " · ".join(p for p in (what, "" if _missing(get("model")) else str(get("model")),
+                                  str(get("run_id") or "")[:8]) if p)
+
+
+def run_labels(frame: pd.DataFrame) -> pd.Series:
+    """``run_label`` of every row of a runs table, on the frame's index."""
+    columns = ["method", "kind", "target_sparsity", "pattern", "allocation", "name", "model", "run_id"]
+    values = {c: frame[c].tolist() if c in frame else [None] * len(frame) for c in columns}
+    labels = [run_label(dict(zip(columns, row))) for row in zip(*values.values())]
+    return pd.Series(labels, index=frame.index, dtype=object)
+
+
+# ---------------------------------------------------------------- Pareto fronts
+
+# Achieved sparsities closer than this are the same sparsity: a 2:4 mask measured over a model is
+# 0.50000003, an unstructured 50% one 0.5, and the better of the two at "50%" should win.
+SPARSITY_TOLERANCE = 1e-3
+
+
+def front_positions(x: Any, y: Any, *, higher_x: bool = True, higher_y: bool = True,
+                    tolerance: float = SPARSITY_TOLERANCE) -> np.ndarray:
+    """Positions of the non-dominated points, ordered by ascending ``x`` (NaN points never qualify).
+
+    Point j dominates point i when j is at least as good in x (allowing ``tolerance``: x_j may fall
+    short of x_i by up to it) and strictly better in y, or clearly better in x (by more than
+    ``tolerance``) and at least as good in y. Identical points do not dominate each other.
+    O(n log n): one sort by x and a running best of y from the best x down."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    valid = np.flatnonzero(~(np.isnan(x) | np.isnan(y)))
+    if valid.size == 0:
+        return valid
+    gx = x[valid] if higher_x else -x[valid]  # larger is better on both, from here on
+    gy = y[valid] if higher_y else -y[valid]
+    order = np.argsort(gx, kind="stable")
+    sx, sy = gx[order], gy[order]
+    best_from = np.maximum.accumulate(sy[::-1])[::-1]  # best y among the points at or beyond each position
+    best_from = np.append(best_from, -np.inf)
+    within = best_from[np.searchsorted(sx, gx - tolerance, side="left")]  # x_j >= x_i - tolerance
+    beyond = best_from[np.searchsorted(sx, gx + tolerance, side="right")]  # x_j > x_i + tolerance
+    keep = valid[~((within > gy) | (beyond >= gy))]
+    return keep[np.argsort(x[keep], kind="stable")]
+
+
+def pareto_front(frame: pd.DataFrame, x: str = "sparsity", y: str = "perplexity",
+                 lower_is_better: bool | None = None, *, higher_x: bool = True,
+                 tolerance: float = SPARSITY_TOLERANCE) -> pd.DataFrame:
+    """The rows of ``frame`` no other row beats on both axes: higher ``x`` (sparsity, or speedup) and
+    better ``y`` (quality), ordered by ascending ``x``; rows missing either value never qualify.
+
+    ``lower_is_better`` (for ``y``) defaults from ``LOWER_IS_BETTER`` (perplexity lower, accuracy
+    higher...). Values of ``x`` within ``tolerance`` of each other count as equal."""
+    lower = _metric_lower_is_better(y) if lower_is_better is None else lower_is_better
+    if frame.empty or x not in frame or y not in frame:
+        return frame.iloc[0:0]
+    positions = front_positions(frame[x].to_numpy(dtype=float, na_value=np.nan),
+                                frame[y].to_numpy(dtype=float, na_value=np.nan),
+                                higher_x=higher_x, higher_y=not lower, tolerance=tolerance)
+    return frame.iloc[positions]
+
+
+# ---------------------------------------------------------------- SAD and IoU of packed masks
+
+# set bits of every byte value: popcount by table lookup works on any numpy version
+_POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.uint8)
+
+
+def popcount(bits: np.ndarray) -> int:
+    """Set bits in a uint8 array."""
+    return int(_POPCOUNT[np.asarray(bits, dtype=np.uint8)].sum(dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """How two masks (or two models' worth of masks) agree, from three counts.
+
+    SAD (sparse architecture divergence, Zhou et al. 2021) = positions whose kept/pruned state differs
+    = ``either - both``; IoU = ``both / either`` over the kept positions (1 when neither keeps any)."""
+
+    both: int  # kept in both
+    either: int  # kept in at least one
+    numel: int  # positions compared
+
+    @property
+    def sad(self) -> int:
+        return self.either - self.both
+
+    @property
+    def iou(self) -> float:
+        return self.both / self.either if self.either else 1.0
+
+    @property
+    def sad_fraction(self) -> float:
+        return self.sad / self.numel if self.numel else 0.0
+
+    def __add__(self, other: "Overlap") -> "Overlap":
+        return Overlap(self.both + other.both, self.either + other.either, self.numel + other.numel)
+
+    @classmethod
+    def of_counts(cls, kept_a: int, kept_b: int, sad: int, numel: int) -> "Overlap":
+        """From the kept counts of each mask and their SAD (what the store's tables keep): with
+        SAD = |A xor B|, both = (k_a + k_b - SAD) / 2 and either = both + SAD, exactly."""
+        both = (int(kept_a) + int(kept_b) - int(sad)) // 2
+        return cls(both, both + int(sad), int(numel))
+
+    def as_dict(self) -> dict[str, float]:
+        return {"sad": self.sad, "numel": self.numel, "sad_fraction": self.sad_fraction, "iou": self.iou}
+
+
+@dataclass(frozen=True)
+class PackedMask:
+    """A mask at 1 bit per weight: numpy packbits of the flattened bool mask (True = kept), zero padding
+    in the last byte, as the store encodes it before compressing."""
+
+    bits: np.ndarray
+    shape: tuple[int, ...]
+
+    @classmethod
+    def of(cls, mask: Any) -> "PackedMask":
+        mask = np.asarray(mask, dtype=bool)
+        return cls(np.packbits(mask.ravel()), mask.shape)
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def kept(self) -> int:
+        return popcount(self.bits)
+
+
+def mask_overlap(a: PackedMask, b: PackedMask) -> Overlap:
+    """The overlap of two packed masks of the same shape (padding bits are zero, so they count nowhere)."""
+    if a.shape != b.shape:
+        raise ValueError(f"masks differ in shape: {a.shape} vs {b.shape}")
+    return Overlap(popcount(a.bits & b.bits), popcount(a.bits | b.bits), a.numel)
+
+
+def overlap(masks_a: Mapping[str, PackedMask], masks_b: Mapping[str, PackedMask]) -> Overlap:
+    """The overlap of two runs' masks ({layer: mask}) summed over the layers both hold with the same
+    shape (layers of another shape are not the same weights). A whole model stays at 1 bit per weight."""
+    total = Overlap(0, 0, 0)
+    for layer in sorted(masks_a.keys() & masks_b.keys()):
+        if masks_a[layer].shape == masks_b[layer].shape:
+            total = total + mask_overlap(masks_a[layer], masks_b[layer])
+    return total
+
+
+def pairwise_overlap(masks: Mapping[str, Mapping[str, PackedMask]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Runs x runs IoU and SAD fraction of the given runs' masks ({run: {layer: mask}}); NaN where two
+    runs share no layer."""
+    runs = list(masks)
+    iou = pd.DataFrame(np.nan, index=runs, columns=runs)
+    sad = pd.DataFrame(np.nan, index=runs, columns=runs)
+    for run in runs:
+        if masks[run]:
+            iou.loc[run, run], sad.loc[run, run] = 1.0, 0.0
+    for a, b in combinations(runs, 2):
+        both = overlap(masks[a], masks[b])
+        if both.numel:
+            iou.loc[a, b] = iou.loc[b, a] = both.iou
+            sad.loc[a, b] = sad.loc[b, a] = both.sad_fraction
+    return iou, sad
+
+
+__all__ = ["LOWER_IS_BETTER", "UnknownMetricError", "lower_is_better", "better", "QUALITY_METRICS",
+           "HEADLINE_METRICS", "quality_metric", "job_label", "describe", "run_label", "run_labels",
+           "SPARSITY_TOLERANCE", "front_positions", "pareto_front", "popcount", "Overlap", "PackedMask",
+           "mask_overlap", "overlap", "pairwise_overlap"]
