@@ -85,6 +85,19 @@ class JobSpec(StrictModel):
         return {}
 
 
+def resolve_prune_method(name: str, structure: str | None) -> Any:
+    """A pruning method, or a structured criterion when the spec names a structure (both versioned)."""
+    if structure is None:
+        from workbench.pruning.registry import resolve_method
+
+        return resolve_method(name)
+    from workbench.structured.criteria import CRITERIA, resolve_criterion
+
+    if name not in CRITERIA:
+        raise SpecError(f"{name!r} is not a structured criterion", f"with `structure:` use one of: {', '.join(CRITERIA)}")
+    return resolve_criterion(name)
+
+
 def method_job_summary(spec: Any, allocation: str) -> dict[str, Any]:
     """The summary columns of a job that applies a method to a model at a sparsity (prune, train)."""
     return {
@@ -114,6 +127,14 @@ class PruneSpec(JobSpec):
     evaluation: Evaluation = Field(default_factory=Evaluation)
     prune_embeddings: bool = Field(False, description="also prune the token embeddings")
     prune_head: bool = Field(False, description="also prune the output head")
+    structure: Literal["heads", "channels", "blocks", "heads+channels"] | None = Field(
+        None, description="remove whole attention heads, MLP channels or blocks (the model shrinks); `method` is "
+                          "then a structured criterion and `sparsity` the fraction of the decoder's parameters removed")
+    head_unit: Literal["group", "query"] = Field(
+        "group", description="structured heads: remove whole key/value groups, or the same number of query heads "
+                             "from every group")
+
+    KEY_OMITS_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"structure", "head_unit"})
 
     @field_validator("pattern", mode="before")
     @classmethod
@@ -130,9 +151,12 @@ class PruneSpec(JobSpec):
     @model_validator(mode="after")
     def _resolve_method(self) -> "PruneSpec":
         from workbench.pruning.allocation import resolve_allocation
-        from workbench.pruning.registry import resolve_method
 
-        method = resolve_method(self.method)
+        if self.structure is not None:
+            return self._resolve_criterion()
+        if self.head_unit != "group":
+            raise ValueError("head_unit applies to structured pruning; set `structure: heads` or drop it")
+        method = resolve_prune_method(self.method, None)
         params = method.validate_params(self.params)
         object.__setattr__(self, "params", params)
         allocation = resolve_allocation(self.allocation)
@@ -154,21 +178,47 @@ class PruneSpec(JobSpec):
             object.__setattr__(self, "pattern", Pattern(name="unstructured"))
         return self
 
+    def _resolve_criterion(self) -> "PruneSpec":
+        """Structured pruning: the method is a criterion; whole structures go, so no N:M and no allocation
+        (each criterion spreads the removals over layers its own way)."""
+        from workbench.structured.prune import STRUCTURES
+
+        criterion = resolve_prune_method(self.method, self.structure)
+        missing = sorted(set(STRUCTURES[self.structure]) - criterion.structures)
+        if missing:
+            raise ValueError(f"criterion {self.method!r} does not score {missing[0]}; it scores "
+                             f"{', '.join(sorted(criterion.structures))}")
+        object.__setattr__(self, "params", criterion.validate_params(self.params))
+        if self.pattern.is_nm:
+            raise ValueError(f"structure {self.structure!r} removes whole structures; drop `pattern: {self.pattern}`")
+        if self.allocation != "uniform" or self.allocation_params:
+            raise ValueError(f"structured criterion {self.method!r} spreads the removals itself; drop `allocation`")
+        if self.prune_embeddings or self.prune_head:
+            raise ValueError("structured pruning never touches the embeddings or the head; drop prune_embeddings/prune_head")
+        if self.sparsity is None:
+            object.__setattr__(self, "sparsity", 0.2)
+        if not 0 < self.sparsity < 1:
+            raise ValueError(f"structured sparsity {self.sparsity} must be in (0, 1): the fraction of the decoder's "
+                             "parameters to remove, e.g. 0.2")
+        return self
+
     def identity_parts(self) -> dict[str, str]:
         from workbench.data import data_identity
         from workbench.models import model_identity
         from workbench.pruning.allocation import resolve_allocation
-        from workbench.pruning.registry import resolve_method
 
         return {
             "model": model_identity(self.model),
             "data": data_identity(self.data),
-            "method": f"{self.method}@{resolve_method(self.method).version}",
+            "method": f"{self.method}@{resolve_prune_method(self.method, self.structure).version}",
             "allocation": f"{self.allocation}@{resolve_allocation(self.allocation).version}",
         }
 
     def summary(self) -> dict[str, Any]:
-        return method_job_summary(self, self.allocation)
+        summary = method_job_summary(self, self.allocation)
+        if self.structure is not None:
+            summary["pattern"] = f"structured:{self.structure}"
+        return summary
 
 
 JOB_KINDS: dict[str, type[JobSpec]] = {"prune": PruneSpec}

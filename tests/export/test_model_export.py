@@ -60,3 +60,27 @@ def test_export_refuses_unfinished_runs_and_used_folders(store, tmp_path):
     with pytest.raises(WorkbenchError, match="not finished"):
         export_model(store, running, tmp_path / "new")
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize(("method", "structure", "plain"), [
+    ("magnitude-sp", "channels", True),  # the same number of channels in every block: a stock config
+    ("flap", "heads+channels", False),  # one global ranking: per-block widths, read back by load_shrunk
+    ("block-influence", "blocks", True),
+])
+def test_shrunk_model_exports_smaller_and_reloads_with_its_logits(store, tmp_path, method, structure, plain):
+    from workbench.structured import load_shrunk, plain_loadable
+
+    spec = {"model": "tiny-llama", "data": "shakespeare", "method": method, "structure": structure, "sparsity": 0.3,
+            "calibration": CALIBRATION, "evaluation": EVALUATION}
+    result = run_job(spec, store)
+    exported = export_model(store, result.run_id, tmp_path / "out")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out") if plain else load_shrunk(tmp_path / "out")
+    assert plain_loadable(model.config) is plain
+    assert sum(p.numel() for p in model.parameters()) == exported.parameters == result.metrics["parameters"]
+    tokens = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens).logits, _rebuilt_logits(spec, tokens))
+    report = json.loads((tmp_path / "out" / "sparsity.json").read_text())
+    # whole structures only: tiny-llama's 2 blocks make dropping one block 50% of the decoder
+    assert report["structure"] == structure and report["achieved_sparsity"] == result.metrics["sparsity"]
+    assert report["achieved_sparsity"] == pytest.approx(0.5 if structure == "blocks" else 0.3, abs=0.05)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -23,8 +24,9 @@ from workbench.pruning.allocation import resolve_allocation
 from workbench.pruning.masks import check_pattern_fits, input_widths, nm_valid
 from workbench.pruning.pipeline import heldout_count
 from workbench.pruning.registry import PruneContext, PruneOutcome, resolve_method
+from workbench.structured import ShrinkResult, check_request, structured_prune
 from workbench.records import JobOutput, LayerStat, MaskRecord, Metric
-from workbench.spec import PruneSpec
+from workbench.spec import PruneSpec, resolve_prune_method
 from workbench.jobs import JobContext
 
 
@@ -37,7 +39,7 @@ class PreparedPrune:
 
 def prepare(spec: PruneSpec, job: JobContext | None = None) -> PreparedPrune:
     progress = bool(job and job.progress)
-    method = resolve_method(spec.method)
+    method = resolve_prune_method(spec.method, spec.structure)
     allocation = resolve_allocation(spec.allocation)
     load_corpus(spec.data)
     loaded = load_model(spec.model)
@@ -49,7 +51,12 @@ def prepare(spec: PruneSpec, job: JobContext | None = None) -> PreparedPrune:
     layers = prunable_layers(loaded.model, spec.prune_embeddings, spec.prune_head)
     check_pattern_fits(input_widths(layers), spec.pattern)
     calibration = heldout = None
-    if method.needs_calibration or allocation.needs_calibration:
+    if spec.structure is not None and loaded.family != "causal-lm":
+        raise SpecError(f"structured pruning of {spec.model} ({loaded.family}) is not offered by the prune job",
+                        "prune a Llama-family causal LM, e.g. smollm2-135m or tiny-llama")
+    if spec.structure is not None:
+        check_request(loaded.model, spec.method, spec.structure, spec.sparsity, spec.params, spec.head_unit)
+    if _needs_calibration(method) or allocation.needs_calibration:
         samples = spec.calibration.samples
         # the windows drawn after the calibration ones stay out of the statistics: recon_error is measured on them
         windows = calibration_windows(spec.data, loaded.tokenizer, samples + heldout_count(samples),
@@ -73,6 +80,12 @@ def _evaluate(spec: PruneSpec, loaded: LoadedModel, dense_embeddings: torch.Tens
     return {**embedding_fidelity(dense_embeddings, pruned), "eval_sentences": float(len(sentences))}
 
 
+def _needs_calibration(method: Any) -> bool:
+    """A pruning method says so; a structured criterion reads input statistics or block similarities."""
+    return bool(getattr(method, "needs_calibration", False) or getattr(method, "needs_inputs", False)
+                or getattr(method, "needs_blocks", False))
+
+
 @dataclass
 class PrunedModel:
     """The model with the method's masks applied (weights changed in place), and what the run records of it."""
@@ -80,12 +93,15 @@ class PrunedModel:
     outcome: PruneOutcome
     prune_seconds: float
     peak: PeakMemory
+    shrink: ShrinkResult | None = None  # structured runs: what was removed, and the widths left
 
 
 def prune_model(prepared: PreparedPrune) -> PrunedModel:
     """Allocation -> method -> masks applied to the weights: everything of a run but its evaluation (an
     export of the run's model repeats exactly this step)."""
     spec, loaded, context = prepared.spec, prepared.loaded, prepared.context
+    if spec.structure is not None:
+        return _shrink_model(prepared)
     started = time.perf_counter()
     with PeakMemory() as peak:
         context.targets = resolve_allocation(spec.allocation).allocate(context, spec.sparsity)
@@ -102,6 +118,43 @@ def prune_model(prepared: PreparedPrune) -> PrunedModel:
     return PrunedModel(outcome, prune_seconds, peak)
 
 
+def _shrink_model(prepared: PreparedPrune) -> PrunedModel:
+    """Structured pruning: whole heads, channels or blocks removed; masks are per structure (1 x units)."""
+    spec, context = prepared.spec, prepared.context
+    started = time.perf_counter()
+    with PeakMemory() as peak:
+        result = structured_prune(prepared.loaded.model, context.calibration, spec.method, spec.structure,
+                                  spec.sparsity, params=spec.params, head_unit=spec.head_unit)
+    prune_seconds = time.perf_counter() - started
+    check_finite(prepared.loaded.model)
+    masks = {name: mask.reshape(1, -1).cpu() for name, mask in result.masks.items()}
+    return PrunedModel(PruneOutcome(masks), prune_seconds, peak, result)
+
+
+def _structured_records(spec: PruneSpec, loaded: LoadedModel, pruned: PrunedModel) -> tuple[list, list, dict]:
+    """Layer rows per structure mask (a block's heads or channels; one row per block for depth) and the masks."""
+    result, pattern = pruned.shrink, f"structured:{spec.structure}"
+    layers = []
+    for name, mask in pruned.outcome.masks.items():
+        flat = mask.reshape(-1)
+        if name.endswith((".heads", ".channels")):
+            layers.append(LayerStat(layer=name, block=int(name.rsplit(".", 2)[1]), shape=tuple(mask.shape),
+                                    target_sparsity=spec.sparsity, achieved_sparsity=1 - float(flat.float().mean()),
+                                    pattern=pattern, extra={"kept": int(flat.sum()), "units": flat.numel()}))
+        elif not name.endswith(".kv_heads"):  # the block list itself: depth pruning
+            layers += [LayerStat(layer=f"{name}.{block}", block=block, shape=(1, 1), target_sparsity=spec.sparsity,
+                                 achieved_sparsity=0.0 if kept else 1.0, pattern=pattern, extra={"kept": int(kept)})
+                       for block, kept in enumerate(flat.tolist())]
+    masks = [MaskRecord(name, mask) for name, mask in pruned.outcome.masks.items()]
+    metrics = {
+        "sparsity": result.achieved,
+        "parameters": float(sum(p.numel() for p in loaded.model.parameters())),
+        "decoder_parameters_removed": float(result.removed_parameters),
+        "blocks_kept": float(result.kept["blocks"]),
+    }
+    return layers, masks, metrics
+
+
 def execute(prepared: PreparedPrune, job: JobContext | None = None) -> JobOutput:
     progress = bool(job and job.progress)
     spec, loaded, context = prepared.spec, prepared.loaded, prepared.context
@@ -112,6 +165,13 @@ def execute(prepared: PreparedPrune, job: JobContext | None = None) -> JobOutput
 
     pruned = prune_model(prepared)
     outcome, peak = pruned.outcome, pruned.peak
+    if pruned.shrink is not None:
+        layers, masks, shrink_metrics = _structured_records(spec, loaded, pruned)
+        started_eval = time.perf_counter()
+        quality = _evaluate(spec, loaded, dense_embeddings, sentences, progress)
+        metrics = {**shrink_metrics, **quality, "prune_seconds": pruned.prune_seconds,
+                   "eval_seconds": time.perf_counter() - started_eval, "peak_memory_mb": peak.rss_mb}
+        return JobOutput(metrics=[Metric(k, float(v)) for k, v in metrics.items()], layers=layers, masks=masks)
 
     layers, masks = [], []
     for name, module in context.layers.items():

@@ -10,7 +10,7 @@ of the stock class (faster everywhere, loadable with ``from_pretrained``).
 
 from workbench.structured.criteria import CRITERIA, Criterion, resolve_criterion
 from workbench.structured.layout import config_parameter_count, model_layout
-from workbench.structured.prune import STRUCTURES, ShrinkResult, structured_prune
+from workbench.structured.prune import STRUCTURES, ShrinkResult, check_request, structured_prune
 from workbench.structured.shrink import (
     load_shrunk,
     plain_loadable,
@@ -24,7 +24,7 @@ from workbench.structured.shrink import (
 from workbench.structured.stats import Statistics, collect_statistics
 
 __all__ = [
-    "CRITERIA", "STRUCTURES", "Criterion", "ShrinkResult", "Statistics", "collect_statistics",
+    "CRITERIA", "STRUCTURES", "Criterion", "ShrinkResult", "Statistics", "check_request", "collect_statistics",
     "config_parameter_count", "load_shrunk", "model_layout", "plain_loadable", "remove_blocks", "remove_channels",
     "remove_heads", "resolve_criterion", "shrink_blocks", "shrink_channels", "shrink_heads", "structured_prune",
 ]

@@ -130,6 +130,33 @@ def _width_masks(crit: Criterion, layout: Layout, stats: Statistics | None, kind
     return masks, scores
 
 
+def check_request(model: nn.Module, criterion: str | Criterion, structure: str, sparsity: float,
+                  params: dict[str, Any] | None = None, head_unit: str = "group") -> None:
+    """Everything ``structured_prune`` would refuse before scoring (unknown structure, bad parameters, a target
+    whole structures cannot reach), checked on the model's shapes alone: a job calls it before it is stored."""
+    crit = resolve_criterion(criterion) if isinstance(criterion, str) else criterion
+    kinds = _check_request(crit, structure, sparsity, head_unit)
+    crit.params(params)
+    layout = model_layout(model)
+    target = sparsity * sum(layout.block_parameters())
+    if kinds == ("blocks",):
+        costs = torch.tensor(layout.block_parameters())
+        units = [Units(-1, "blocks", torch.zeros(len(costs)), costs)]
+    else:
+        units = []
+        for index in range(len(layout)):
+            if "heads" in kinds:
+                attention = layout.attention(index)
+                count = attention.num_kv_heads if head_unit == "group" else attention.group_size
+                cost = (attention.group_cost() if head_unit == "group"
+                        else attention.num_kv_heads * attention.query_head_cost())
+                units.append(Units(index, "heads", torch.zeros(count), cost))
+            if "channels" in kinds:
+                mlp = layout.mlp(index)
+                units.append(Units(index, "channels", torch.zeros(mlp.width), mlp.channel_cost()))
+    allocate.check_reachable(units, target, f"removing {structure}" + (f" ({head_unit} units)" if "heads" in kinds else ""))
+
+
 def structured_prune(model: nn.Module, calibration: torch.Tensor | None, criterion: str | Criterion, structure: str,
                      sparsity: float, params: dict[str, Any] | None = None, head_unit: str = "group",
                      tokens_per_batch: int = 2048) -> ShrinkResult:
