@@ -123,3 +123,47 @@ def test_demo_baseline_runs_four_rows_then_serves_them_from_the_store(tmp_path):
     second = workbench("demo", "--model", "tiny-llama", "--baseline", store=store, check=True)
     assert second.stdout.count("│ yes") == 4  # every row cached
     assert len(json.loads(workbench("ls", "--json", store=store, check=True).stdout)) == 4
+
+
+def _commands(group, prefix=()):
+    """(name path, callback) of every command the CLI registers, sub-groups included."""
+    for info in group.registered_commands:
+        yield (*prefix, info.name or info.callback.__name__), info.callback
+    for sub in group.registered_groups:
+        yield from _commands(sub.typer_instance, (*prefix, *([sub.name] if sub.name else [])))
+
+
+def test_every_command_turns_user_errors_into_one_line():
+    from workbench.cli import app
+
+    commands = dict(_commands(app))
+    assert {("run",), ("show",), ("bench", "train"), ("bench", "prune")} <= set(commands) and len(commands) == 18
+    assert [name for name, callback in commands.items() if not getattr(callback, "handles_errors", False)] == []
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["run", "nope.yaml"], "does not exist"),
+    (["sweep", "nope.yaml"], "does not exist"),
+    (["show", "zzzz"], "no run matches"),
+    (["export-masks", "zzzz", "masks.safetensors"], "no run matches"),
+    (["export", "out.duckdb", "--run", "zzzz"], "no run matches"),
+    (["import", "nope"], "does not exist"),
+    (["gc", "--store", "{blocked}"], "cannot be created"),
+    (["bench", "report", "zzzz"], "no run matches"),
+    (["bench", "app", "--app", "nope.py"], "nope.py"),
+    (["bench", "suite", "--device", "cpu", "--part", "nope"], "has no part"),
+], ids=lambda value: " ".join(value) if isinstance(value, list) else None)
+def test_bad_input_to_any_command_is_one_error_line_and_exit_2(tmp_path, monkeypatch, args, fragment):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.chdir(tmp_path)
+    proc = workbench(*[arg.format(blocked=blocker / "wb.duckdb") for arg in args], store=tmp_path / "s" / "wb.duckdb")
+    assert "Traceback" not in proc.stderr
+    _assert_one_line_error(proc, fragment)
+
+
+def test_starting_the_cli_imports_neither_torch_nor_transformers():
+    """`workbench --help` stays fast: modules that import torch load inside the commands that use them."""
+    code = "import sys, workbench.cli; print(sorted({'torch', 'transformers', 'pandas'} & set(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"

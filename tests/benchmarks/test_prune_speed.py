@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from typer.testing import CliRunner
 
-from workbench.benchmarks.prune_speed import Case, format_summary, mask_agreement, prune_command
+from workbench.benchmarks.prune_speed import Case, format_summary, mask_agreement
+from workbench.cli import app
 
 
 def test_mask_agreement_counts_differing_bits(tmp_path):
@@ -22,10 +24,13 @@ def test_mask_agreement_counts_differing_bits(tmp_path):
 
 def test_tiny_benchmark_against_llmcompressor_prints_and_writes_figures(tmp_path):
     pytest.importorskip("llmcompressor", reason="install the dev extra: pip install -e '.[dev]'")
-    lines = []
     out = tmp_path / "bench.json"
-    [summary] = prune_command("tiny-llama-random", ["wanda"], ["2:4"], 0.5, samples=4, seq_len=32, eval_windows=1,
-                              layers=None, device="cpu", repeats=1, reference=True, out=out, echo=lines.append)
+    result = CliRunner().invoke(app, ["bench", "prune", "--model", "tiny-llama-random", "--method", "wanda",
+                                      "--pattern", "2:4", "--samples", "4", "--seq-len", "32", "--eval-windows", "1",
+                                      "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    [summary] = written["cases"]
     assert summary["masks_differ_fraction"] == 0 and summary["layers_equal"] == summary["layers"] == 14
     for impl in ("ours", "llmcompressor"):
         [run] = summary["runs"][impl]
@@ -33,9 +38,9 @@ def test_tiny_benchmark_against_llmcompressor_prints_and_writes_figures(tmp_path
         assert run["sparsity"] == pytest.approx(0.5) and 0 < run["quality"]["hidden_state_error"] < 10
     assert summary["hidden_state_error_relative_difference"] == pytest.approx(0, abs=1e-5)
     assert summary["wall_speedup"] > 0 and summary["peak_rss_ratio"] > 0
-    assert "ref/ours wall" in "\n".join(lines) and format_summary(summary) in lines
-    written = json.loads(out.read_text())
-    assert written["environment"]["device"] == "cpu" and written["cases"][0]["case"] == vars(Case(
+    assert "ref/ours wall" in result.output and format_summary(summary) in result.output
+    assert f"wrote {out}" in result.output
+    assert written["environment"]["device"] == "cpu" and summary["case"] == vars(Case(
         "tiny-llama-random", "wanda", "2:4", 0.5, 4, 32, 1, None, "cpu", "model"))
 
 

@@ -170,12 +170,11 @@ def _ours(case: Case, work: Workload) -> Callable[[], dict[str, float]]:
 
 def _llmcompressor(case: Case, work: Workload) -> Callable[[], Any]:
     """llmcompressor's one-shot entry point with its Wanda or SparseGPT modifier and sequential pipeline."""
-    from loguru import logger
-    from torch.utils.data import DataLoader
-
     from llmcompressor import oneshot
     from llmcompressor.modifiers.pruning.sparsegpt import SparseGPTModifier
     from llmcompressor.modifiers.pruning.wanda import WandaPruningModifier
+    from loguru import logger
+    from torch.utils.data import DataLoader
 
     logger.remove()  # its per-layer log lines would dominate the output
     modifiers = {"wanda": WandaPruningModifier, "sparsegpt": SparseGPTModifier}
@@ -241,9 +240,8 @@ def _run_worker(case: Case, impl: str, out_dir: Path | None, timeout_s: float | 
 
 def mask_agreement(path_a: Path, path_b: Path) -> dict[str, float]:
     """Fraction of weights whose kept/pruned state differs, and how many layers match exactly."""
-    from safetensors.torch import load_file
-
     import numpy as np
+    from safetensors.torch import load_file
 
     a, b = load_file(str(path_a)), load_file(str(path_b))
     differ = total = equal_layers = 0
@@ -355,26 +353,6 @@ def target_line(summary: dict[str, Any]) -> str:
     parts += [f"{k.removesuffix('_relative_difference')} {v:+.2%}" for k, v in summary.items()
               if k.endswith("_relative_difference")]
     return "  targets: " + "  ".join(parts)
-
-
-def prune_command(model: str, methods: list[str], patterns: list[str], sparsity: float, samples: int, seq_len: int,
-                  eval_windows: int, layers: int | None, device: str, repeats: int, reference: bool,
-                  out: Path | None, attention: str = "model", timeout_s: float | None = None,
-                  echo: Callable[[str], None] = print, precision: str = "model") -> list[dict]:
-    """`workbench bench prune`: print each case as it finishes, then write every figure as JSON."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    cases = [Case(model, method, pattern, sparsity, samples, seq_len, eval_windows, layers, device, attention,
-                  precision) for method in methods for pattern in patterns]
-    env = environment(device)
-    echo(" ".join(f"{k}={v}" for k, v in env.items()))
-    summaries = run_cases(cases, repeats, reference, timeout_s, on_result=lambda s: echo(format_summary(s)))
-    out = out or Path("store") / "bench" / f"prune-{model}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"environment": {**env, "load_average_end": os.getloadavg()}, "cases": summaries},
-                              indent=2))
-    echo(f"wrote {out}")
-    return summaries
 
 
 def main(argv: list[str] | None = None) -> None:

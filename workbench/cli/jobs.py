@@ -1,0 +1,79 @@
+"""Commands that run jobs: `workbench run`, `workbench sweep`, `workbench demo`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from workbench.cli.common import StoreOption, handles_errors, open_store, print_json, report_failures, result_table
+
+app = typer.Typer()
+
+
+@app.command()
+@handles_errors
+def run(spec_file: Path = typer.Argument(..., help="YAML job spec"),
+        store: Optional[str] = StoreOption,
+        force: bool = typer.Option(False, "--force", help="recompute even when the key finished before"),
+        as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+        quiet: bool = typer.Option(False, "--quiet", help="no progress bars")) -> None:
+    """Run one job (or return its cached run)."""
+    # deferred (start-up time): the runner imports torch, the spec pydantic models
+    from workbench.runner import run_job
+    from workbench.spec import load_spec
+
+    result = run_job(load_spec(spec_file), open_store(store), force=force, progress=not quiet and not as_json)
+    if as_json:
+        print_json(result.as_dict())
+    else:
+        state = "cached" if result.cached else f"finished in {result.wall_s:.1f} s"
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())
+        typer.echo(f"{result.run_id} {state}: {metrics}")
+
+
+@app.command()
+@handles_errors
+def sweep(sweep_file: Path = typer.Argument(..., help="YAML sweep: base, grid, include"),
+          store: Optional[str] = StoreOption,
+          force: bool = typer.Option(False, "--force"),
+          as_json: bool = typer.Option(False, "--json"),
+          dry_run: bool = typer.Option(False, "--dry-run", help="list the expanded specs and stop")) -> None:
+    """Expand a grid into jobs and run the ones not finished yet."""
+    # deferred (start-up time): the runner imports torch, the spec pydantic models
+    from workbench.runner import run_sweep
+    from workbench.spec import load_sweep
+
+    specs = load_sweep(sweep_file)
+    if dry_run:
+        for spec in specs:
+            typer.echo(spec.canonical_json())
+        return
+    results = run_sweep(specs, open_store(store), force=force, progress=not as_json)
+    if as_json:
+        print_json([r.as_dict() for r in results])
+    else:
+        result_table(specs, results)
+    report_failures(results)
+
+
+@app.command()
+@handles_errors
+def demo(store: Optional[str] = StoreOption,
+         model: str = typer.Option("smollm2-135m", help="model of the suite"),
+         baseline: bool = typer.Option(False, "--baseline",
+                                       help="only dense, random and magnitude at 50% and 2:4 (minutes on a laptop)"),
+         force: bool = typer.Option(False, "--force")) -> None:
+    """Run the default comparison suite (cached: seconds the second time)."""
+    # deferred (start-up time): the runner imports torch, the suite pydantic models
+    from workbench.runner import run_sweep
+    from workbench.suite import default_suite
+
+    started = time.perf_counter()
+    specs = default_suite(model=model, baseline=baseline)
+    results = run_sweep(specs, open_store(store), force=force, progress=True)
+    result_table(specs, results, title=f"default suite ({model})")
+    typer.echo(f"suite wall time: {time.perf_counter() - started:.1f} s")
+    report_failures(results)
