@@ -84,3 +84,17 @@ def test_shrunk_model_exports_smaller_and_reloads_with_its_logits(store, tmp_pat
     # whole structures only: tiny-llama's 2 blocks make dropping one block 50% of the decoder
     assert report["structure"] == structure and report["achieved_sparsity"] == result.metrics["sparsity"]
     assert report["achieved_sparsity"] == pytest.approx(0.5 if structure == "blocks" else 0.3, abs=0.05)
+
+
+def test_export_model_command(store, tmp_path):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    result = run_job({"model": "tiny-llama", "method": "magnitude", "evaluation": EVALUATION}, store)
+    out = tmp_path / "cli-out"
+    done = CliRunner().invoke(app, ["export-model", result.run_id[:10], str(out), "--store", str(store.path)])
+    assert done.exit_code == 0, done.output
+    assert (out / "model.safetensors").exists() and "parameters" in done.stdout
+    again = CliRunner().invoke(app, ["export-model", result.run_id, str(out), "--store", str(store.path)])
+    assert again.exit_code == 2 and again.stderr.startswith("error: folder") and "Fix:" in again.stderr

@@ -53,7 +53,9 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
                 anchor = package.split(".")
                 anchor = anchor[: len(anchor) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
-            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+            submodules = [f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in modules]
+            # `from package import submodule` reads the submodule; a name that is no module comes from `base`
+            targets = submodules + ([base] if len(submodules) < len(node.names) else [])
         else:
             continue
         for target in targets:

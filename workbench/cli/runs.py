@@ -1,5 +1,5 @@
-"""Commands that read or move stored runs: `workbench ls`, `show`, `methods`, `export-masks`, `gc`,
-`export`, `import`."""
+"""Commands that read or move stored runs: `workbench ls`, `show`, `methods`, `export-masks`, `export-model`,
+`gc`, `export`, `import`."""
 
 from __future__ import annotations
 
@@ -87,6 +87,26 @@ def methods() -> None:
         allocation = resolve_allocation(name)
         params = ", ".join(f"{k}={v.default!r}" for k, v in allocation.Params.model_fields.items())
         typer.echo(f"allocation {name} v{allocation.version}  {params}")
+    from workbench.structured.criteria import CRITERIA, resolve_criterion
+
+    for name in CRITERIA:
+        criterion = resolve_criterion(name)
+        params = ", ".join(f"{k}={v.default!r}" for k, v in criterion.Params.model_fields.items())
+        structures = "|".join(sorted(criterion.structures))
+        typer.echo(f"criterion {name} v{criterion.version}  structure: {structures}  {params}")
+
+
+@app.command("export-model")
+@handles_errors
+def export_model(run_id: str = typer.Argument(..., help="a finished prune run (id or unique prefix)"),
+                 out: Path = typer.Argument(..., help="new or empty folder for the Hugging Face model"),
+                 store: Optional[str] = StoreOption) -> None:
+    """Rebuild a prune run's model (masks checked against the stored ones) and save it as a Hugging Face folder."""
+    # deferred (start-up time): rebuilding the model imports torch and transformers
+    from workbench.model_export import export_model as export
+
+    exported = export(open_store(store), run_id, out)
+    typer.echo(f"wrote {exported.folder} ({exported.parameters:,} parameters; {', '.join(exported.files)})")
 
 
 @app.command("export-masks")
