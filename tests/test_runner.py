@@ -9,7 +9,7 @@ import pytest
 from workbench import queries
 from workbench.errors import AssetError, PruningError, SpecError
 from workbench.runner import run_job, run_sweep
-from workbench.spec import parse_spec, parse_sweep
+from workbench.spec import parse_sweep
 
 
 def _rows(store, sql):

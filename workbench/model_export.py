@@ -21,9 +21,9 @@ from typing import Any
 import torch
 
 from workbench import queries
-from workbench.results import HEADLINE_METRICS
 from workbench.errors import SpecError, StoreError
 from workbench.jobs import prune as prune_job
+from workbench.results import HEADLINE_METRICS
 from workbench.spec import job_key, parse_spec
 from workbench.store import Store
 

@@ -5,7 +5,8 @@ the spec and file hashes, so the model is never loaded. Otherwise the job is pre
 reads is loaded and checked: bad input fails here and leaves the store untouched), registered as
 ``running``, executed, and written in one transaction that flips it to ``finished``. An exception
 marks it ``failed`` with the error text; a killed process leaves ``running``, which the next run of
-the same key replaces.
+the same key replaces. A finished run whose metric ``incomplete`` is set (it left work out: a time
+budget ran out) is not served from the cache; its key runs again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 
 from workbench.errors import WorkbenchError
 from workbench.jobs import JobContext, executor_for
+from workbench.records import INCOMPLETE
 from workbench.results import describe
 from workbench.spec import JobSpec, job_key, parse_spec
 from workbench.store import Store
@@ -58,8 +60,9 @@ def run_job(spec: JobSpec | dict[str, Any], store: Store | None = None, force: b
     key = job_key(spec)
     if not force:
         done = store.finished_run(key)
-        if done is not None:
-            return RunResult(done["run_id"], key, True, "finished", _final_metrics(store, done["run_id"]), done["wall_s"])
+        metrics = _final_metrics(store, done["run_id"]) if done is not None else {}
+        if done is not None and not metrics.get(INCOMPLETE):
+            return RunResult(done["run_id"], key, True, "finished", metrics, done["wall_s"])
 
     executor = executor_for(spec.kind)
     context = JobContext(store=store, workdir=store.artifacts_dir / "checkpoints" / key, progress=progress)
@@ -95,7 +98,7 @@ def run_sweep(specs: Iterable[JobSpec], store: Store | None = None, force: bool 
         bar.set_postfix_str(describe(spec))
         try:
             result = run_job(spec, store, force=force, progress=progress)
-        except Exception as err:  # noqa: BLE001 - one broken job must not sink the sweep
+        except Exception as err:
             if not keep_going:
                 raise
             message = str(err) if isinstance(err, WorkbenchError) else f"{type(err).__name__}: {err}"

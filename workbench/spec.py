@@ -170,7 +170,8 @@ class PruneSpec(JobSpec):
                 )
             object.__setattr__(self, "sparsity", implied)
             if self.allocation != "uniform":
-                raise ValueError(f"allocation {self.allocation!r} needs an unstructured pattern; N:M fixes every layer's sparsity")
+                raise ValueError(f"allocation {self.allocation!r} needs an unstructured pattern; "
+                                 "N:M fixes every layer's sparsity")
         elif self.sparsity is None:
             object.__setattr__(self, "sparsity", 0.5)
         if method.name == "dense":
@@ -267,7 +268,8 @@ def parse_spec(data: Any) -> JobSpec:
     except ValidationError as err:
         allowed = ", ".join(sorted(JOB_KINDS[kind].model_fields))
         message = _format_validation_error(err)
-        fix = f"allowed keys are: {allowed}" if message.startswith("unknown key") else "correct that field (see README, Job specs)"
+        fix = (f"allowed keys are: {allowed}" if message.startswith("unknown key")
+               else "correct that field (see README, Job specs)")
         raise SpecError(f"invalid {kind} spec: {message}", fix) from None
 
 

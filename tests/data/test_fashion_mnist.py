@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from workbench.data.fashion_mnist import (CLASSES, PIXEL_MEAN, PIXEL_STD, fashion_mnist_identity,
-                                          load_fashion_mnist)
+from workbench.data.fashion_mnist import CLASSES, PIXEL_MEAN, PIXEL_STD, fashion_mnist_identity, load_fashion_mnist
 from workbench.errors import AssetError
 
 

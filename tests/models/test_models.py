@@ -29,8 +29,8 @@ def test_unsupported_architecture_names_the_fix():
 
 
 def _save_tiny_folder(tmp_path):
-    from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
 
     loaded = load_model("tiny-llama")
     folder = tmp_path / "tiny-folder"

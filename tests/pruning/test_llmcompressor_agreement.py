@@ -41,10 +41,9 @@ def _load(folder):
 
 
 def _llmcompressor(folder, windows, modifier):
+    from llmcompressor import oneshot
     from loguru import logger
     from torch.utils.data import DataLoader
-
-    from llmcompressor import oneshot
 
     logger.remove()
     model = _load(folder)

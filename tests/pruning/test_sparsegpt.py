@@ -6,9 +6,8 @@ import torch
 
 from workbench import queries
 from workbench.errors import PruningError
-from workbench.pruning.masks import nm_valid, pruned_count
+from workbench.pruning.masks import nm_valid, pruned_count, row_topk_mask
 from workbench.pruning.sparsegpt import InverseHessianFactor, sparsegpt_prune
-from workbench.pruning.masks import row_topk_mask
 from workbench.runner import run_job
 from workbench.spec import Pattern
 

@@ -5,9 +5,8 @@ import torch
 
 from workbench import queries
 from workbench.errors import PruningError
-from workbench.pruning.masks import nm_valid
+from workbench.pruning.masks import nm_valid, row_topk_mask
 from workbench.pruning.pipeline import InputStatistics, Needs
-from workbench.pruning.masks import row_topk_mask
 from workbench.pruning.wanda import wanda_mask, wanda_scores
 from workbench.runner import run_job
 from workbench.spec import Pattern

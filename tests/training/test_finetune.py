@@ -44,7 +44,8 @@ def test_squarehead_distillation_is_logged_in_a_recovery_run(store, text_spec):
     result = run_job({**text_spec, "steps": 3, "params": {"distill": "squarehead", "distill_weight": 2.0}}, store)
     metrics = queries.metrics(store, [result.run_id])
     assert {"loss_distill", "loss_task", "loss"} <= set(metrics["name"])
-    by_step = metrics[metrics.name.isin(["loss", "loss_task", "loss_distill"])].pivot(index="step", columns="name", values="value")
+    losses = metrics[metrics.name.isin(["loss", "loss_task", "loss_distill"])]
+    by_step = losses.pivot(index="step", columns="name", values="value")
     assert (by_step["loss_distill"] > 0).all()
     assert by_step["loss"].to_numpy() == pytest.approx((by_step["loss_task"] + by_step["loss_distill"]).to_numpy(), rel=1e-5)
 

@@ -35,7 +35,7 @@ def test_sparsity_follows_the_schedule_and_pruned_weights_stay_zero():
 
     drive(method, 100, watch)
     assert pruning_steps == [10, 20, 30, 40, 50, 60]
-    for name, module in method.context.layers.items():
+    for module in method.context.layers.values():
         assert int((module.weight == 0).sum()) == round(0.8 * module.weight.numel())
 
 

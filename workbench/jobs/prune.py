@@ -15,6 +15,7 @@ import torch
 
 from workbench.data import calibration_windows, evaluation_windows, load_corpus
 from workbench.errors import PruningError, SpecError
+from workbench.jobs import JobContext
 from workbench.metrics.language import embedding_fidelity, perplexity, sentence_embeddings
 from workbench.metrics.memory import PeakMemory
 from workbench.metrics.sparsity import overall_sparsity, weight_sparsity
@@ -24,10 +25,9 @@ from workbench.pruning.allocation import resolve_allocation
 from workbench.pruning.masks import check_pattern_fits, input_widths, nm_valid
 from workbench.pruning.pipeline import heldout_count
 from workbench.pruning.registry import PruneContext, PruneOutcome, resolve_method
-from workbench.structured import ShrinkResult, check_request, structured_prune
 from workbench.records import JobOutput, LayerStat, MaskRecord, Metric
 from workbench.spec import PruneSpec, resolve_prune_method
-from workbench.jobs import JobContext
+from workbench.structured import ShrinkResult, check_request, structured_prune
 
 
 @dataclass

@@ -32,8 +32,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from workbench.pruning.pipeline import (CalibratedMethod, GroupPruner, InputStatistics, LayerNeeds, LayerResult,
-                                       Needs)
+from workbench.pruning.pipeline import CalibratedMethod, GroupPruner, InputStatistics, LayerNeeds, LayerResult, Needs
 from workbench.pruning.registry import PruneContext
 from workbench.pruning.wanda import wanda_mask, wanda_scores
 from workbench.values import Pattern

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-
 from torch import nn
 
 from workbench.errors import PruningError

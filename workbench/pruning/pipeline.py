@@ -42,7 +42,6 @@ from workbench.errors import PruningError
 from workbench.models.layers import transformer_blocks
 from workbench.pruning.masks import check_pattern_fits, input_widths, pack_bits, unpack_bits
 from workbench.pruning.registry import PruneContext, PruneOutcome, PruningMethod
-from workbench.values import Pattern
 
 
 @dataclass(frozen=True)

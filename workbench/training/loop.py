@@ -120,7 +120,8 @@ class TrainLoop:
             with method.watch():
                 outputs = task.run(model, batch)
                 losses = {"loss_task": task.loss(outputs, batch)}
-                losses.update({f"loss_{k}": v for k, v in method.extra_loss(step, lambda m: task.run(m, batch)).items()})
+                extra = method.extra_loss(step, lambda m, batch=batch: task.run(m, batch))
+                losses.update({f"loss_{k}": v for k, v in extra.items()})
             loss = sum(losses.values())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -27,8 +27,8 @@ from torch import nn
 
 from workbench.errors import SpecError
 from workbench.params import HasParams
-from workbench.values import Pattern
 from workbench.training.sparsity import apply_masks, mask_gradients
+from workbench.values import Pattern
 
 METHODS: dict[str, str] = {
     "dense": "workbench.training.dense:Dense",
