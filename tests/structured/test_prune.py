@@ -102,3 +102,19 @@ def test_bad_requests_are_refused_with_a_fix(llama, calibration, call, words):
 def test_registry_names_a_module_per_criterion():
     for name in CRITERIA:
         assert resolve_criterion(name).name == name
+
+
+@pytest.mark.parametrize("criterion,structure,sparsity", [("wanda-sp", "heads+channels", 0.4),
+                                                           ("magnitude-sp", "heads", 0.1),
+                                                           ("block-influence", "blocks", 0.3)])
+def test_stored_masks_rebuild_the_shrunk_model(llama, calibration, ids, criterion, structure, sparsity):
+    """shrink_to_masks on a fresh copy gives the pruned model's widths and logits (no bias compensation here)."""
+    import copy
+
+    from workbench.structured import shrink_to_masks
+
+    fresh = copy.deepcopy(llama)
+    result = structured_prune(llama, calibration, criterion, structure, sparsity)
+    shrink_to_masks(fresh, result.masks)
+    assert model_layout(fresh).widths() == model_layout(llama).widths() and len(model_layout(fresh)) == len(model_layout(llama))
+    torch.testing.assert_close(logits(fresh, ids), logits(llama, ids))

@@ -10,7 +10,7 @@ of the stock class (faster everywhere, loadable with ``from_pretrained``).
 
 from workbench.structured.criteria import CRITERIA, Criterion, resolve_criterion
 from workbench.structured.layout import config_parameter_count, model_layout
-from workbench.structured.prune import STRUCTURES, ShrinkResult, check_request, structured_prune
+from workbench.structured.prune import STRUCTURES, ShrinkResult, check_request, shrink_to_masks, structured_prune
 from workbench.structured.shrink import (
     load_shrunk,
     plain_loadable,
@@ -26,5 +26,5 @@ from workbench.structured.stats import Statistics, collect_statistics
 __all__ = [
     "CRITERIA", "STRUCTURES", "Criterion", "ShrinkResult", "Statistics", "check_request", "collect_statistics",
     "config_parameter_count", "load_shrunk", "model_layout", "plain_loadable", "remove_blocks", "remove_channels",
-    "remove_heads", "resolve_criterion", "shrink_blocks", "shrink_channels", "shrink_heads", "structured_prune",
+    "remove_heads", "resolve_criterion", "shrink_blocks", "shrink_to_masks", "shrink_channels", "shrink_heads", "structured_prune",
 ]

@@ -13,7 +13,7 @@ every group (its score the mean of theirs).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from pydantic import BaseModel
@@ -195,3 +195,19 @@ def structured_prune(model: nn.Module, calibration: torch.Tensor | None, criteri
     kept: dict[str, Any] = {**shrunk.widths(), "blocks": len(shrunk)}
     return ShrinkResult(model, masks, scores, kept, float(sparsity), (before - after) / before, before,
                         before - after)
+
+
+def shrink_to_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+    """Remove from ``model`` what stored structure masks (named as ``ShrinkResult.masks``; True = kept) say
+    was removed: the same widths and the same surviving rows, for timing a run's shape or rebuilding it. FLAP's
+    bias compensation is not in the masks; a timing does not depend on it."""
+    prefix = model_layout(model).prefix
+    per_layer = {kind: {int(name.rsplit(".", 2)[1]): mask.reshape(-1).bool()
+                        for name, mask in masks.items() if name.startswith(f"{prefix}.") and name.endswith(f".{kind}")}
+                 for kind in ("heads", "channels")}
+    if per_layer["heads"]:
+        shrink_heads(model, per_layer["heads"])
+    if per_layer["channels"]:
+        shrink_channels(model, per_layer["channels"])
+    if prefix in masks:
+        shrink_blocks(model, masks[prefix].reshape(-1).bool())
