@@ -26,5 +26,6 @@ from workbench.structured.stats import Statistics, collect_statistics
 __all__ = [
     "CRITERIA", "STRUCTURES", "Criterion", "ShrinkResult", "Statistics", "check_request", "collect_statistics",
     "config_parameter_count", "load_shrunk", "model_layout", "plain_loadable", "remove_blocks", "remove_channels",
-    "remove_heads", "resolve_criterion", "shrink_blocks", "shrink_to_masks", "shrink_channels", "shrink_heads", "structured_prune",
+    "remove_heads", "resolve_criterion", "shrink_blocks", "shrink_channels", "shrink_heads", "shrink_to_masks",
+    "structured_prune",
 ]
