@@ -7,6 +7,10 @@ from typing import Any
 
 import torch
 
+# A metric > 0 that a job's output may carry: the job left part of its work out (a time budget ran out).
+# The run is stored, but the runner runs its key again rather than serving it as a complete run.
+INCOMPLETE = "incomplete"
+
 
 @dataclass
 class Metric:

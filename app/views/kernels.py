@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from workbench.kernels.report import model_setup, tuned_choice, with_steady_speedup
+from workbench.kernels.report.tables import model_setup, tuned_choice, with_steady_speedup
 
 from workbench_app.figures import facet_figure
 from workbench_app.ui import choose, page_start, show_figure, view_switch

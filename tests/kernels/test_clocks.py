@@ -2,7 +2,7 @@
 
 import time
 
-from workbench.kernels.clocks import POWER_CAP, ClockReading, ClockSampler, clock_sampler, clocks_by_mode
+from workbench.kernels.measure.clocks import POWER_CAP, ClockReading, ClockSampler, clock_sampler, clocks_by_mode
 
 
 def test_readings_are_filed_under_their_block_and_summarised():

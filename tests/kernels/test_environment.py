@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from workbench.kernels.environment import loaded_cusparselt_version
+from workbench.kernels.measure.environment import loaded_cusparselt_version
 
 # a stand-in library with cuSPARSELt's version entry point, reporting 0.10.3
 FAKE_LIBRARY = """

@@ -5,9 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workbench.kernels.backends import (Dense, PreparedWeight, Semi24Fastest, TuneResult, copy_prepared,
-                                        is_unsupported_error, make_backend)
-from workbench.kernels.environment import DeviceInfo
+from workbench.kernels.backends import make_backend
+from workbench.kernels.backends.base import PreparedWeight, TuneResult, copy_prepared, is_unsupported_error
+from workbench.kernels.backends.dense import Dense
+from workbench.kernels.backends.fastest import Semi24Fastest
+from workbench.kernels.measure.environment import DeviceInfo
 
 
 class Member(Dense):
@@ -111,8 +113,8 @@ def test_the_backend_runs_where_either_member_does():
 
 
 def test_search_operands_are_copied_until_one_round_exceeds_the_l2_working_set():
-    from workbench.kernels.backends import operands_beyond_l2
-    from workbench.kernels.tuning import SEARCH_ROTATE_BYTES
+    from workbench.kernels.backends.base import operands_beyond_l2
+    from workbench.kernels.backends.tuning import SEARCH_ROTATE_BYTES
 
     weight = PreparedWeight(torch.zeros(2**20, dtype=torch.uint8), 2**20, "bf16", (1024, 1024), {16: "choice"})
     x = torch.zeros(16, 1024, dtype=torch.bfloat16)

@@ -3,12 +3,13 @@ import copy
 import pytest
 import torch
 
-from workbench.kernels.backends import PreparedWeight, make_backend
+from workbench.kernels.backends import make_backend
+from workbench.kernels.backends.base import PreparedWeight
+from workbench.kernels.backends.formats import block_mask, semi24_mask, semi24_pack, semi24_unpack, unstructured_mask
 from workbench.kernels.convert import ConversionError, SparseLinear, convert_model
-from workbench.kernels.environment import DeviceInfo
-from workbench.kernels.formats import block_mask, semi24_mask, semi24_pack, semi24_unpack, unstructured_mask
-from workbench.kernels.harness import relative_error
 from workbench.kernels.latency import build_model
+from workbench.kernels.measure.environment import DeviceInfo
+from workbench.kernels.measure.harness import relative_error
 from workbench.models.layers import prunable_layers
 from workbench.pruning.masks import nm_valid
 
@@ -137,3 +138,18 @@ def test_2to4_backends_refuse_masks_that_are_not_2to4():
         convert_model(model, "semi24-tuned", "fp32", masks)
     with pytest.raises(ConversionError, match="lack"):
         convert_model(model, "csr", "fp32", dict(list(masks.items())[:3]))
+
+
+def test_the_registry_names_each_backend_by_its_own_name_and_knows_which_search():
+    import inspect
+
+    from workbench.cli.bench import app
+    from workbench.kernels.backends import BACKENDS, backend_class, searching_backends
+    from workbench.kernels.report.tables import tuned_24
+
+    assert all(backend_class(name).name == name for name in BACKENDS)
+    assert tuned_24() == searching_backends("2:4") == ("semi24-tuned", "semi24-sm90", "semi24-fastest")
+    assert searching_backends() == tuned_24() and not backend_class("semi24").searches_configuration
+    command = next(info.callback for info in app.registered_commands if info.name == "kernels")
+    help_text = inspect.signature(command).parameters["backend"].default.help
+    assert all(name in help_text for name in BACKENDS)  # the command line lists the registry

@@ -3,11 +3,12 @@
 import pytest
 import torch
 
-from workbench.kernels.backends import is_unsupported_error, make_backend
-from workbench.kernels.environment import DTYPES, device_info
-from workbench.kernels.formats import semi24_mask
-from workbench.kernels.harness import relative_error
-from workbench.kernels.timing import eager_launch, graph_launch, measure
+from workbench.kernels.backends import make_backend
+from workbench.kernels.backends.base import is_unsupported_error
+from workbench.kernels.backends.formats import semi24_mask
+from workbench.kernels.measure.environment import DTYPES, device_info
+from workbench.kernels.measure.harness import relative_error
+from workbench.kernels.measure.timing import eager_launch, graph_launch, measure
 
 pytestmark = pytest.mark.gpu
 
@@ -119,8 +120,8 @@ def test_tuned_2to4_model_gives_the_masked_dense_model_outputs(fuse):
 
 @pytest.mark.parametrize("layout", [True, False])
 def test_each_searched_2to4_layout_gives_the_masked_dense_product(layout, tmp_path, monkeypatch):
-    from workbench.kernels.backends import Semi24Tuned
-    from workbench.kernels.tuning import AlgorithmCache
+    from workbench.kernels.backends.cusparselt import Semi24Tuned
+    from workbench.kernels.backends.tuning import AlgorithmCache
 
     monkeypatch.setattr(Semi24Tuned, "result_layouts", staticmethod(lambda dtype: (layout,)))
     tuned = Semi24Tuned(cache=AlgorithmCache(tmp_path / "choices.json"))

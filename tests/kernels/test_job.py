@@ -3,7 +3,7 @@ import json
 import pytest
 
 from workbench import queries
-from workbench.kernels.isolation import run_isolated
+from workbench.kernels.measure.isolation import run_isolated
 from workbench.runner import run_job
 from workbench.spec import parse_spec
 
@@ -100,17 +100,39 @@ def test_cases_past_the_suite_deadline_are_rows_that_say_so():
     assert "time budget" in records[0]["error"]
 
 
-def test_a_run_cut_short_by_a_time_budget_is_run_again(store):
-    from workbench.cli.bench_kernels import incomplete
-    from workbench.records import JobOutput, Metric
+def test_a_run_cut_short_by_its_time_budget_is_stored_but_never_served_as_finished(store, tiny_timing):
+    from workbench.records import INCOMPLETE, JobOutput, Metric
     from workbench.spec import job_key
 
-    spec = parse_spec({"kind": "bench", "device": "cpu", "kernels": {"shapes": ["64x64"], "tokens": [1]}})
-    assert not incomplete(store, spec)
-    for skipped, expected in ((0, False), (3, True)):
-        run_id = store.start_run(job_key(spec), "bench", spec.canonical_json(), spec.summary(), {})
-        store.finish_run(run_id, job_key(spec), JobOutput(metrics=[Metric("skipped", skipped)]), 1.0)
-        assert incomplete(store, spec) is expected
+    plain = _spec(tiny_timing, backends=["csr"])
+    budgeted = {**plain, "timing": {**tiny_timing, "time_budget_s": 0}}
+    assert "time_budget_s" not in parse_spec(plain).canonical()["timing"]  # no budget: the key it always had
+    assert job_key(parse_spec(budgeted)) != job_key(parse_spec(plain))  # a budgeted spec is a job of its own
+
+    first = run_job(budgeted, store)  # the budget is spent before the first case: every case is left out
+    rows = queries.kernel_results(store, [first.run_id])
+    assert (rows["status"] == "skipped").all() and rows["error"].str.contains("time budget").all()
+    assert first.metrics[INCOMPLETE] == 1 and first.metrics["skipped"] == 4  # dense and csr, two cases each
+    again = run_job(budgeted, store)
+    assert not again.cached and again.run_id != first.run_id  # measured again, not served from the cache
+    assert list(queries.runs(store)["run_id"]) == [again.run_id]  # and the cut-short run is replaced
+
+    key = job_key(parse_spec(budgeted))  # a budgeted run that measured every case is served as any other
+    run_id = store.start_run(key, "bench", parse_spec(budgeted).canonical_json(), {}, {})
+    store.finish_run(run_id, key, JobOutput(metrics=[Metric("skipped", 0)]), 1.0)
+    served = run_job(budgeted, store)
+    assert served.cached and served.run_id == run_id
+
+
+def test_the_suite_parts_share_its_time_budget(store, tiny_timing, capsys):
+    from workbench.cli.bench_kernels import run_specs
+
+    specs = [parse_spec({**_spec(tiny_timing, backends=[backend]), "name": backend}) for backend in ("csr", "bsr")]
+    results = run_specs(specs, store, force=False, as_json=True, budget_s=0)
+    assert [r.metrics["incomplete"] for r in results] == [1, 1] and not any(r.cached for r in results)
+    stored = [queries.run(store, r.run_id)["spec"] for r in results]
+    assert [s["timing"]["time_budget_s"] for s in stored] == [0, 0]
+    assert len(json.loads(capsys.readouterr().out)["runs"]) == 2
 
 
 def test_the_suite_runs_in_named_parts_and_an_unknown_part_names_the_choices():

@@ -3,9 +3,8 @@
 import json
 
 import pandas as pd
-import pytest
 
-from workbench.kernels.report import kernel_table, latency_table, model_setup, targets, with_steady_speedup
+from workbench.kernels.report.tables import kernel_table, latency_table, model_setup, targets, with_steady_speedup
 
 
 def _kernel(backend, dtype, shape, tokens, speedup, roofline=None, run="r1", timing="graph", extra=None, **values):
@@ -106,7 +105,7 @@ def test_rows_of_several_runs_stay_apart_and_say_what_they_were_measured_on():
 
 
 def test_the_chosen_configuration_in_words():
-    from workbench.kernels.report import tuned_choice
+    from workbench.kernels.report.tables import tuned_choice
 
     sm90 = {"config": "128x256x64_1x2x1_cooperative", "us": {"128x256x64_1x2x1_cooperative": 240.0}}
     cuslt = {"alg_id": 3, "split_k": 2, "split_k_mode": 1, "transpose_result": True}

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from workbench.kernels.backends import make_backend
-from workbench.kernels.environment import DTYPES, DeviceInfo
-from workbench.kernels.formats import semi24_mask
-from workbench.kernels.harness import relative_error
-from workbench.kernels.sm90_sparse import build, library
+from workbench.kernels.backends.formats import semi24_mask
+from workbench.kernels.backends.sm90_sparse import build, library
+from workbench.kernels.measure.environment import DTYPES, DeviceInfo
+from workbench.kernels.measure.harness import relative_error
 
 HOPPER = DeviceInfo("cuda", "NVIDIA H200", (9, 0))
 
@@ -152,7 +152,7 @@ def test_compress_refuses_a_weight_that_is_not_2to4():
 
 
 def test_the_library_in_use_is_named_by_its_content(monkeypatch, tmp_path):
-    from workbench.kernels.environment import sm90_sparse_library
+    from workbench.kernels.measure.environment import sm90_sparse_library
 
     monkeypatch.setenv(build.LIB_ENV, str(tmp_path / "missing.so"))
     assert sm90_sparse_library() is None
@@ -168,7 +168,7 @@ def test_the_library_in_use_is_named_by_its_content(monkeypatch, tmp_path):
 def test_the_compiled_operator_states_its_output_shape_without_running_the_library():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from workbench.kernels.backends import sm90_linear
+    from workbench.kernels.backends.sm90 import sm90_linear
 
     with FakeTensorMode():  # what torch.compile traces with: shapes and dtypes, no kernel runs
         values, meta = torch.empty(4096, dtype=torch.uint8), torch.empty(512, dtype=torch.uint8)
@@ -177,7 +177,7 @@ def test_the_compiled_operator_states_its_output_shape_without_running_the_libra
 
 
 def test_a_weight_the_kernels_cannot_tile_is_an_unsupported_case():
-    from workbench.kernels.backends import is_unsupported_error
+    from workbench.kernels.backends.base import is_unsupported_error
 
     with pytest.raises(ValueError) as err:
         make_backend("semi24-sm90").prepare(torch.zeros(12, 64, dtype=torch.bfloat16), "bf16")

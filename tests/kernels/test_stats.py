@@ -3,9 +3,9 @@ import time
 import numpy as np
 import pytest
 
-from workbench.kernels.selection import headline_metrics, mark_best
-from workbench.kernels.stats import paired_speedup, quantile, summarize
-from workbench.kernels.timing import Launch, measure, measure_steady
+from workbench.kernels.measure.stats import paired_speedup, quantile, summarize
+from workbench.kernels.measure.timing import Launch, measure, measure_steady
+from workbench.kernels.report.selection import headline_metrics, mark_best
 
 
 def test_quartiles_by_hand():

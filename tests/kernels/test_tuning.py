@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from workbench.kernels import tuning
-from workbench.kernels.tuning import AlgorithmCache, CusparseltAlgorithm as Alg
+from workbench.kernels.backends import tuning
+from workbench.kernels.backends.tuning import AlgorithmCache
+from workbench.kernels.backends.tuning import CusparseltAlgorithm as Alg
 
 
 @pytest.fixture
@@ -93,8 +94,10 @@ def test_rotated_operands_exceed_the_working_set_and_keep_the_layout():
 
 
 def test_tuned_backend_falls_back_to_the_plain_layout_only_when_every_asked_layout_is_refused(monkeypatch):
-    from workbench.kernels import backends, environment
-    from workbench.kernels.backends import PreparedWeight, Semi24Tuned
+    from workbench.kernels.backends import cusparselt
+    from workbench.kernels.backends.base import PreparedWeight
+    from workbench.kernels.backends.cusparselt import Semi24Tuned
+    from workbench.kernels.measure import environment
 
     asked, refused = [], {(True,)}  # a library without the fused transposed result for this dtype
 
@@ -104,7 +107,7 @@ def test_tuned_backend_falls_back_to_the_plain_layout_only_when_every_asked_layo
             raise RuntimeError("no algorithm")
         return Alg(alg_id=1, transpose_result=transposes[0]), 0.5, False
 
-    monkeypatch.setattr(backends, "search_cached", search_cached)
+    monkeypatch.setattr(cusparselt, "search_cached", search_cached)
     monkeypatch.setattr(environment, "device_identity", lambda kind: "a GPU")
     backend = Semi24Tuned(cache=AlgorithmCache())
     x = torch.zeros(16, 32)

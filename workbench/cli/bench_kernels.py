@@ -1,4 +1,9 @@
-"""What `workbench bench kernels|latency|suite|report|build-sm90` do (the typer wrappers live in workbench/cli.py)."""
+"""What `workbench bench kernels|latency|suite|report|build-sm90` do (the typer wrappers live in
+``workbench/cli/bench.py``), and the store reads they need (shapes of pruned models, masks, rows):
+the kernel code itself never reads the store.
+
+Imported when the command line starts: everything that imports torch or pandas loads inside the
+functions."""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 
 def _use_store(store_path: Path | None) -> Any:
@@ -40,24 +45,60 @@ def resolve_masks_key(store: Any, run: str | None) -> tuple[str | None, str | No
     return record["key"], record["run_id"]
 
 
-def incomplete(store: Any, spec: Any) -> bool:
-    """A finished run of the spec's key that left cases out (a time budget): worth running again."""
+def bench_rows(store: Any = None, run_ids: Iterable[str] | None = None) -> Any:
+    """The kernel_results rows of bench runs, as the report's tables take them (a DataFrame)."""
+    import pandas as pd
+
     from workbench import queries
-    from workbench.spec import job_key
 
-    found = store.finished_run(job_key(spec))
-    if found is None:
-        return False
-    return queries.run(store, found["run_id"])["metrics"].get("skipped", 0) > 0
+    frame = queries.kernel_results(store, run_ids)
+    if frame.empty or "phase" not in frame:
+        return pd.DataFrame(columns=["run_id", "phase", "backend", "dtype", "status"])
+    return frame
 
 
-def run_specs(specs: list, store: Any, force: bool, as_json: bool) -> list:
-    from workbench.kernels.report import bench_rows, print_report
+def store_shapes(store: Any = None) -> tuple[str, ...]:
+    """Weight shapes (OUTxIN) of the layers of every model pruned in the store."""
+    from workbench import queries
+
+    layers = queries.layer_stats(store)
+    if layers.empty:
+        return ()
+    shapes = [s for s in layers["shape"].dropna().unique() if isinstance(s, str) and s.count("x") == 1]
+    return tuple(sorted(shapes, key=lambda s: [int(v) for v in s.split("x")]))
+
+
+def latest_masks_run(store: Any = None, model: str = "smollm2-135m", pattern: str | None = "2:4") -> Any:
+    """The newest finished pruning run of ``model`` (with ``pattern``), a row of ``queries.runs`` or
+    None: its masks feed the latency."""
+    from workbench import queries
+
+    runs = queries.runs(store, status="finished", kind="prune", model=model)
+    if pattern is not None and not runs.empty:
+        runs = runs[runs["pattern"] == pattern]
+    return None if runs.empty else runs.iloc[0]
+
+
+def with_time_budget(spec: Any, seconds: float) -> Any:
+    """The spec with ``timing.time_budget_s`` set (a spec of its own key)."""
+    return spec.model_copy(update={"timing": spec.timing.model_copy(update={"time_budget_s": seconds})})
+
+
+def run_specs(specs: list, store: Any, force: bool, as_json: bool, budget_s: float | None = None) -> list:
+    """Run the specs in order and print their rows. With ``budget_s``, the specs share it: each gets what
+    is left of it when it starts (in whole seconds, so that the first, and a spec after cached ones,
+    gets the budget itself and keeps one key from one invocation to the next)."""
+    from workbench.kernels.report.tables import print_report
+    from workbench.records import INCOMPLETE
     from workbench.runner import run_sweep
 
-    results = []
-    for spec in specs:  # a run that a time budget cut short is not served from the cache
-        results += run_sweep([spec], store, force=force or incomplete(store, spec), progress=not as_json)
+    results, ran = [], []
+    started = time.monotonic()
+    for spec in specs:
+        if budget_s is not None:
+            spec = with_time_budget(spec, max(0.0, budget_s - int(time.monotonic() - started)))
+        ran.append(spec)
+        results += run_sweep([spec], store, force=force, progress=not as_json)
     run_ids = [r.run_id for r in results if r.run_id]
     if as_json:
         rows = bench_rows(store, run_ids)
@@ -65,18 +106,22 @@ def run_specs(specs: list, store: Any, force: bool, as_json: bool) -> list:
                           "rows": json.loads(rows.to_json(orient="records"))}, default=str, indent=1))
     else:
         print_report(bench_rows(store, run_ids))
-        for spec, result in zip(specs, results):
+        for spec, result in zip(ran, results):
             state = "cached" if result.cached else result.status
+            if result.metrics.get(INCOMPLETE):
+                state += ", incomplete: the time budget ran out; the next run measures it again"
             print(f"{spec.name or spec.target}: run {result.run_id or '-'} ({state})"
                   + (f": {result.error}" if result.error else ""))
     return results
 
 
-def kernels_command(store_path: Path | None, device: str, backends: list[str], dtypes: list[str], shapes: list[str],
-                    tokens: list[int], sparsity: float, block: int, budget_ms: float | None, model_shapes: bool,
-                    force: bool, as_json: bool) -> list:
+def kernels_command(*, store_path: Path | None = None, device: str = "auto", backends: Sequence[str] = (),
+                    dtypes: Sequence[str] = (), shapes: Sequence[str] = (), tokens: Sequence[int] = (),
+                    sparsity: float = 0.9, block: int = 64, budget_ms: float | None = None,
+                    model_shapes: bool = True, force: bool = False, as_json: bool = False) -> list:
+    """Time the kernel grid (empty lists: the device's defaults), plus the shapes of every model pruned
+    in the store with ``model_shapes``."""
     from workbench.kernels.spec import BenchSpec
-    from workbench.kernels.suites import store_shapes
 
     store = _use_store(store_path)
     device = resolve_device(device)
@@ -93,10 +138,13 @@ def kernels_command(store_path: Path | None, device: str, backends: list[str], d
     return run_specs([spec], store, force, as_json)
 
 
-def latency_command(store_path: Path | None, device: str, model: str, random_weights: bool, variants: list[str],
-                    dtype: str | None, prefill: list[int], decode: list[int], context: int | None,
-                    masks_run: str | None, force: bool, as_json: bool, fuse: bool = False,
-                    compile_models: bool = False) -> list:
+def latency_command(*, store_path: Path | None = None, device: str = "auto", model: str = "smollm2-135m",
+                    random_weights: bool = True, variants: Sequence[str] = (), dtype: str | None = None,
+                    prefill: Sequence[int] = (), decode: Sequence[int] = (), context: int | None = None,
+                    masks_run: str | None = None, fuse: bool = False, compile_models: bool = False,
+                    force: bool = False, as_json: bool = False) -> list:
+    """The latency of ``model`` with its linear layers behind each variant, against dense (empty lists:
+    the device's defaults)."""
     from workbench.kernels.spec import BenchSpec
 
     store = _use_store(store_path)
@@ -112,10 +160,11 @@ def latency_command(store_path: Path | None, device: str, model: str, random_wei
 def suite_command(store_path: Path | None, device: str, masks_run: str | None, budget_s: float | None,
                   force: bool, as_json: bool, parts: list[str] | None = None) -> list:
     """The default suite of the device; with ``budget_s``, cases past the budget are left out (rows
-    say so) so that the command ends in time and what was measured is stored; ``parts`` runs only the
-    named parts (a host with a time limit per command runs the suite in pieces)."""
-    from workbench.jobs.bench import DEADLINE_ENV
-    from workbench.kernels.suites import cpu_suite, gpu_suite, latest_masks_run, store_shapes
+    say so) so that the command ends in time and what was measured is stored: the parts share the
+    budget, each a spec with the budget left when it starts (``timing.time_budget_s``), and a part cut
+    short is stored as incomplete and measured again by the next run. ``parts`` runs only the named
+    parts (a host with a time limit per command runs the suite in pieces)."""
+    from workbench.kernels.suites import cpu_suite, gpu_suite
 
     store = _use_store(store_path)
     device = resolve_device(device)
@@ -124,10 +173,8 @@ def suite_command(store_path: Path | None, device: str, masks_run: str | None, b
     else:
         found = latest_masks_run(store)
         key = found["key"] if found is not None else None
-    if budget_s is not None:
-        os.environ[DEADLINE_ENV] = str(time.time() + budget_s)
     make = gpu_suite if device == "cuda" else cpu_suite
-    return run_specs(select_parts(make(store_shapes(store), key), parts), store, force, as_json)
+    return run_specs(select_parts(make(store_shapes(store), key), parts), store, force, as_json, budget_s)
 
 
 def select_parts(specs: list, parts: list[str] | None) -> list:
@@ -145,7 +192,7 @@ def select_parts(specs: list, parts: list[str] | None) -> list:
 
 def build_sm90_command(jobs: int) -> Path:
     """Compile the semi24-sm90 backend's library (minutes per configuration, cached) and print its path."""
-    from workbench.kernels.sm90_sparse.build import build
+    from workbench.kernels.backends.sm90_sparse.build import build
 
     path = build(jobs=jobs)
     print(path)
@@ -154,7 +201,7 @@ def build_sm90_command(jobs: int) -> Path:
 
 def report_command(store_path: Path | None, run_ids: list[str] | None, as_json: bool) -> None:
     from workbench import queries
-    from workbench.kernels.report import bench_rows, print_report, targets
+    from workbench.kernels.report.tables import print_report, targets
 
     store = _use_store(store_path)
     if not run_ids:

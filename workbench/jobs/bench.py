@@ -3,16 +3,19 @@
 ``prepare`` checks what the job needs (a GPU when it asks for one, the masks of the pruning run it
 names) before the run is registered. ``execute`` measures the machine's ceilings, runs every
 (dtype, backend) or latency variant in isolation, and turns the workers' records into
-kernel_results rows with every methodology field of BENCHMARKS.md: median, quartiles and minimum,
-dense-equivalent TFLOP/s, bytes moved and GB/s, the roofline floor and the fraction of it reached,
-the speedup over the dense baseline timed alternately in the same process, the relative error
-against fp32, and the environment. One-time costs (first call, conversion, search) are rows of
+kernel_results rows with every methodology field (README, "Kernel benchmarks"): median, quartiles
+and minimum, dense-equivalent TFLOP/s, bytes moved and GB/s, the roofline floor and the fraction of
+it reached, the speedup over the dense baseline timed alternately in the same process, the relative
+error against fp32, and the environment. One-time costs (first call, conversion, search) are rows of
 their own phase, ``setup``.
+
+A spec's ``timing.time_budget_s`` bounds the job: cases that would start after it are ``skipped`` rows,
+and such a run carries the metric ``incomplete`` (``workbench.records.INCOMPLETE``), so that the
+runner runs its key again instead of serving a cut-short run as a complete one.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from dataclasses import dataclass, fields
@@ -22,19 +25,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from workbench.kernels.backends import make_backend
-from workbench.kernels.ceilings import roofline_us
-from workbench.kernels.environment import device_info
-from workbench.kernels.harness import CaseSettings
-from workbench.kernels.isolation import run_isolated
-from workbench.kernels.selection import headline_metrics, mark_best
-from workbench.kernels.spec import BenchError, BenchSpec, parse_shape
-from workbench.kernels.stats import summarize
-from workbench.records import JobOutput, Metric
 from workbench.jobs import JobContext
+from workbench.kernels.backends import make_backend
+from workbench.kernels.measure.ceilings import roofline_us
+from workbench.kernels.measure.environment import device_info
+from workbench.kernels.measure.harness import CaseSettings
+from workbench.kernels.measure.isolation import run_isolated
+from workbench.kernels.measure.stats import summarize
+from workbench.kernels.report.selection import headline_metrics, mark_best
+from workbench.kernels.spec import BenchError, BenchSpec, parse_shape
+from workbench.records import INCOMPLETE, JobOutput, Metric
 from workbench.store import Store
-
-DEADLINE_ENV = "WORKBENCH_BENCH_DEADLINE"  # epoch seconds after which cases are left out (suite time budgets)
 
 
 @dataclass
@@ -65,9 +66,10 @@ def prepare(spec: BenchSpec, job: JobContext | None = None) -> PreparedBench:
     return prepared
 
 
-def _deadline() -> float | None:
-    value = os.environ.get(DEADLINE_ENV)
-    return float(value) if value else None
+def _deadline(spec: BenchSpec) -> float | None:
+    """Epoch seconds after which cases are left out: the spec's time budget from now."""
+    budget = spec.timing.time_budget_s
+    return None if budget is None else time.time() + budget
 
 
 class _Context:
@@ -300,7 +302,7 @@ def _run_latency(prepared: PreparedBench, ctx: _Context, deadline: float | None,
 def execute(prepared: PreparedBench, job: JobContext | None = None) -> JobOutput:
     progress = bool(job and job.progress)
     spec = prepared.spec
-    deadline = _deadline()
+    deadline = _deadline(spec)
     started = time.perf_counter()
     if spec.target == "kernels":
         ctx = _ceilings(spec, spec.kernels.dtypes, deadline)  # the roofline's ceilings, measured in this run
@@ -311,4 +313,6 @@ def execute(prepared: PreparedBench, job: JobContext | None = None) -> JobOutput
     rows = ctx.rows + mark_best(rows)
     metrics = headline_metrics(rows)
     metrics["bench_seconds"] = time.perf_counter() - started
+    if any(row.get("status") == "skipped" for row in rows):  # the time budget ran out: not a complete run
+        metrics[INCOMPLETE] = 1.0
     return JobOutput(metrics=[Metric(name, float(value)) for name, value in metrics.items()], kernel_results=rows)

@@ -1,7 +1,7 @@
 """Put a model's pruned linear layers into a sparse format, behind the kernel backends.
 
 ``SparseLinear`` replaces an ``nn.Linear``: its pruned weight is prepared once by a backend of
-``backends.py`` and every forward multiplies through that backend, so a model's latency and a
+``backends/`` and every forward multiplies through that backend, so a model's latency and a
 kernel's figure come from the same code. Masks come from a pruning run in the store (the run the
 latency is linked to) or, for random-weight models, from the backend's own pattern.
 """
@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.errors import WorkbenchError
-from workbench.kernels.backends import Backend, make_backend
-from workbench.kernels.environment import DTYPES
-from workbench.kernels.formats import SEMI24_GROUP, SEMI24_KEEP, pattern_mask
+from workbench.kernels.backends import make_backend
+from workbench.kernels.backends.base import Backend
+from workbench.kernels.backends.formats import SEMI24_GROUP, SEMI24_KEEP, pattern_mask
+from workbench.kernels.measure.environment import DTYPES
 from workbench.models.layers import prunable_layers
 from workbench.pruning.masks import nm_weight_valid
 

@@ -22,10 +22,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from workbench.kernels.environment import DTYPES
-from workbench.kernels.clocks import clock_sampler, clocks_by_mode
-from workbench.kernels.harness import SKIPPED, is_fatal, past_deadline, relative_error, timing_modes
-from workbench.kernels.timing import Launch, eager_launch, graph_launch, measure_mode
+from workbench.kernels.measure.clocks import clock_sampler, clocks_by_mode
+from workbench.kernels.measure.environment import DTYPES
+from workbench.kernels.measure.harness import SKIPPED, is_fatal, past_deadline, relative_error, timing_modes
+from workbench.kernels.measure.timing import Launch, eager_launch, graph_launch, measure_mode
 
 # Shapes of models timed with random weights (no download, no pretrained file needed for latency).
 RANDOM_MODELS: dict[str, dict[str, Any]] = {
@@ -170,7 +170,7 @@ def _measure(calls: dict[str, Callable[[], object]], device: str, task: dict[str
                 samples[mode], steady[mode] = measure_mode(
                     launches, device, mode, task["budget_ms"] / 1e3, task["steady_ms"] / 1e3, task["settle_ms"] / 1e3,
                     2, task["min_samples"], task["max_samples"], clocks.tag)
-            except Exception as err:  # noqa: BLE001 - recorded beside the modes that worked
+            except Exception as err:
                 if is_fatal(err):
                     raise
                 errors[mode] = f"{type(err).__name__}: {err}"[:2000]
@@ -185,8 +185,7 @@ def _measure(calls: dict[str, Callable[[], object]], device: str, task: dict[str
 def run_latency_task(task: dict[str, Any], emit: Callable[[dict[str, Any]], None],
                      fault_hook: Callable[[str, str], None]) -> int:
     from workbench.kernels.convert import convert_model, search_seconds
-
-    from workbench.kernels.environment import device_info, versions
+    from workbench.kernels.measure.environment import device_info, versions
 
     device, dtype, variant = task["device"], task["dtype"], task["variant"]
     emit({"kind": "device", "label": device_info(device).label, "versions": versions(device)})
@@ -242,7 +241,7 @@ def run_latency_task(task: dict[str, Any], emit: Callable[[dict[str, Any]], None
                           "search_s": search_seconds(models[name]), "compile": _compile_report(runners, shape)}
                 emit({**record, "status": "ok", "result": result})
             except Exception as err:  # noqa: BLE001 - a failed case is a row with its error text
-                from workbench.kernels.backends import is_unsupported_error
+                from workbench.kernels.backends.base import is_unsupported_error
 
                 status = "unsupported" if is_unsupported_error(err) else "failed"
                 emit({**record, "status": status, "error": f"{type(err).__name__}: {err}"[:4000]})

@@ -10,7 +10,10 @@ timing: {budget_ms: 40}
 ```
 Empty lists take the device's defaults, filled in before hashing, so the key names every case. The
 key also covers the device and software stack (``environment.device_identity``): the same spec on
-another GPU, or another torch, is another job.
+another GPU, or another torch, is another job. ``timing.time_budget_s`` bounds the whole job: a run
+that left cases out because it ran out is stored with the metric ``incomplete``, and the runner runs
+its key again instead of serving it from the cache; a spec without a budget keeps the key it had
+before the budget existed.
 """
 
 from __future__ import annotations
@@ -108,6 +111,11 @@ class Timing(StrictModel):
     case_timeout_s: float = Field(300.0, gt=0, description="a case without a result for this long is killed")
     copy_mb: int | None = Field(None, ge=1, description="size of the bandwidth ceiling's copy")
     matmul_size: int | None = Field(None, ge=16, description="n of the n^3 matmul-rate ceiling")
+    time_budget_s: float | None = Field(None, ge=0, description="the whole job's time budget: cases that would start "
+                                                              "later are left out (rows say so) and the run is "
+                                                              "stored as incomplete, to be run again")
+
+    KEY_OMITS_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"time_budget_s"})
 
 
 def _check_names(kind: str, names: tuple[str, ...], known: Any) -> None:
@@ -137,8 +145,8 @@ class BenchSpec(JobSpec):
     @model_validator(mode="after")
     def _fill_defaults(self) -> "BenchSpec":
         from workbench.kernels.backends import BACKENDS, default_backends, default_dtypes
-        from workbench.kernels.environment import DTYPES
         from workbench.kernels.latency import RANDOM_MODELS
+        from workbench.kernels.measure.environment import DTYPES
 
         d = DEVICE_DEFAULTS[self.device]
         k = self.kernels
@@ -179,7 +187,7 @@ class BenchSpec(JobSpec):
     def identity_parts(self) -> dict[str, str]:
         import torch
 
-        from workbench.kernels.environment import device_identity
+        from workbench.kernels.measure.environment import device_identity
 
         if self.device == "cuda" and not torch.cuda.is_available():
             raise BenchError("this spec asks for a CUDA GPU and there is none here",

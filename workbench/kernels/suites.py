@@ -1,38 +1,17 @@
 """The default benchmark suites: one for a CUDA GPU host, one for a CPU machine.
 
-GPU (most telling first): 2:4 through every path (torch's default cuSPARSELt, CUTLASS, the tuned cuSPARSELt,
-the CUTLASS sm90 library where built) in bf16 and fp16, the tuned path and the dense baseline in fp8 and int8, block-sparse and CSR at 90% sparsity,
-on the Llama weight shapes plus every model shape in the store; then the latency of smollm2-135m
-and a Llama-7B-shaped model (random weights) dense vs 2:4 vs BSR. CPU: dense, CSR and BSR on
-smollm2-135m's shapes, and its latency with its real weights.
+GPU (most telling first): 2:4 through every path (torch's default cuSPARSELt, CUTLASS, the tuned
+cuSPARSELt, the CUTLASS sm90 library where built) in bf16 and fp16, the tuned path and the dense
+baseline in fp8 and int8, block-sparse and CSR at 90% sparsity, on the Llama weight shapes plus the
+extra shapes given (the command line adds every model shape in the store); then the latency of
+smollm2-135m and a Llama-7B-shaped model (random weights) dense vs 2:4 vs BSR. CPU: dense, CSR and BSR
+on smollm2-135m's shapes, and its latency with its real weights.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import pandas as pd
-
-from workbench import queries
 from workbench.kernels.latency import model_shapes
 from workbench.kernels.spec import CPU_SHAPES, GPU_SHAPES, BenchSpec
-
-
-def store_shapes(store: Any = None) -> tuple[str, ...]:
-    """Weight shapes (OUTxIN) of the layers of every model pruned in the store."""
-    layers = queries.layer_stats(store)
-    if layers.empty:
-        return ()
-    shapes = [s for s in layers["shape"].dropna().unique() if isinstance(s, str) and s.count("x") == 1]
-    return tuple(sorted(shapes, key=lambda s: [int(v) for v in s.split("x")]))
-
-
-def latest_masks_run(store: Any = None, model: str = "smollm2-135m", pattern: str | None = "2:4") -> pd.Series | None:
-    """The newest finished pruning run of ``model`` (with ``pattern``): its masks feed the latency."""
-    runs = queries.runs(store, status="finished", kind="prune", model=model)
-    if pattern is not None and not runs.empty:
-        runs = runs[runs["pattern"] == pattern]
-    return None if runs.empty else runs.iloc[0]
 
 
 def _merge(base: tuple[str, ...], extra: tuple[str, ...]) -> list[str]:

@@ -4,8 +4,8 @@ Why: a Hopper GPU running large GEMMs sits at its board power limit, and its pow
 the SM clock to stay there (an H200 at 700 W: 1.35-1.56 GHz instead of 1.98). The clock a workload gets
 depends on its own power draw, so two kernels timed in turns share a clock set by the mix, while a
 workload run on its own settles at its own clock. Each timing block is tagged, and the row keeps the
-median clock, power and the share of samples the power cap was holding the clock down
-(BENCHMARKS.md: record clocks where readable). Without NVML (no NVIDIA driver, no ``pynvml``) nothing
+median clock, power and the share of samples the power cap was holding the clock down, wherever
+the clocks are readable. Without NVML (no NVIDIA driver, no ``pynvml``) nothing
 is recorded.
 """
 

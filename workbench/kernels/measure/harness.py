@@ -1,6 +1,6 @@
 """Measure one kernel case: a weight shape, a token count, a dtype and a backend.
 
-What a case does, in order (BENCHMARKS.md):
+What a case does, in order:
 1. draw ``copies`` random weights (never zeros) and inputs, enough that their total exceeds the L2;
    prune each to the backend's pattern and convert it to the backend's format (timed: a one-time cost);
 2. search the backend's configuration for this token count (timed; the searching 2:4 backends:
@@ -20,11 +20,12 @@ from typing import Any
 
 import torch
 
-from workbench.kernels.backends import Backend, Dense, PreparedWeight
-from workbench.kernels.clocks import clock_sampler, clocks_by_mode
-from workbench.kernels.environment import DTYPES, output_dtype
-from workbench.kernels.formats import pattern_mask
-from workbench.kernels.timing import Launch, eager_launch, graph_launch, measure_mode, rotation_copies
+from workbench.kernels.backends.base import Backend, PreparedWeight
+from workbench.kernels.backends.dense import Dense
+from workbench.kernels.backends.formats import pattern_mask
+from workbench.kernels.measure.clocks import clock_sampler, clocks_by_mode
+from workbench.kernels.measure.environment import DTYPES, output_dtype
+from workbench.kernels.measure.timing import Launch, eager_launch, graph_launch, measure_mode, rotation_copies
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ def measure_case(backend: Backend, case: KernelCase, settings: CaseSettings, dev
                                              settings.min_samples, settings.max_samples, clocks.tag)
                 if steady:
                     result.steady_us[mode] = steady
-            except Exception as err:  # noqa: BLE001 - e.g. a library that cannot be captured: a row, not a crash
+            except Exception as err:
                 if is_fatal(err):
                     raise
                 result.errors[mode] = f"{type(err).__name__}: {err}"

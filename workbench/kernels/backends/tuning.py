@@ -1,6 +1,6 @@
 """Per-case configuration search for cuSPARSELt's 2:4 matmul, searched once and cached on disk.
 
-cuSPARSELt's default algorithm (id 0) is far from its best on many LLM shapes (BENCHMARKS.md), and its
+cuSPARSELt's default algorithm (id 0) is far from its best on many LLM shapes, and its
 own search (``torch._C._cusparselt.mm_search``) often misses the best too: on an H200 its pick reached
 1.21-1.57x over dense where the best algorithm of the same library reached 1.44-1.73x (bf16 and fp16,
 2048 and 8192 tokens). So the search here takes the library's pick and every algorithm id it offers, for
@@ -112,7 +112,7 @@ SEARCH_ROTATE_BYTES = 256 * 2**20  # the harness's working set: well beyond the 
 def replay_seconds(calls: list[Callable[[], object]]) -> float:
     """Median seconds per call of ``calls`` (one per rotated copy), replayed in a CUDA graph long enough
     to time (~0.2 ms or more)."""
-    from workbench.kernels.timing import graph_launch, measure
+    from workbench.kernels.measure.timing import graph_launch, measure
 
     once = graph_launch(calls, warmup=1)
     single = statistics.median(measure({"c": once}, "cuda", 0.0, warmup=1, min_samples=3, max_samples=3)["c"])
@@ -125,9 +125,8 @@ def replay_seconds(calls: list[Callable[[], object]]) -> float:
 def search_copies(bytes_per_copy: int, rotate_bytes: int = SEARCH_ROTATE_BYTES) -> int:
     """How many copies of a search's operands (the originals among them) one timed round reads: enough
     to pass ``rotate_bytes``, since a weight that stays in the L2 between calls makes decode-sized
-    candidates look faster than they run in a model, and not all by the same amount (BENCHMARKS.md,
-    Weights)."""
-    from workbench.kernels.timing import rotation_copies
+    candidates look faster than they run in a model, and not all by the same amount."""
+    from workbench.kernels.measure.timing import rotation_copies
 
     # at most 128 copies: each candidate's graph replays all of them; layers under ~2 MB then stay within
     # about the L2's size instead of beyond it, a bounded search cost for shapes that are not the point

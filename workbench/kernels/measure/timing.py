@@ -4,7 +4,8 @@
   re-plans on every eager call), so small problems measure the host. A CUDA graph captures the calls
   once and replays them with one launch: the device time. Both are recorded.
 - Caches: repeated calls on one weight measure the L2, not memory. Each sample cycles through
-  ``copies`` distinct weights and inputs whose total is well beyond the L2 (BENCHMARKS.md, Weights).
+  ``copies`` distinct weights and inputs whose total is well beyond the L2: a weight that stays in the
+  L2 between calls makes decode-sized problems look faster than they run in a model.
 - Noise: candidates are timed alternately in one process (A B A B ...), so a slow patch of the
   machine hits both; each sample is timed by its own pair of events.
 - Power: a GPU at its board power limit (an H200 running large GEMMs, at 700 W) lowers its clock to

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
-from workbench.kernels.backends import Dense
-from workbench.kernels.harness import random_values
-from workbench.kernels.environment import DTYPES
-from workbench.kernels.stats import summarize
-from workbench.kernels.timing import Launch, measure
+from workbench.kernels.backends.dense import Dense
+from workbench.kernels.measure.environment import DTYPES
+from workbench.kernels.measure.harness import random_values
+from workbench.kernels.measure.stats import summarize
+from workbench.kernels.measure.timing import Launch, measure
 
 
 @dataclass

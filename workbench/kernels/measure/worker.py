@@ -1,4 +1,4 @@
-"""The benchmark worker: ``python -m workbench.kernels.worker TASK.json OUT.jsonl``.
+"""The benchmark worker: ``python -m workbench.kernels.measure.worker TASK.json OUT.jsonl``.
 
 Each backend runs in a worker process of its own (``isolation.py`` starts and watches it), because
 some library faults poison the CUDA context for the rest of the process. The worker reads one task,
@@ -36,14 +36,14 @@ def _fault_hook(backend: str, case_id: str) -> None:
 
 def _first_call_seconds(backend: Any, dtype: str, device: str) -> float | None:
     """Seconds of the process's first prepare + matmul (library loading, handles): a one-time cost."""
-    from workbench.kernels.environment import DTYPES
+    from workbench.kernels.measure.environment import DTYPES
 
     size = 256
     try:
         started = time.perf_counter()
         weight = torch.randn(size, size, device=device).to(DTYPES[dtype])
         if backend.pattern == "2:4":
-            from workbench.kernels.formats import semi24_mask
+            from workbench.kernels.backends.formats import semi24_mask
 
             weight = weight * semi24_mask(weight).to(weight.dtype)
         elif backend.pattern == "block":
@@ -59,9 +59,10 @@ def _first_call_seconds(backend: Any, dtype: str, device: str) -> float | None:
 
 
 def run_kernels(task: dict[str, Any], emit: Emit) -> int:
-    from workbench.kernels.backends import is_unsupported_error, make_backend
-    from workbench.kernels.environment import device_info
-    from workbench.kernels.harness import SKIPPED, CaseSettings, KernelCase, is_fatal, measure_case, past_deadline
+    from workbench.kernels.backends import make_backend
+    from workbench.kernels.backends.base import is_unsupported_error
+    from workbench.kernels.measure.environment import device_info
+    from workbench.kernels.measure.harness import SKIPPED, CaseSettings, KernelCase, is_fatal, measure_case, past_deadline
 
     device = task["device"]
     settings = CaseSettings(**task["settings"])
@@ -98,8 +99,8 @@ def run_kernels(task: dict[str, Any], emit: Emit) -> int:
 
 
 def run_ceilings(task: dict[str, Any], emit: Emit) -> int:
-    from workbench.kernels.ceilings import copy_bandwidth, matmul_rate
-    from workbench.kernels.environment import device_info, versions
+    from workbench.kernels.measure.ceilings import copy_bandwidth, matmul_rate
+    from workbench.kernels.measure.environment import device_info, versions
 
     device = task["device"]
     info = device_info(device)

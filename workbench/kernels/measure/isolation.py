@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import workbench
-from workbench.kernels.harness import SKIPPED
+from workbench.kernels.measure.harness import SKIPPED
 
 STARTUP_ALLOWANCE_S = 90.0  # importing torch and creating a CUDA context come before the first case
 
@@ -69,8 +69,8 @@ def run_isolated(task: dict[str, Any], case_timeout_s: float, deadline: float | 
             task_file.write_text(json.dumps({**task, "cases": remaining, "deadline": deadline}))
             out_file.touch()
             with open(err_file, "wb") as stderr:
-                process = subprocess.Popen([sys.executable, "-m", "workbench.kernels.worker", str(task_file), str(out_file)],
-                                           stdout=stderr, stderr=subprocess.STDOUT, env=_worker_env())
+                process = subprocess.Popen([sys.executable, "-m", "workbench.kernels.measure.worker", str(task_file),
+                                            str(out_file)], stdout=stderr, stderr=subprocess.STDOUT, env=_worker_env())
                 finished: set[str] = set()
                 in_flight: str | None = None
                 offset, last_progress, allowance = 0, time.monotonic(), startup_s

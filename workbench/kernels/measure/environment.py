@@ -1,4 +1,5 @@
-"""What a figure was measured on: device, versions, clocks (BENCHMARKS.md: record it with every figure)."""
+"""What a figure was measured on: device, versions, clocks. Every row records it: a speedup holds only for
+the GPU, driver and library versions it was measured with."""
 
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ def sm90_sparse_library() -> str | None:
     gives other figures), or None where there is none."""
     import hashlib
 
-    from workbench.kernels.sm90_sparse.library import LibraryUnavailable, library_path
+    from workbench.kernels.backends.sm90_sparse.library import LibraryUnavailable, library_path
 
     try:
         return hashlib.sha256(library_path().read_bytes()).hexdigest()[:12]

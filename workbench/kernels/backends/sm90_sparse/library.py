@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from workbench.kernels.sm90_sparse.build import LIB_ENV, library_file
+from workbench.kernels.backends.sm90_sparse.build import LIB_ENV, library_file
 
 ABI_VERSION = 1
 DTYPE_IDS = {torch.bfloat16: 0, torch.float16: 1}
