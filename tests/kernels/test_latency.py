@@ -109,3 +109,36 @@ def test_compiled_model_runs_each_program_eagerly_first_then_compiles_it_once(mo
     assert set(runner.compile_s) == {(1, 8, False)}
     assert torch.equal(runner(input_ids=ids, past_key_values=1).logits, torch.full((1, 8), 3.0))
     assert set(runner.compile_s) == {(1, 8, False), (1, 8, True)} and runner.rel_error[(1, 8, True)] == 0.0
+
+
+def test_shrunk_model_latency_from_a_structured_run_and_from_a_structure(store, tiny_spec, tiny_timing, monkeypatch):
+    """A structured run's smaller model is timed against dense, linked to the run; a random-weight model can be
+    shrunk by a structure alone (the GPU's Llama-7B case)."""
+    monkeypatch.delenv("WORKBENCH_STORE")
+    tiny_timing = {**tiny_timing, "case_timeout_s": 600}  # a worker's start (torch import) on a loaded machine
+    pruned = run_job({**tiny_spec, "method": "magnitude-sp", "structure": "channels", "sparsity": 0.3}, store)
+    cases = {"prefill_tokens": [16], "decode_batches": [2], "decode_context": 8}
+    from_run = run_job({"kind": "bench", "target": "latency", "device": "cpu", "timing": tiny_timing,
+                        "latency": {"model": "tiny-llama", "random_weights": False, "variants": ["shrunk"],
+                                    "masks_key": pruned.key, **cases}}, store)
+    rows = queries.kernel_results(store, [from_run.run_id])
+    shrunk = rows[(rows["backend"] == "shrunk") & rows["phase"].isin(["prefill", "decode"])]
+    assert len(shrunk) == 2 and (shrunk["status"] == "ok").all() and (shrunk["source_run"] == pruned.run_id).all()
+    extra = json.loads(shrunk[shrunk["phase"] == "prefill"]["extra"].iloc[0])
+    assert extra["weight_bytes"] < extra["dense_weight_bytes"]  # the smaller model's linear layers
+    by_structure = run_job({"kind": "bench", "target": "latency", "device": "cpu", "timing": tiny_timing,
+                            "latency": {"model": "tiny-llama", "variants": ["shrunk"], "structure": "heads+channels",
+                                        "sparsity": 0.3, **cases}}, store)
+    rows = queries.kernel_results(store, [by_structure.run_id])
+    assert ((rows["backend"] == "shrunk") & (rows["status"] == "ok")).sum() == 2
+
+
+def test_shrunk_variant_needs_a_run_or_a_structure():
+    import pytest
+
+    from workbench.errors import SpecError
+    from workbench.spec import parse_spec
+
+    with pytest.raises(SpecError, match="needs the structured pruning run"):
+        parse_spec({"kind": "bench", "target": "latency", "device": "cpu",
+                    "latency": {"model": "tiny-llama", "variants": ["shrunk"]}})

@@ -100,12 +100,15 @@ def bench_latency(
         masks_run: Optional[str] = typer.Option(None, "--masks-run", help="pruning run whose masks are used"),
         fuse: bool = typer.Option(False, "--fuse", help="q/k/v and gate/up as one matmul each, in both models"),
         compile_models: bool = typer.Option(False, "--compile", help="torch.compile both models before timing"),
+        structure: Optional[str] = typer.Option(None, help="variant shrunk without --masks-run: remove heads, channels, "
+                                                          "blocks or heads+channels (magnitude-sp) at --sparsity"),
+        sparsity: Optional[float] = typer.Option(None, help="sparsity of the converted or shrunk model"),
         store: Optional[str] = StoreOption, force: bool = typer.Option(False, "--force"),
         as_json: bool = typer.Option(False, "--json")) -> None:
-    """Prefill and decode latency of a model with dense vs sparse linear layers."""
+    """Prefill and decode latency of a model with dense vs sparse linear layers (or shrunk by structured pruning)."""
     latency_command(store_path=store, device=device, model=model, random_weights=random_weights, variants=variant,
                     dtype=dtype, prefill=prefill, decode=decode, context=context, masks_run=masks_run, fuse=fuse,
-                    compile_models=compile_models, force=force, as_json=as_json)
+                    compile_models=compile_models, structure=structure, sparsity=sparsity, force=force, as_json=as_json)
 
 
 @app.command("suite")

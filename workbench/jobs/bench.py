@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from workbench.jobs import JobContext
 from workbench.kernels.backends import make_backend
+from workbench.kernels.latency import SHRUNK
 from workbench.kernels.measure.ceilings import roofline_us
 from workbench.kernels.measure.environment import device_info
 from workbench.kernels.measure.harness import CaseSettings
@@ -227,7 +228,8 @@ def _latency_rows(ctx: _Context, spec: BenchSpec, variant: str, records: list[di
     """Rows of a variant's records; with ``dense_from_pairs``, rows of the dense model timed beside it."""
     grid = spec.latency
     name = "dense" if dense_from_pairs else variant
-    common = {"backend": name, "dtype": grid.dtype, "model": grid.model, "pattern": make_backend(name).pattern,
+    pattern = f"structured:{grid.structure or 'run'}" if name == SHRUNK else make_backend(name).pattern
+    common = {"backend": name, "dtype": grid.dtype, "model": grid.model, "pattern": pattern,
               "source_run": None if name == "dense" else source_run}
     rows = []
     for record in ctx.absorb_device(records):
@@ -290,7 +292,7 @@ def _run_latency(prepared: PreparedBench, ctx: _Context, deadline: float | None,
                     "budget_ms": timing.budget_ms, "steady_ms": timing.steady_ms, "settle_ms": timing.settle_ms,
                     "min_samples": timing.min_samples,
                     "max_samples": timing.max_samples, "graphs": timing.graphs, "eager": timing.eager,
-                    "seed": spec.seed, "cases": cases, "fuse": grid.fuse,
+                    "seed": spec.seed, "cases": cases, "fuse": grid.fuse, "structure": grid.structure,
                     "compile": grid.compile}
             records = run_isolated(task, timing.case_timeout_s, deadline)
             if index == 0 and variant != "dense":

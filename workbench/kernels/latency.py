@@ -28,6 +28,9 @@ from workbench.kernels.measure.harness import SKIPPED, is_fatal, past_deadline, 
 from workbench.kernels.measure.timing import Launch, eager_launch, graph_launch, measure_mode
 
 # Shapes of models timed with random weights (no download, no pretrained file needed for latency).
+# A latency variant that is no backend: the model with whole structures removed (a dense, smaller model).
+SHRUNK = "shrunk"
+
 RANDOM_MODELS: dict[str, dict[str, Any]] = {
     "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                          num_key_value_heads=3, head_dim=64, vocab_size=49152, max_position_embeddings=8192,
@@ -198,7 +201,9 @@ def run_latency_task(task: dict[str, Any], emit: Callable[[dict[str, Any]], None
         dense = build_model(task["model"], task["random_weights"], dtype, device, task.get("seed", 0))
         models: dict[str, nn.Module] = {"dense": dense}
         fuse = bool(task.get("fuse"))
-        if variant != "dense":
+        if variant == SHRUNK:  # a smaller dense model: the sparsity's gain is the structures removed
+            models["backend"] = shrink_for_timing(copy.deepcopy(dense), masks, task)
+        elif variant != "dense":
             sparse = copy.deepcopy(dense)
             report = convert_model(sparse, variant, dtype, masks, task["sparsity"], task["block"], task.get("seed", 0),
                                    fuse=fuse)
@@ -253,6 +258,19 @@ def run_latency_task(task: dict[str, Any], emit: Callable[[dict[str, Any]], None
                     torch.cuda.empty_cache()
             emit({"kind": "done", "case_id": case_id})
     return 0
+
+
+def shrink_for_timing(model: nn.Module, masks: dict[str, torch.Tensor] | None, task: dict[str, Any]) -> nn.Module:
+    """The structures a structured run removed (its stored masks), or, for a random-weight model, ``task``'s
+    structure at ``task["sparsity"]`` of the decoder's parameters ranked by magnitude (the widths are what
+    timing depends on, not which units went)."""
+    from workbench.structured import shrink_to_masks, structured_prune
+
+    if masks is not None:
+        shrink_to_masks(model, masks)
+    else:
+        structured_prune(model, None, "magnitude-sp", task["structure"], task["sparsity"])
+    return model
 
 
 def _compile_report(runners: dict[str, Callable[..., Any]], shape: tuple) -> dict[str, dict[str, float | None]]:

@@ -95,8 +95,11 @@ class LatencyGrid(StrictModel):
 
     compile: bool = Field(False, description="torch.compile the dense model and the sparse one alike before timing "
                                              "(norms, rotary and activations fused around the matmuls)")
+    structure: Literal["heads", "channels", "blocks", "heads+channels"] | None = Field(
+        None, description="variant 'shrunk' without a pruning run: remove this structure (magnitude-sp, `sparsity` of "
+                          "the decoder's parameters) from the model before timing it")
 
-    KEY_OMITS_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"fuse", "compile"})
+    KEY_OMITS_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"fuse", "compile", "structure"})
 
 
 class Timing(StrictModel):
@@ -145,7 +148,7 @@ class BenchSpec(JobSpec):
     @model_validator(mode="after")
     def _fill_defaults(self) -> "BenchSpec":
         from workbench.kernels.backends import BACKENDS, default_backends, default_dtypes
-        from workbench.kernels.latency import RANDOM_MODELS
+        from workbench.kernels.latency import RANDOM_MODELS, SHRUNK
         from workbench.kernels.measure.environment import DTYPES
 
         d = DEVICE_DEFAULTS[self.device]
@@ -157,7 +160,10 @@ class BenchSpec(JobSpec):
             "dtypes": k.dtypes or default_dtypes(self.device),
             "shapes": k.shapes or d["shapes"], "tokens": k.tokens or d["tokens"]})
         lat = self.latency
-        _check_names("variant", lat.variants, BACKENDS)
+        _check_names("variant", lat.variants, [*BACKENDS, SHRUNK])
+        if SHRUNK in lat.variants and not (lat.masks_key or lat.structure):
+            raise ValueError(f"variant {SHRUNK!r} needs the structured pruning run to time (masks_key) or a structure "
+                             "to remove (latency.structure)")
         if lat.dtype is not None:
             _check_names("latency dtype", (lat.dtype,), LATENCY_DTYPES)
         if lat.random_weights and lat.model not in RANDOM_MODELS:
