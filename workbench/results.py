@@ -42,10 +42,17 @@ LOWER_IS_BETTER: Mapping[str, bool] = MappingProxyType({
     "sparsity": False, "achieved_sparsity": False, "target_sparsity": False, "mask_sparsity": False,
     # speed
     "speedup": False, "best_speedup": False, "median_us": True, "tokens_per_s": False,
+    # size: a structured run's model after its heads, channels or blocks went
+    "parameters": True,
+    # per-layer fidelity
+    "recon_error": True,
     # cost
     "prune_seconds": True, "eval_seconds": True, "train_seconds": True, "bench_seconds": True,
     "peak_memory_mb": True, "peak_gpu_memory_mb": True,
 })
+
+
+VS_DENSE = "_vs_dense"  # suffix of a metric divided by the dense run's value of the same model and data
 
 
 class UnknownMetricError(SpecError):
@@ -55,7 +62,10 @@ class UnknownMetricError(SpecError):
 def lower_is_better(metric: str) -> bool:
     """True when a smaller value of ``metric`` is better; an unknown metric is an error, never a guess.
 
-    Every ``loss_<part>`` (a training loss term) is lower-is-better."""
+    Every ``loss_<part>`` (a training loss term) is lower-is-better; ``<metric>_vs_dense`` (a metric
+    divided by its dense baseline, ``relative_to_dense``) points the way ``<metric>`` does."""
+    if metric.endswith(VS_DENSE):
+        metric = metric[: -len(VS_DENSE)]
     if metric in LOWER_IS_BETTER:
         return LOWER_IS_BETTER[metric]
     if metric.startswith("loss_"):
@@ -81,7 +91,7 @@ QUALITY_METRICS: tuple[str, ...] = ("perplexity", "embedding_cosine", "neighbour
 
 # Final metrics shown as columns beside each run (the rest stay in the long metrics table).
 HEADLINE_METRICS: tuple[str, ...] = ("sparsity", *QUALITY_METRICS, "prune_seconds", "peak_memory_mb", "nm_valid",
-                                     "speedup")
+                                     "speedup", "parameters")
 
 
 def quality_metric(names: Iterable[str]) -> str | None:
@@ -185,6 +195,71 @@ def pareto_front(frame: pd.DataFrame, x: str = "sparsity", y: str = "perplexity"
                                 frame[y].to_numpy(dtype=float, na_value=np.nan),
                                 higher_x=higher_x, higher_y=not lower, tolerance=tolerance)
     return frame.iloc[positions]
+
+
+# ---------------------------------------------------------------- dense baselines and seeds
+
+# What a dense run of a model looks like in a runs table: its method is ``dense``.
+DENSE_METHOD = "dense"
+# Spec fields that only reseed a run (calibration windows drawn, initialisation): runs that differ in them
+# alone are repeats of one setting, averaged by ``seed_summary``.
+SEED_FIELDS: tuple[str, ...] = ("calibration.seed", "seed")
+
+
+def relative_name(metric: str) -> str:
+    """The column name of ``metric`` divided by its dense baseline (``perplexity_vs_dense``)."""
+    return f"{metric}{VS_DENSE}"
+
+
+def dense_baselines(frame: pd.DataFrame, metric: str, by: Iterable[str] = ("model", "data")) -> dict[tuple, float]:
+    """The mean ``metric`` of the dense runs of each ``by`` group ({(model, data): value}); groups
+    without a dense run are absent."""
+    by = [c for c in by if c in frame]
+    if frame.empty or metric not in frame or "method" not in frame:
+        return {}
+    dense = frame[(frame["method"] == DENSE_METHOD) & frame[metric].notna()]
+    if dense.empty:
+        return {}
+    keys = [dense[c].astype(str) for c in by] if by else [pd.Series("", index=dense.index)]
+    means = dense.groupby(keys, sort=True)[metric].mean()
+    return {(k if isinstance(k, tuple) else (k,)): float(v) for k, v in means.items()}
+
+
+def relative_to_dense(frame: pd.DataFrame, metric: str, by: Iterable[str] = ("model", "data")) -> pd.Series:
+    """``metric`` divided by the dense baseline of each row's ``by`` group (NaN where none ran dense)."""
+    by = [c for c in by if c in frame]
+    baselines = dense_baselines(frame, metric, by)
+    keys = (list(zip(*[frame[c].astype(str) for c in by])) if by else [("",)] * len(frame))
+    base = np.array([baselines.get(tuple(k), np.nan) for k in keys], dtype=float)
+    return pd.Series(frame[metric].to_numpy(dtype=float, na_value=np.nan) / base, index=frame.index)
+
+
+def seed_summary(frame: pd.DataFrame, settings: Iterable[str], values: Iterable[str]) -> pd.DataFrame:
+    """One row per setting (the distinct combinations of ``settings``; missing values count as one
+    value): each of ``values`` as its mean over the setting's runs, ``<value>_std`` its sample standard
+    deviation (NaN for one run), ``seeds`` the number of runs and ``run_ids`` their ids; every other
+    column keeps the first run's value. Rows keep the order of their first run."""
+    settings = [c for c in dict.fromkeys(settings) if c in frame]
+    values = [c for c in dict.fromkeys(values) if c in frame]
+    if frame.empty:
+        return frame.assign(**{f"{v}_std": pd.Series(dtype=float) for v in values}, seeds=pd.Series(dtype=int),
+                            run_ids=pd.Series(dtype=object))
+    keys = [frame[c].astype(str) for c in settings] if settings else [pd.Series("", index=frame.index)]
+    groups = frame.groupby(keys, sort=False, dropna=False)
+    summary = groups.head(1).copy()
+    order = groups.ngroup()
+    first_of = order.loc[summary.index].to_numpy()
+    numbers = frame[values].apply(pd.to_numeric, errors="coerce")
+    means = numbers.groupby(order).mean()
+    stds = numbers.groupby(order).std(ddof=1)
+    for value in values:
+        summary[value] = means[value].to_numpy()[first_of]
+        summary[f"{value}_std"] = stds[value].to_numpy()[first_of]
+    summary["seeds"] = order.value_counts().reindex(first_of).to_numpy()
+    ids = frame["run_id"] if "run_id" in frame else pd.Series(frame.index.astype(str), index=frame.index)
+    members = ids.groupby(order).agg(list)
+    summary["run_ids"] = [members[g] for g in first_of]
+    return summary.reset_index(drop=True)
 
 
 # ---------------------------------------------------------------- SAD and IoU of packed masks
@@ -292,6 +367,7 @@ def pairwise_overlap(masks: Mapping[str, Mapping[str, PackedMask]]) -> tuple[pd.
 
 
 __all__ = ["LOWER_IS_BETTER", "UnknownMetricError", "lower_is_better", "better", "QUALITY_METRICS",
-           "HEADLINE_METRICS", "quality_metric", "job_label", "describe", "run_label", "run_labels",
+           "HEADLINE_METRICS", "VS_DENSE", "DENSE_METHOD", "SEED_FIELDS", "relative_name", "dense_baselines",
+           "relative_to_dense", "seed_summary", "quality_metric", "job_label", "describe", "run_label", "run_labels",
            "SPARSITY_TOLERANCE", "front_positions", "pareto_front", "popcount", "Overlap", "PackedMask",
            "mask_overlap", "overlap", "pairwise_overlap"]

@@ -1,6 +1,6 @@
-"""Figures more than one page draws: mask pictures (overview and a zoomed window), layer names, faceted
-grids. Grouped scatter traces and the quality-against-sparsity figure are ``workbench.figures``, which the
-Jupyter widgets draw too."""
+"""Figures more than one page draws: mask pictures (overview and a zoomed window), layer names and layer
+groups. Grouped traces, faceted grids, axis formats and the quality-against-sparsity figure are
+``workbench.figures``, which the Jupyter widgets draw too."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from workbench.figures import figure_of, grouped_traces
+from workbench.figures import KEPT_COLOR, PRUNED_COLOR, facet_figure  # noqa: F401 - facet_figure: the pages' import
 from workbench_app.maskview import MAX_PIXELS, density_image, mask_image
 
 DETAIL_ROWS, DETAIL_COLS = 24, 48
@@ -44,7 +44,7 @@ def detail_figure(mask: np.ndarray, group: int | None, row: int, col: int, label
     crop = mask[row:row + DETAIL_ROWS, col:col + DETAIL_COLS].astype(int)
     rows, cols = np.arange(row, row + crop.shape[0]), np.arange(col, col + crop.shape[1])
     figure = go.Figure(go.Heatmap(z=crop, x=cols, y=rows, zmin=0, zmax=1, xgap=1, ygap=1, showscale=False,
-                                  colorscale=[[0, "#f1f1f1"], [0.5, "#f1f1f1"], [0.5, "#1c3a73"], [1, "#1c3a73"]],
+                                  colorscale=[[0, PRUNED_COLOR], [0.5, PRUNED_COLOR], [0.5, KEPT_COLOR], [1, KEPT_COLOR]],
                                   text=np.where(crop == 1, "kept", "pruned"),
                                   hovertemplate=f"<b>{label}</b><br>row %{{y}}, column %{{x}}: %{{text}}<extra></extra>"))
     if group and group > 1:
@@ -81,38 +81,3 @@ def short_names(layers: pd.Series) -> pd.Series:
     prefix = os.path.commonprefix(names) if len(names) > 1 else ""
     prefix = prefix[: prefix.rfind(".") + 1]
     return layers.str.slice(len(prefix))
-
-
-def facet_figure(frame: pd.DataFrame, facet: str, x: str, y: str, title: str, columns: int = 3,
-                 baseline: float | None = None, **traces: object) -> go.Figure:
-    """``grouped_traces`` in one panel per value of ``facet`` (one legend), with an optional dashed
-    horizontal ``baseline`` in every panel (e.g. speedup 1 = dense).
-
-    The grid is laid out here as plain axis domains: plotly's make_subplots validates every axis it
-    creates, which costs more than drawing the data."""
-    values = sorted(frame[facet].astype(str).unique())
-    columns = max(1, min(columns, len(values)))
-    rows = max(1, -(-len(values) // columns))
-    gap_x, gap_y = 0.04, 0.1 if rows > 1 else 0.0
-    width, height = (1 - gap_x * (columns - 1)) / columns, (1 - gap_y * (rows - 1)) / rows
-    layout: dict = {"title": {"text": title}, "height": 320 * rows + 90, "annotations": [], "shapes": []}
-    data, shown = [], set()
-    for index, value in enumerate(values):
-        row, col = divmod(index, columns)
-        suffix = "" if index == 0 else str(index + 1)
-        left, top = col * (width + gap_x), 1 - row * (height + gap_y)
-        layout[f"xaxis{suffix}"] = {"domain": [left, min(1.0, left + width)], "anchor": f"y{suffix}",
-                                    "title": {"text": x}}
-        layout[f"yaxis{suffix}"] = {"domain": [max(0.0, top - height), top], "anchor": f"x{suffix}",
-                                    "title": {"text": y if col == 0 else ""}}
-        layout["annotations"].append({"text": f"{facet} {value}", "x": left + width / 2, "y": top, "xref": "paper",
-                                      "yref": "paper", "xanchor": "center", "yanchor": "bottom", "showarrow": False})
-        if baseline is not None:
-            layout["shapes"].append({"type": "line", "xref": f"x{suffix} domain", "yref": f"y{suffix}", "x0": 0,
-                                     "x1": 1, "y0": baseline, "y1": baseline,
-                                     "line": {"color": "grey", "dash": "dash", "width": 1}})
-        for trace in grouped_traces(frame[frame[facet].astype(str) == value], x, y, **traces):
-            trace.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}", showlegend=trace["name"] not in shown)
-            shown.add(trace["name"])
-            data.append(trace)
-    return figure_of(data, layout)

@@ -65,3 +65,21 @@ def spec_diff(specs: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str] 
 
 def _cell(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
+
+
+# Run columns that name what a run did (beside them, the spec's own fields); the spec's ``sparsity`` is the
+# run's ``target_sparsity`` and its ``pattern.*`` fields are the run's ``pattern``.
+RUN_SETTINGS = ["model", "data", "kind", "method", "pattern", "allocation", "target_sparsity"]
+NOT_SETTINGS = {"sparsity", "name", "tags", "device", "checkpoint_every"}
+
+
+def setting_fields(spec_fields: list[str], seeds: tuple[str, ...] = ()) -> list[str]:
+    """What tells one setting of a sweep from another: the run columns above and every spec field but
+    labels, runtime-only fields and the ``seeds`` (runs differing only in a seed repeat one setting)."""
+    return RUN_SETTINGS + [f for f in spec_fields if f not in NOT_SETTINGS and f not in seeds
+                           and not f.startswith("pattern.") and f not in RUN_SETTINGS]
+
+
+def varying(frame: pd.DataFrame, fields: list[str]) -> list[str]:
+    """The ``fields`` of ``frame`` that take more than one value among its rows (a missing value counts)."""
+    return [f for f in fields if f in frame and frame[f].astype(str).nunique() > 1]

@@ -8,6 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from workbench.figures import readable
 from workbench_app.data import STORE_KEY, Reader, clear_caches, store_location
 
 SELECTION = "selection"  # the runs chosen on any page, shared by all pages (not a widget key)
@@ -61,8 +62,9 @@ def page_start(title: str) -> tuple[Reader, pd.DataFrame]:
 
 
 def pick_runs(label: str, candidates: pd.DataFrame, key: str, default: int = 4,
-              help: str | None = None) -> list[str]:
-    """A multiselect of runs (newest first) that starts from, and updates, the selection shared by all pages."""
+              help: str | None = None, default_ids: list[str] | None = None) -> list[str]:
+    """A multiselect of runs (newest first) that starts from, and updates, the selection shared by all pages;
+    with no selection it starts from ``default_ids`` (else the ``default`` newest runs)."""
     ids = list(candidates["run_id"])
     chosen = [r for r in selection() if r in set(ids)]
     options = list(dict.fromkeys(chosen + ids[:MAX_OPTIONS]))
@@ -70,7 +72,7 @@ def pick_runs(label: str, candidates: pd.DataFrame, key: str, default: int = 4,
     if key in st.session_state:
         st.session_state[key] = [r for r in st.session_state[key] if r in labels]
     else:
-        st.session_state[key] = chosen or ids[:default]
+        st.session_state[key] = chosen or (list(default_ids) if default_ids is not None else ids[:default])
 
     def remember() -> None:
         set_selection(st.session_state[key])
@@ -125,5 +127,7 @@ def number_columns(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def show_figure(figure: go.Figure, key: str) -> None:
+    """A figure with the app's margins; log axes labelled with whole numbers (``workbench.figures.readable``)."""
+    readable(figure)
     figure.update_layout(margin=dict(l=10, r=10, t=40, b=10), legend_title_text=figure.layout.legend.title.text)
     st.plotly_chart(figure, key=key, config={"displaylogo": False})

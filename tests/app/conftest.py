@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.app.stores import rich_store, suite_store
+from tests.app.stores import multi_model_store, rich_store, suite_store
 
 APP = Path(__file__).resolve().parents[2] / "app"
 sys.path.insert(0, str(APP))  # the app's helper package, for the unit tests of its pure functions
@@ -45,3 +45,11 @@ def open_page(monkeypatch):
         return at
 
     return run
+
+
+@pytest.fixture(scope="session")
+def multi(tmp_path_factory, suite_path) -> tuple[Path, dict]:
+    """tiny-llama (the suite), SmolLM2 (most runs, seeds, 210 layers, structured runs), fashion-cnn, a CPU bench."""
+    path = tmp_path_factory.mktemp("multi") / "workbench.duckdb"
+    store, ids = multi_model_store(suite_path, path)
+    return store.path, ids

@@ -3,6 +3,7 @@ through Store.start_run / finish_run (training, kernel benchmarks, OWL-style all
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -148,3 +149,133 @@ def rich_store(suite_path: Path, path: Path) -> tuple[Store, dict[str, object]]:
     ids = {"suite": by_name, "nm": nm_run, "failed": add_failed_runs(store),
            "owl": add_allocation_run(store), "train": add_training_run(store), "bench": add_kernel_run(store, nm_run)}
     return store, ids
+
+
+# ---------------------------------------------------------------- several models, seeds, structured runs, a CPU bench
+
+SMOL_BLOCKS = 30
+SMOL_PARTS = {"self_attn.q_proj": (576, 576), "self_attn.k_proj": (192, 576), "self_attn.v_proj": (192, 576),
+              "self_attn.o_proj": (576, 576), "mlp.gate_proj": (1536, 576), "mlp.up_proj": (1536, 576),
+              "mlp.down_proj": (576, 1536)}
+SMOL_HEADS, SMOL_CHANNELS = 9, 1536
+
+
+def _prune_spec(model: str, method: str, sparsity: float | None, seed: int = 0, pattern: str = "unstructured",
+                data: str = "shakespeare", **more) -> dict:
+    keep, group = (int(v) for v in pattern.split(":")) if ":" in pattern else (None, None)
+    spec = {"kind": "prune", "model": model, "data": data, "method": method, "params": {}, "sparsity": sparsity,
+            "pattern": {"name": "nm" if keep else "unstructured", "keep": keep, "group": group},
+            "allocation": "uniform", "allocation_params": {}, "calibration": {"samples": 64, "seq_len": 512, "seed": seed},
+            "evaluation": {"windows": 64, "seq_len": 512}, "prune_embeddings": False, "prune_head": False}
+    spec.update(more)
+    return spec
+
+
+def _write(store: Store, spec: dict, summary: dict, output: JobOutput, wall_s: float = 10.0) -> str:
+    text = json.dumps(spec, sort_keys=True)
+    key = hashlib.sha256(text.encode()).hexdigest()
+    run_id = store.start_run(key, spec["kind"], text, summary, {"model": "synthetic"}, spec.get("name"))
+    store.finish_run(run_id, key, output, wall_s)
+    return run_id
+
+
+def _smol_layers(sparsity: float, pattern: str, scale: float) -> list[LayerStat]:
+    rows = []
+    for block in range(SMOL_BLOCKS):
+        for index, (part, shape) in enumerate(SMOL_PARTS.items()):
+            # reconstruction errors over four decades: a log axis with ticks between the powers of ten
+            error = scale * 10 ** (-2 + 4 * block / (SMOL_BLOCKS - 1)) * (1 + index / 10)
+            rows.append(LayerStat(f"model.layers.{block}.{part}", block, shape, sparsity, sparsity + 1e-4 * (index - 3),
+                                  pattern, recon_error=error if sparsity else None))
+    return rows
+
+
+def add_smollm2_runs(store: Store) -> dict[str, object]:
+    """SmolLM2-135M: a dense baseline, Wanda at 50% over three calibration seeds and 70% over two, one
+    magnitude run, a structured (heads and channels) run at two sparsities with parameter counts, each
+    unstructured run with 210 layer rows (30 blocks x 7 linear layers) and reconstruction errors."""
+    ids: dict[str, object] = {"wanda50": [], "wanda70": []}
+    cases = [("dense", "dense", 0.0, 0, 20.0), ("magnitude50", "magnitude", 0.5, 0, 60.0)]
+    cases += [("wanda50", "wanda", 0.5, seed, ppl) for seed, ppl in ((0, 24.0), (1, 25.0), (2, 26.0))]
+    cases += [("wanda70", "wanda", 0.7, seed, ppl) for seed, ppl in ((0, 40.0), (1, 44.0))]
+    for name, method, sparsity, seed, perplexity in cases:
+        spec = _prune_spec("smollm2-135m", method, sparsity if method != "dense" else 0.0, seed)
+        summary = {"model": "smollm2-135m", "data": "shakespeare", "method": method, "pattern": "unstructured",
+                   "allocation": "uniform", "target_sparsity": spec["sparsity"]}
+        output = JobOutput(metrics=[Metric("sparsity", sparsity), Metric("perplexity", perplexity),
+                                    Metric("prune_seconds", 5.0 + seed)],
+                           layers=_smol_layers(sparsity, "unstructured", 1.0 + seed / 10))
+        run_id = _write(store, spec, summary, output)
+        if isinstance(ids.get(name), list):
+            ids[name].append(run_id)
+        else:
+            ids[name] = run_id
+    for name, sparsity, parameters, perplexity in (("structured30", 0.3, 1.1e8, 45.0), ("structured50", 0.5, 0.9e8, 90.0)):
+        spec = _prune_spec("smollm2-135m", "wanda-structured", sparsity, structure="heads+channels")
+        pattern = "structured:heads+channels"
+        summary = {"model": "smollm2-135m", "data": "shakespeare", "method": "wanda-structured", "pattern": pattern,
+                   "allocation": "uniform", "target_sparsity": sparsity}
+        layers, masks = [], []
+        for block in range(SMOL_BLOCKS):
+            heads = SMOL_HEADS - (block % 4) - (2 if sparsity > 0.4 else 0)
+            channels = int(SMOL_CHANNELS * (1 - sparsity)) - 8 * block
+            for unit, kept, total in (("heads", heads, SMOL_HEADS), ("channels", channels, SMOL_CHANNELS)):
+                mask = torch.zeros(1, total, dtype=torch.bool)
+                mask[0, :kept] = True
+                layer = f"model.layers.{block}.{unit}"
+                layers.append(LayerStat(layer, block, (1, total), sparsity, 1 - kept / total, pattern,
+                                        extra={"kept": kept, "units": total}))
+                masks.append(MaskRecord(layer, mask))
+        output = JobOutput(metrics=[Metric("sparsity", sparsity), Metric("perplexity", perplexity),
+                                    Metric("parameters", parameters), Metric("blocks_kept", float(SMOL_BLOCKS))],
+                           layers=layers, masks=masks)
+        ids[name] = _write(store, spec, summary, output)
+    return ids
+
+
+def add_fashion_runs(store: Store) -> dict[str, str]:
+    """fashion-cnn training runs (accuracy; seeds in the spec's own `seed` field), layers without blocks."""
+    ids = {}
+    for name, method, seed, accuracy in (("dense", "dense", 0, 0.91), ("srste0", "sr-ste", 0, 0.88),
+                                         ("srste1", "sr-ste", 1, 0.86)):
+        spec = {"kind": "train", "model": "fashion-cnn", "data": "fashion-mnist", "method": method, "seed": seed,
+                "sparsity": 0.0 if method == "dense" else 0.5, "steps": 40}
+        summary = {"model": "fashion-cnn", "data": "fashion-mnist", "method": method, "pattern": "unstructured",
+                   "target_sparsity": spec["sparsity"]}
+        metrics = [Metric("accuracy", accuracy), Metric("sparsity", spec["sparsity"])]
+        metrics += [Metric("loss", 2.0 - step / 40, step) for step in (0, 20, 40)]
+        layers = [LayerStat(layer, None, shape, spec["sparsity"], spec["sparsity"], "unstructured")
+                  for layer, shape in (("conv1", (32, 9)), ("fc1", (128, 1568)))]
+        ids[name] = _write(store, spec, summary, JobOutput(metrics=metrics, layers=layers))
+    return ids
+
+
+def add_cpu_bench_run(store: Store, timed_run: str) -> str:
+    """A kernel benchmark on a CPU: wall-clock timing, one-time conversion costs (timing `once`), and the
+    prefill latency of the model pruned by ``timed_run``."""
+    spec = {"kind": "bench", "device": "cpu", "backends": ["csr"]}
+    rows = []
+    for tokens in (1, 16, 256, 4096):
+        speedup = 0.4 + tokens / 8192
+        rows.append({"case_id": f"576x1536-t{tokens}", "phase": "kernel", "backend": "csr", "dtype": "float32",
+                     "out_features": 576, "in_features": 1536, "tokens": tokens, "pattern": "unstructured",
+                     "sparsity": 0.5, "timing": "wall", "median_us": 50.0 / speedup, "speedup": speedup, "status": "ok"})
+    rows.append({"case_id": "convert-csr", "phase": "setup", "backend": "csr", "dtype": "float32", "timing": "once",
+                 "median_us": 2e5, "status": "ok"})
+    for tokens in (128, 512):
+        rows.append({"case_id": f"prefill-{tokens}", "phase": "prefill", "model": "smollm2-135m", "backend": "csr",
+                     "dtype": "float32", "tokens": tokens, "batch": 1, "timing": "wall", "median_us": 9000.0,
+                     "speedup": 1.2, "source_run": timed_run, "status": "ok"})
+    return _write(store, spec, {}, JobOutput(kernel_results=rows), 30.0)
+
+
+def multi_model_store(suite_path: Path, path: Path) -> tuple[Store, dict[str, object]]:
+    """The suite's tiny-llama runs, then SmolLM2 runs (the most runs), fashion-cnn training runs and a CPU
+    kernel benchmark; the newest prune or train run is a fashion-cnn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(suite_path, path)
+    store = Store(path)
+    smol = add_smollm2_runs(store)
+    fashion = add_fashion_runs(store)
+    bench = add_cpu_bench_run(store, smol["wanda50"][0])
+    return store, {"smol": smol, "fashion": fashion, "bench": bench}

@@ -74,8 +74,11 @@ def test_compare_draws_quality_against_sparsity_with_the_pareto_front(open_page,
     no_exception(at)
     charts = figures(at)
     quality = charts["compare_quality"]
-    points = [t for t in quality["data"] if not t["name"].startswith("Pareto")]
+    points = [t for t in quality["data"] if not t["name"].startswith("Pareto") and t["name"] != "dense baseline"]
     assert sum(len(t["x"]) for t in points) == 4
+    (dense,) = [t for t in points if t["name"].startswith("dense")]
+    (baseline,) = [t for t in quality["data"] if t["name"] == "dense baseline"]
+    assert baseline["y"] == [dense["y"][0]] * 2  # the dense run's perplexity as a reference line
     assert all("tiny-llama" in label for t in points for label in t["text"])  # hover names the run
     front = [t for t in quality["data"] if t["name"] == "Pareto front"]
     assert front and len(front[0]["x"]) >= 1
@@ -100,7 +103,7 @@ def test_compare_colour_grouping_and_speed(open_page, rich):
     assert {"2:4", "unstructured", "Pareto front: 2:4", "Pareto front: unstructured"} <= set(names)
     at.get_by_key("compare_view").set_value("Against measured speed").run()
     speed = figures(at)["compare_speed"]  # the latency rows timed with the 2:4 run's masks
-    xs = {label: x for t in speed["data"] if not t["name"].startswith("Pareto")
+    xs = {label: x for t in speed["data"] if not t["name"].startswith("Pareto") and "text" in t
           for label, x in zip(t["text"], t["x"])}
     assert any(ids["nm"][:8] in label and x > 1 for label, x in xs.items())
     assert any(label.startswith("dense") and x == 1.0 for label, x in xs.items())
