@@ -55,6 +55,35 @@ class Calibration(StrictModel):
 class Evaluation(StrictModel):
     windows: int = Field(64, ge=1, le=100_000, description="non-overlapping evaluation windows")
     seq_len: int = Field(512, ge=8, le=131_072, description="tokens per evaluation window")
+    tasks: tuple[str, ...] = Field(
+        (), description="lm-evaluation-harness tasks scored on the pruned model beside perplexity (causal LMs): "
+                        "local tasks (`workbench tasks`) or any harness task whose data can be read; sorted")
+    limit: int | None = Field(None, ge=1, le=10_000_000, description="documents per task (the first N); all by default")
+    num_fewshot: int | None = Field(None, ge=0, le=64, description="fewshot examples per prompt; the task's own "
+                                                                   "default (0 for the local tasks) when absent")
+
+    KEY_OMITS_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"tasks", "limit", "num_fewshot"})
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _split_tasks(cls, value: Any) -> Any:
+        return [part for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @field_validator("tasks")
+    @classmethod
+    def _check_tasks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        names = [name.strip() for name in value]
+        bad = [name for name in names if not name or any(c.isspace() for c in name)]
+        if bad:
+            raise ValueError(f"task name {bad[0]!r} is empty or holds whitespace; give names such as shakespeare-nextline")
+        return tuple(sorted(set(names)))  # the scores do not depend on the order: one key per set of tasks
+
+    @model_validator(mode="after")
+    def _tasks_named(self) -> "Evaluation":
+        unused = [name for name in ("limit", "num_fewshot") if getattr(self, name) is not None]
+        if unused and not self.tasks:
+            raise ValueError(f"{unused[0]} applies to evaluation.tasks, which names none; name tasks or drop {unused[0]}")
+        return self
 
 
 class JobSpec(StrictModel):
@@ -208,12 +237,17 @@ class PruneSpec(JobSpec):
         from workbench.models import model_identity
         from workbench.pruning.allocation import resolve_allocation
 
-        return {
+        parts = {
             "model": model_identity(self.model),
             "data": data_identity(self.data),
             "method": f"{self.method}@{resolve_prune_method(self.method, self.structure).version}",
             "allocation": f"{self.allocation}@{resolve_allocation(self.allocation).version}",
         }
+        if self.evaluation.tasks:  # only then: keys of runs without tasks hold
+            from workbench.evaluation import evaluation_identity
+
+            parts["tasks"] = evaluation_identity(self.evaluation.tasks)
+        return parts
 
     def summary(self) -> dict[str, Any]:
         summary = method_job_summary(self, self.allocation)

@@ -1,4 +1,5 @@
-"""Commands that run jobs: `workbench run`, `workbench sweep`, `workbench demo`."""
+"""Commands that run jobs: `workbench run`, `workbench sweep`, `workbench demo`, and `workbench tasks` (what a
+prune spec's `evaluation.tasks` can name)."""
 
 from __future__ import annotations
 
@@ -77,3 +78,33 @@ def demo(store: Optional[str] = StoreOption,
     result_table(specs, results, title=f"default suite ({model})")
     typer.echo(f"suite wall time: {time.perf_counter() - started:.1f} s")
     report_failures(results)
+
+
+@app.command()
+@handles_errors
+def tasks(all_tasks: bool = typer.Option(False, "--all", help="also list every task lm-evaluation-harness knows "
+                                                               "(their data sets come from the Hugging Face hub)"),
+          as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the tasks `evaluation.tasks` can name offline (built on first use from held-out text)."""
+    # deferred (start-up time): the task builders read the corpora; the harness index imports lm_eval
+    from workbench.evaluation import harness_version
+    from workbench.evaluation.local import describe_tasks
+
+    rows = describe_tasks()
+    names = []
+    if all_tasks:
+        from workbench.evaluation.harness import all_task_names
+
+        names = all_task_names()
+    if as_json:
+        print_json({"local": rows, "lm_eval": harness_version(), **({"harness": names} if all_tasks else {})})
+        return
+    typer.echo("local tasks (offline; built from the held-out text the calibration never reads):")
+    for row in rows:
+        typer.echo(f"  {row['task']:<22} {row['output_type']:<16} {row['documents']:>4} documents  "
+                   f"metrics: {', '.join(row['metrics'])}  {row['description']}")
+    typer.echo(f"  files: {Path(rows[0]['yaml']).parent}/ (lm_eval --include_path reads them too)")
+    typer.echo(f"any lm-evaluation-harness task (lm-eval {harness_version()}) also works where its data set can be "
+               "read: online, or from the Hugging Face cache" + ("" if all_tasks else "; `--all` lists them"))
+    for name in names:
+        typer.echo(f"  {name}")

@@ -64,6 +64,10 @@ def prepare(spec: PruneSpec, job: JobContext | None = None) -> PreparedPrune:
         calibration, heldout = windows[:samples], windows[samples:]
     if loaded.family == "causal-lm":
         evaluation_windows(spec.data, loaded.tokenizer, 1, spec.evaluation.seq_len)  # fails early if too short
+    if spec.evaluation.tasks:  # unknown tasks, or hub data without network, fail before the run is stored
+        from workbench.evaluation import check_tasks
+
+        check_tasks(spec.evaluation.tasks, loaded.family)
     context = PruneContext(model=loaded.model, layers=layers, targets={}, pattern=spec.pattern,
                            params=method.Params.model_validate(spec.params), seed=spec.calibration.seed,
                            calibration=calibration, heldout=heldout, family=loaded.family, progress=progress,
@@ -75,7 +79,13 @@ def _evaluate(spec: PruneSpec, loaded: LoadedModel, dense_embeddings: torch.Tens
               sentences: list[str], progress: bool) -> dict[str, float]:
     if loaded.family == "causal-lm":
         windows = evaluation_windows(spec.data, loaded.tokenizer, spec.evaluation.windows, spec.evaluation.seq_len)
-        return {"perplexity": perplexity(loaded.model, windows, progress=progress), "eval_windows": float(len(windows))}
+        quality = {"perplexity": perplexity(loaded.model, windows, progress=progress), "eval_windows": float(len(windows))}
+        if spec.evaluation.tasks:  # downstream accuracy of the same (pruned) weights: <task>/acc, <task>/acc_stderr...
+            from workbench.evaluation import run_tasks
+
+            quality.update(run_tasks(loaded.model, loaded.tokenizer, spec.evaluation.tasks, limit=spec.evaluation.limit,
+                                     num_fewshot=spec.evaluation.num_fewshot, progress=progress))
+        return quality
     pruned = sentence_embeddings(loaded.model, loaded.tokenizer, sentences, max_length=spec.evaluation.seq_len)
     return {**embedding_fidelity(dense_embeddings, pruned), "eval_sentences": float(len(sentences))}
 
