@@ -124,8 +124,8 @@ def _needs_hub(manager: Any, name: str) -> bool:
     if entry is None or entry.cfg is None:
         return True
     if entry.kind in (Kind.TASK, Kind.PY_TASK):
-        path = str(entry.cfg.get("dataset_path") or "")
-        return bool(path) and path not in _LOCAL_BUILDERS and not os.path.isdir(path)
+        path = str(entry.cfg.get("dataset_path") or "")  # none: a Python task that loads its own data
+        return not path or (path not in _LOCAL_BUILDERS and not os.path.isdir(path))
     children = entry.cfg.get("task") or []
     children = [children] if isinstance(children, (str, dict)) else children
     names = [c if isinstance(c, str) else c.get("task", "") for c in children]
