@@ -5,11 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 from workbench_app import forms, launcher
+from workbench_app.access import ALLOW_ENV, allowed
 from workbench_app.data import Reader
 from workbench_app.ui import number_columns
 
 from workbench.data import CORPORA
-from workbench.errors import SpecError
+from workbench.errors import SpecError, WorkbenchError
 from workbench.models import BUILTINS
 from workbench.spec import Calibration, Evaluation, PruneSpec
 from workbench.suite import SUITE
@@ -21,6 +22,7 @@ include: [{method: dense}]
 """
 STATUS_ICON = {"running": ":material/hourglass_top:", "finished": ":material/check_circle:",
                "failed": ":material/error:", "stopped": ":material/stop_circle:"}
+NOT_PATHS = set(BUILTINS) | set(CORPORA)  # names a spec's model or data take that are never files here
 ROW_COLUMNS = ["run_id", "status", "model", "method", "pattern", "target_sparsity", "achieved_sparsity",
                "perplexity", "embedding_cosine", "accuracy", "wall_s", "error"]
 
@@ -45,13 +47,28 @@ def launch_rows(runs: pd.DataFrame, spec_texts: pd.DataFrame, launch: launcher.L
 
 
 def start(sweep: dict, title: str) -> None:
-    """Validate exactly as `workbench sweep` does; errors inline, else start the launch in the background."""
+    """Validate exactly as `workbench sweep` does, and against the folders this app may read; every problem
+    is a message on the page, else the launch starts in the background."""
     try:
         specs = forms.expand(sweep)
-    except SpecError as err:
+        problems = allowed().spec_problems(sweep, NOT_PATHS)
+        for spec in specs:
+            problems += [p for p in allowed().spec_problems(spec.model_dump(mode="json"), NOT_PATHS) if p not in problems]
+        if problems:
+            raise SpecError("; ".join(problems[:3]), "copy what the job reads into an allowed folder, or restart "
+                            f"the app with {ALLOW_ENV} naming its folder")
+        launch = launcher.start(sweep, [spec.canonical_json() for spec in specs], reader.location, title)
+    except WorkbenchError as err:
         st.error(f"**{err.problem}.** Fix: {err.fix}.", icon=":material/error:")
         return
-    launch = launcher.start(sweep, [spec.canonical_json() for spec in specs], reader.location, title)
+    except OSError as err:
+        st.error(f"**The launch could not be written or started** ({err.strerror or type(err).__name__}). Fix: check "
+                 "that the store's folder is writable.", icon=":material/error:")
+        return
+    except Exception as err:  # noqa: BLE001 - whatever a pasted spec provokes is a message, never a traceback
+        st.error(f"**This spec could not be read** ({type(err).__name__}). Fix: compare it with the example and "
+                 "README, Job specs.", icon=":material/error:")
+        return
     st.success(f"Started {len(specs)} job{'s' * (len(specs) != 1)} in the background ({launch.id}).",
                icon=":material/rocket_launch:")
 
@@ -77,7 +94,8 @@ if mode == "YAML":
             start(sweep, "YAML: " + ", ".join(f"{k}" for k in sweep))
 else:
     defaults = PruneSpec.model_fields
-    with st.form("launch_form"):
+    # no form: every change reruns the page (a few ms here), so the estimate below follows the values as typed
+    with st.container(border=True):
         top = st.columns(3)
         model = top[0].selectbox("Model", options([defaults["model"].default], list(BUILTINS), stored["model"]),
                                  accept_new_options=True, key="launch_model",
@@ -115,7 +133,19 @@ else:
         windows = bottom[3].number_input("Evaluation windows", 1, 100_000, evaluation.windows, key="launch_eval_windows")
         eval_len = bottom[4].number_input("Evaluation tokens", 8, 131_072, evaluation.seq_len, key="launch_eval_len")
         name = bottom[5].text_input("Name (label)", "", key="launch_name")
-        submitted = st.form_submit_button("Validate and start", type="primary")
+        if mode == "One job":
+            jobs = 1
+        else:
+            try:
+                jobs = len(forms.build_sweep({}, chosen_methods, forms.split_list(pattern_text),
+                                             forms.numbers(sparsity_text, "sparsities"),
+                                             forms.numbers(seed_text, "seeds", integer=True))["include"])
+            except SpecError:
+                jobs = 1
+        pace = forms.seconds_per_token(runs, reader.specs(), str(model)) if not runs.empty else None
+        estimate = forms.estimate_line(str(model), jobs, int(samples), int(cal_len), int(windows), int(eval_len), pace)
+        st.caption(estimate)
+        submitted = st.button("Validate and start", type="primary", key="launch_submit")
     if submitted:
         common = {"kind": "prune", "model": model, "data": data, "allocation": allocation,
                   "calibration": {"samples": int(samples), "seq_len": int(cal_len)},
@@ -160,10 +190,16 @@ def launches_panel() -> None:
             head[0].markdown(f"{STATUS_ICON[status]} **{launch.title}** · {status} · {launch.elapsed_s():.0f} s · "
                              f"`{launch.id}`")
             if status == "running" and head[1].button("Stop", key=f"stop_{launch.id}"):
-                launcher.stop(launch)
-                st.rerun()
+                refused = launcher.stop(launch)
+                if refused:
+                    st.error(f"**Not stopped**: {refused}.", icon=":material/block:")
+                else:
+                    st.rerun()
             progress = launch.progress()
-            st.progress(progress.fraction, text=f"{progress.done} of {progress.total} jobs · {progress.detail}"[:160])
+            st.progress(progress.fraction, text=progress.summary())
+            if progress.step is not None and status == "running":
+                st.progress(progress.step.fraction, text=f"{progress.step.what}: {progress.step.done} of "
+                                                          f"{progress.step.total}")
             rows = launch_rows(fresh_runs, texts, launch)
             if not rows.empty:
                 shown = rows[[c for c in ROW_COLUMNS if c in rows and (c == "run_id" or rows[c].notna().any())]]

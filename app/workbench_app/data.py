@@ -26,6 +26,7 @@ from workbench import queries
 from workbench.errors import StoreBusyError, WorkbenchError
 from workbench.results import PackedMask, pairwise_overlap, run_labels
 from workbench.store import Store, default_store_path, is_lake_url
+from workbench_app.access import allowed
 from workbench_app.specs import spec_table
 
 T = TypeVar("T")
@@ -37,8 +38,12 @@ STORE_KEY = "store_location"
 
 
 def store_location() -> str:
-    """The store the app reads: the sidebar's choice, else ``WORKBENCH_STORE``, else store/workbench.duckdb."""
-    return st.session_state.get(STORE_KEY) or str(default_store_path())
+    """The store the app reads: the sidebar's choice (when the allow-list admits it), else ``WORKBENCH_STORE``,
+    else store/workbench.duckdb."""
+    chosen = st.session_state.get(STORE_KEY)
+    if chosen and allowed().store_problem(chosen) is None:
+        return chosen
+    return str(default_store_path())
 
 
 def open_store(location: str) -> Store:

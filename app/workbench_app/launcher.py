@@ -4,8 +4,9 @@ Each launch is a folder beside the store (``launches/<id>/``) so that it outlive
 and the app's own process:
 
 - ``sweep.yaml``: what runs (a single spec is a sweep with only a base);
-- ``meta.json``: title, start time, process id, the canonical JSON of every expanded spec (how the
-  launch finds its rows in the store afterwards);
+- ``meta.json``: title, start time, process id with the process's own start time and command line
+  (Stop signals that process group only while they still match), the canonical JSON of every expanded
+  spec (how the launch finds its rows in the store afterwards);
 - ``log.txt``: the command's stderr, where the sweep's progress bar is drawn; ``out.txt``: its stdout;
 - ``exit_code``: written by the wrapping shell when the command ends.
 
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
 from workbench.store import is_lake_url
@@ -34,6 +36,8 @@ from workbench.store import is_lake_url
 # sh wrapper: run the CLI with stdout/stderr to files, then record its exit code.
 _WRAPPER = '"$0" -m workbench.cli sweep "$1" --store "$2" > "$3" 2> "$4"; echo $? > "$5"'
 _SWEEP_BAR = re.compile(r"sweep:\s*(\d+)%\|[^|]*\|\s*(\d+)/(\d+)")
+# any tqdm bar: "desc:  40%|####      | 2/5 [00:04<00:06,  2.0s/job, magnitude 50%]"
+_BAR = re.compile(r"^(?P<desc>[^|]*?):\s*\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)(?:\s*\[(?P<info>[^\]]*)\]?)?")
 _PROCESSES: dict[int, subprocess.Popen] = {}  # launched by this app process: polled so none lingers as a zombie
 
 
@@ -43,23 +47,68 @@ def launches_folder(store_location: str) -> Path:
 
 
 @dataclass
-class Progress:
+class Step:
+    """The bar of the job's current phase (``perplexity: 3/8``), read from the log."""
+
+    what: str
     done: int
     total: int
-    detail: str
 
     @property
     def fraction(self) -> float:
-        return self.done / self.total if self.total else 0.0
+        return min(1.0, self.done / self.total) if self.total else 0.0
+
+
+@dataclass
+class Progress:
+    done: int
+    total: int
+    detail: str  # the latest line any bar drew, as the log holds it
+    elapsed: str = ""  # of the sweep, as tqdm wrote it (00:04)
+    remaining: str = ""  # tqdm's estimate of the rest (00:06)
+    counts: str = ""  # the sweep bar's postfix (done, running, failed, cached)
+    step: Step | None = None  # the current job's own bar, when the latest line is one
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.done / self.total) if self.total else 0.0
+
+    def summary(self) -> str:
+        """``2 of 5 jobs · 00:04 elapsed, about 00:06 left · done 2, failed 0`` (no bar characters)."""
+        parts = [f"{self.done} of {self.total} job{'s' * (self.total != 1)}"]
+        if self.elapsed:
+            parts.append(f"{self.elapsed} elapsed" + (f", about {self.remaining} left"
+                                                      if self.remaining and self.remaining != "?" else ""))
+        if self.counts:
+            parts.append(self.counts)
+        return " · ".join(parts)
+
+
+def _sweep_info(info: str) -> tuple[str, str, str]:
+    """(elapsed, remaining, postfix) of a tqdm bar's bracket: ``00:02<00:04,  2.0s/job, done 1, failed 0``."""
+    times, _, rest = info.partition(",")
+    elapsed, _, remaining = times.partition("<")
+    postfix = rest.split(",", 1)[1].strip() if "," in rest else ""
+    return elapsed.strip(), remaining.strip(), postfix
 
 
 def parse_progress(log: str, total: int) -> Progress:
-    """The sweep bar's latest ``done/total`` and the latest line any bar drew (tqdm redraws with \\r)."""
-    done = 0
+    """The sweep bar's latest ``done/total`` (with its times and counts) and the latest line any bar
+    drew (tqdm redraws with \\r); that line read as the current job's step when it is another bar."""
+    done, info = 0, ""
     for match in _SWEEP_BAR.finditer(log):
         done, total = int(match.group(2)), int(match.group(3))
     lines = [line.strip() for line in re.split(r"[\r\n]+", log) if line.strip()]
-    return Progress(done, total, lines[-1][:300] if lines else "")
+    sweep_lines = [line for line in lines if line.startswith("sweep:")]
+    if sweep_lines:
+        bar = _BAR.match(sweep_lines[-1])
+        info = (bar.group("info") or "") if bar else ""
+    elapsed, remaining, counts = _sweep_info(info) if info else ("", "", "")
+    last = lines[-1] if lines else ""
+    bar = _BAR.match(last)
+    step = (Step(bar.group("desc").strip(), int(bar.group("n")), int(bar.group("total")))
+            if bar and not last.startswith("sweep:") else None)
+    return Progress(done, total, last[:300], elapsed, remaining, counts, step)
 
 
 @dataclass
@@ -91,7 +140,7 @@ class Launch:
         """running | finished | failed (some job failed or the command erred) | stopped (killed)."""
         code = self.exit_code
         if code is None:
-            return "running" if _alive(self.meta["pid"]) else "stopped"
+            return "running" if _alive(self.meta) else "stopped"
         return {0: "finished"}.get(code, "stopped" if code in (-15, 143, 137) else "failed")
 
     def log(self) -> str:
@@ -118,16 +167,42 @@ def read_text(path: Path) -> str:
         return ""
 
 
-def _alive(pid: int) -> bool:
-    process = _PROCESSES.get(pid)
+def _identity(pid: int) -> dict[str, Any] | None:
+    """What tells the process ``pid`` from a later one that reuses its number: start time and command line."""
+    try:
+        process = psutil.Process(pid)
+        return {"create_time": process.create_time(), "cmdline": process.cmdline()}
+    except (psutil.Error, OSError):
+        return None
+
+
+def _is_launched(meta: dict[str, Any]) -> bool:
+    """True while the process ``meta`` names is the one this launch started (same start time and command
+    line, leading its own process group), not another that took its number after it ended."""
+    pid = meta.get("pid")
+    if not isinstance(pid, int) or pid <= 1 or "create_time" not in meta:
+        return False
+    now = _identity(pid)
+    if now is None or abs(now["create_time"] - float(meta["create_time"])) > 0.01 or now["cmdline"] != meta["cmdline"]:
+        return False
+    try:
+        return os.getpgid(pid) == pid and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, OSError):
+        return False
+
+
+def _alive(meta: dict[str, Any]) -> bool:
+    process = _PROCESSES.get(meta.get("pid"))
     if process is not None:
         return process.poll() is None
-    try:
-        os.kill(pid, 0)
+    if "create_time" in meta:
+        return _is_launched(meta)
+    try:  # a launch recorded before identities were: its number alone
+        os.kill(int(meta["pid"]), 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except (PermissionError, ValueError, TypeError, OverflowError):
+        return False
     return True
 
 
@@ -142,7 +217,8 @@ def start(sweep: dict[str, Any], canonical_specs: list[str], store_location: str
     process = subprocess.Popen(["sh", "-c", _WRAPPER, sys.executable, files[0], store, *files[1:]],
                                env=env, stdin=subprocess.DEVNULL, start_new_session=True)
     _PROCESSES[process.pid] = process
-    meta = {"title": title, "started_at": time.time(), "pid": process.pid, "store": store, "specs": canonical_specs}
+    meta = {"title": title, "started_at": time.time(), "pid": process.pid, "store": store, "specs": canonical_specs,
+            **(_identity(process.pid) or {})}
     (folder / "meta.json").write_text(json.dumps(meta, indent=2))
     return Launch(folder, meta)
 
@@ -163,11 +239,17 @@ def list_launches(store_location: str, limit: int = 10) -> list[Launch]:
     return launches
 
 
-def stop(launch: Launch) -> None:
+def stop(launch: Launch) -> str | None:
     """Terminate the launch's process group (the shell and the job it started); the job's run stays `running`
-    in the store until the same key runs again."""
-    if launch.status == "running":
-        try:
-            os.killpg(launch.meta["pid"], signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+    in the store until the same key runs again. Signals nothing unless the process is still the one this
+    launch started (its start time and command line as recorded at launch): returns why not, else None."""
+    if launch.status != "running":
+        return None
+    if not _is_launched(launch.meta):
+        return (f"process {launch.meta.get('pid')} is not the one this launch started (its start time or command "
+                "line differ, or the launch recorded neither), so nothing was signalled")
+    try:
+        os.killpg(launch.meta["pid"], signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    return None

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from workbench.figures import readable
+from workbench_app.access import allowed
 from workbench_app.data import STORE_KEY, Reader, clear_caches, store_location
 
 SELECTION = "selection"  # the runs chosen on any page, shared by all pages (not a widget key)
@@ -21,9 +22,16 @@ def sidebar() -> None:
     """The store chooser (every page reads the store named here) and a button that re-reads it now."""
     with st.sidebar:
         location = st.text_input("Store", value=store_location(), key="store_input",
-                                 help="DuckDB file of results (or a ducklake: URL); default from WORKBENCH_STORE")
-        if location.strip() and location.strip() != st.session_state.get(STORE_KEY):
-            st.session_state[STORE_KEY] = location.strip()
+                                 help="DuckDB file of results (or a ducklake: URL); default from WORKBENCH_STORE. "
+                                      "Only stores in the folders allowed when the app started (WORKBENCH_APP_ALLOW, "
+                                      "else the starting store's folder) open.")
+        wanted = location.strip()
+        if wanted and wanted != st.session_state.get(STORE_KEY):
+            problem = allowed().store_problem(wanted)
+            if problem:  # the store stays the one read so far
+                st.error(f"**Store not opened**: {problem}.", icon=":material/block:")
+            else:
+                st.session_state[STORE_KEY] = wanted
         if st.button("Reload", help="read the store again now (it is re-read by itself after every job commits)"):
             clear_caches()
 

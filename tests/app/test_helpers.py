@@ -162,3 +162,31 @@ def test_progress_is_read_from_the_sweep_bar():
     assert progress.fraction == pytest.approx(2 / 3)
     assert progress.detail.startswith("sweep:  67%")
     assert parse_progress("", total=4).done == 0
+
+
+def test_progress_reads_as_words_and_the_current_step_as_its_own_bar():
+    log = ("sweep:  33%|###3      | 1/3 [00:02<00:04,  2.0s/job, done 1, running 1, failed 0, cached 0]\n"
+           "perplexity:  50%|#####     | 4/8 [00:01<00:01,  3.1it/s]")
+    progress = parse_progress(log, total=3)
+    assert progress.summary() == "1 of 3 jobs · 00:02 elapsed, about 00:04 left · done 1, running 1, failed 0, cached 0"
+    assert "|" not in progress.summary()
+    assert (progress.step.what, progress.step.done, progress.step.total) == ("perplexity", 4, 8)
+    assert progress.step.fraction == 0.5
+    assert parse_progress(log.split("\n")[0], total=3).step is None  # the sweep bar itself is no step
+    assert parse_progress("loading model\n", total=2).summary() == "0 of 2 jobs"
+
+
+def test_the_time_estimate_follows_the_stores_pace_per_token():
+    runs = pd.DataFrame({"run_id": ["a", "b", "c", "d"], "status": ["finished", "finished", "failed", "finished"],
+                         "kind": ["prune", "prune", "prune", "train"], "model": ["m", "m", "m", "m"],
+                         "wall_s": [10.0, 30.0, 1.0, 99.0]})
+    specs = pd.DataFrame({"calibration.samples": [8, 8, 8, None], "calibration.seq_len": [64, 64, 64, None],
+                          "evaluation.windows": [8, 8, 8, None], "evaluation.seq_len": [64, 64, 64, None]},
+                         index=pd.Index(["a", "b", "c", "d"], name="run_id"))
+    pace = forms.seconds_per_token(runs, specs, "m")
+    assert pace == (pytest.approx(20.0 / 1024), 2)  # the median of the two finished prune runs, per token
+    line = forms.estimate_line("m", 3, 16, 64, 8, 64, pace)  # 1,536 tokens: 1.5 times those runs
+    assert "16 × 64 calibration tokens" in line and "1,536 tokens" in line
+    assert "Roughly 30 s per job, 3 jobs about 90 s" in line.replace("2 min", "90 s")
+    assert forms.seconds_per_token(runs, specs, "other") is None
+    assert "No finished prune run of other" in forms.estimate_line("other", 1, 64, 512, 64, 512, None)

@@ -31,6 +31,19 @@ def submit(at):
     return next(b for b in at.button if b.label == "Validate and start").click().run()
 
 
+def test_the_form_estimates_a_jobs_time_from_the_store(open_page, multi):
+    path, _ = multi
+    at = open_page(path, "launch")
+    no_exception(at)
+    estimate = next(c.value for c in at.caption if c.value.startswith("Each job reads"))
+    # the form's model (SmolLM2) has finished prune runs here: 64 x 512 + 64 x 512 tokens at their pace
+    assert "65,536 tokens through smollm2-135m" in estimate and "Roughly 10 s per job" in estimate
+    at.get_by_key("launch_mode").set_value("Sweep").run()
+    at.get_by_key("launch_sparsities").set_value("0.5, 0.6, 0.7").run()
+    estimate = next(c.value for c in at.caption if c.value.startswith("Each job reads"))
+    assert "3 jobs about 30 s" in estimate
+
+
 def test_invalid_specs_are_reported_inline_and_start_nothing(open_page, tmp_path):
     store = tmp_path / "store" / "workbench.duckdb"
     at = open_page(store, "launch")
@@ -62,6 +75,8 @@ def test_a_launched_job_runs_in_the_background_and_its_rows_appear(open_page, tm
             break
     assert launch.status == "finished", launch.log()[-2000:]
     assert launch.progress().fraction == 1.0 and at.get("progress")
+    bars = [bar.proto.text for bar in at.get("progress")]
+    assert bars[0].startswith("1 of 1 job") and "|" not in bars[0]  # words, not the raw tqdm line
     rows = at.dataframe[-1].value
     assert list(rows["method"]) == ["random"] and list(rows["status"]) == ["finished"]
     assert rows["achieved_sparsity"].iloc[0] == pytest.approx(0.6, abs=0.01)
