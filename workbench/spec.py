@@ -163,7 +163,11 @@ class PruneSpec(JobSpec):
         "group", description="structured heads: remove whole key/value groups, or the same number of query heads "
                              "from every group")
 
-    KEY_OMITS_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"structure", "head_unit"})
+    channel_multiple: int = Field(
+        1, ge=1, le=4096, description="structured channels: every block keeps a multiple of this many (64 or 128 keep "
+                                      "GPU matrix products on their fast tiles)")
+
+    KEY_OMITS_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"structure", "head_unit", "channel_multiple"})
 
     @field_validator("pattern", mode="before")
     @classmethod
@@ -183,8 +187,8 @@ class PruneSpec(JobSpec):
 
         if self.structure is not None:
             return self._resolve_criterion()
-        if self.head_unit != "group":
-            raise ValueError("head_unit applies to structured pruning; set `structure: heads` or drop it")
+        if self.head_unit != "group" or self.channel_multiple != 1:
+            raise ValueError("head_unit and channel_multiple apply to structured pruning; set `structure:` or drop them")
         method = resolve_prune_method(self.method, None)
         params = method.validate_params(self.params)
         object.__setattr__(self, "params", params)
@@ -268,7 +272,7 @@ def _load_kinds() -> None:
     """Import the modules that register further job kinds (kept lazy: they pull heavy imports)."""
     import importlib
 
-    for module in ("workbench.training.spec", "workbench.kernels.spec"):
+    for module in ("workbench.training.spec", "workbench.kernels.spec", "workbench.search.spec"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as err:

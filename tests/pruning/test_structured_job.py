@@ -40,7 +40,8 @@ def test_structure_stays_out_of_keys_of_unstructured_specs():
     ({"method": "cfsp", "structure": "heads"}, "does not score heads"),
     ({"method": "flap", "structure": "channels", "pattern": "2:4"}, "removes whole structures"),
     ({"method": "flap", "structure": "channels", "allocation": "owl"}, "spreads the removals itself"),
-    ({"method": "magnitude", "head_unit": "query"}, "head_unit applies to structured pruning"),
+    ({"method": "magnitude", "head_unit": "query"}, "apply to structured pruning"),
+    ({"method": "magnitude", "channel_multiple": 64}, "apply to structured pruning"),
 ])
 def test_bad_structured_specs_are_refused(changes, message):
     with pytest.raises(SpecError, match=message):

@@ -118,3 +118,18 @@ def test_stored_masks_rebuild_the_shrunk_model(llama, calibration, ids, criterio
     shrink_to_masks(fresh, result.masks)
     assert model_layout(fresh).widths() == model_layout(llama).widths() and len(model_layout(fresh)) == len(model_layout(llama))
     torch.testing.assert_close(logits(fresh, ids), logits(llama, ids))
+
+
+@pytest.mark.parametrize("criterion", ["magnitude-sp", "flap"])
+def test_channel_multiple_rounds_every_layers_width(llama, calibration, criterion):
+    """Widths that are multiples of 8 here (64 or 128 on a GPU) keep matrix products on their fast tiles."""
+    intermediate = model_layout(llama).widths()["intermediate"][0]
+    result = structured_prune(llama, calibration, criterion, "channels", 0.3, channel_multiple=8)
+    widths = model_layout(llama).widths()["intermediate"]
+    assert all(width % 8 == 0 and 8 <= width < intermediate for width in widths), widths
+    assert abs(result.achieved - 0.3) < 0.15
+
+
+def test_channel_multiple_must_be_positive(llama):
+    with pytest.raises(SpecError, match="channel_multiple"):
+        structured_prune(llama, None, "magnitude-sp", "channels", 0.3, channel_multiple=0)

@@ -103,12 +103,14 @@ def bench_latency(
         structure: Optional[str] = typer.Option(None, help="variant shrunk without --masks-run: remove heads, channels, "
                                                           "blocks or heads+channels (magnitude-sp) at --sparsity"),
         sparsity: Optional[float] = typer.Option(None, help="sparsity of the converted or shrunk model"),
+        channel_multiple: int = typer.Option(1, help="with --structure: blocks keep a multiple of this many channels"),
         store: Optional[str] = StoreOption, force: bool = typer.Option(False, "--force"),
         as_json: bool = typer.Option(False, "--json")) -> None:
     """Prefill and decode latency of a model with dense vs sparse linear layers (or shrunk by structured pruning)."""
     latency_command(store_path=store, device=device, model=model, random_weights=random_weights, variants=variant,
                     dtype=dtype, prefill=prefill, decode=decode, context=context, masks_run=masks_run, fuse=fuse,
-                    compile_models=compile_models, structure=structure, sparsity=sparsity, force=force, as_json=as_json)
+                    compile_models=compile_models, structure=structure, sparsity=sparsity,
+                    channel_multiple=channel_multiple, force=force, as_json=as_json)
 
 
 @app.command("suite")

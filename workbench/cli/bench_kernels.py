@@ -142,7 +142,7 @@ def latency_command(*, store_path: Path | None = None, device: str = "auto", mod
                     random_weights: bool = True, variants: Sequence[str] = (), dtype: str | None = None,
                     prefill: Sequence[int] = (), decode: Sequence[int] = (), context: int | None = None,
                     masks_run: str | None = None, fuse: bool = False, compile_models: bool = False,
-                    structure: str | None = None, sparsity: float | None = None,
+                    structure: str | None = None, sparsity: float | None = None, channel_multiple: int = 1,
                     force: bool = False, as_json: bool = False) -> list:
     """The latency of ``model`` with its linear layers behind each variant, against dense (empty lists:
     the device's defaults)."""
@@ -155,7 +155,7 @@ def latency_command(*, store_path: Path | None = None, device: str = "auto", mod
         "latency": {"model": model, "random_weights": random_weights, "variants": variants, "dtype": dtype,
                     "prefill_tokens": prefill, "decode_batches": decode, "decode_context": context,
                     "masks_key": key, "fuse": fuse, "compile": compile_models, "structure": structure,
-                    **({"sparsity": sparsity} if sparsity is not None else {})}})
+                    "channel_multiple": channel_multiple, **({"sparsity": sparsity} if sparsity is not None else {})}})
     return run_specs([spec], store, force, as_json)
 
 

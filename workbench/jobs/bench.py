@@ -293,6 +293,7 @@ def _run_latency(prepared: PreparedBench, ctx: _Context, deadline: float | None,
                     "min_samples": timing.min_samples,
                     "max_samples": timing.max_samples, "graphs": timing.graphs, "eager": timing.eager,
                     "seed": spec.seed, "cases": cases, "fuse": grid.fuse, "structure": grid.structure,
+                    "channel_multiple": grid.channel_multiple,
                     "compile": grid.compile}
             records = run_isolated(task, timing.case_timeout_s, deadline)
             if index == 0 and variant != "dense":

@@ -55,7 +55,8 @@ def prepare(spec: PruneSpec, job: JobContext | None = None) -> PreparedPrune:
         raise SpecError(f"structured pruning of {spec.model} ({loaded.family}) is not offered by the prune job",
                         "prune a Llama-family causal LM, e.g. smollm2-135m or tiny-llama")
     if spec.structure is not None:
-        check_request(loaded.model, spec.method, spec.structure, spec.sparsity, spec.params, spec.head_unit)
+        check_request(loaded.model, spec.method, spec.structure, spec.sparsity, spec.params, spec.head_unit,
+                      spec.channel_multiple)
     if _needs_calibration(method) or allocation.needs_calibration:
         samples = spec.calibration.samples
         # the windows drawn after the calibration ones stay out of the statistics: recon_error is measured on them
@@ -72,6 +73,10 @@ def prepare(spec: PruneSpec, job: JobContext | None = None) -> PreparedPrune:
                            params=method.Params.model_validate(spec.params), seed=spec.calibration.seed,
                            calibration=calibration, heldout=heldout, family=loaded.family, progress=progress,
                            allocation_params=spec.allocation_params, precision=spec.calibration.precision)
+    if spec.allocation == "search":  # a search run's per-layer targets, read here: pruning never reads the store
+        from workbench.jobs.search import search_targets
+
+        context.allocation_params = {**spec.allocation_params, "targets": search_targets(spec, layers, job)}
     return PreparedPrune(spec, loaded, context)
 
 
@@ -134,7 +139,8 @@ def _shrink_model(prepared: PreparedPrune) -> PrunedModel:
     started = time.perf_counter()
     with PeakMemory() as peak:
         result = structured_prune(prepared.loaded.model, context.calibration, spec.method, spec.structure,
-                                  spec.sparsity, params=spec.params, head_unit=spec.head_unit)
+                                  spec.sparsity, params=spec.params, head_unit=spec.head_unit,
+                                  channel_multiple=spec.channel_multiple)
     prune_seconds = time.perf_counter() - started
     check_finite(prepared.loaded.model)
     masks = {name: mask.reshape(1, -1).cpu() for name, mask in result.masks.items()}

@@ -269,7 +269,8 @@ def shrink_for_timing(model: nn.Module, masks: dict[str, torch.Tensor] | None, t
     if masks is not None:
         shrink_to_masks(model, masks)
     else:
-        structured_prune(model, None, "magnitude-sp", task["structure"], task["sparsity"])
+        structured_prune(model, None, "magnitude-sp", task["structure"], task["sparsity"],
+                         channel_multiple=task.get("channel_multiple", 1))
     return model
 
 

@@ -99,7 +99,10 @@ class LatencyGrid(StrictModel):
         None, description="variant 'shrunk' without a pruning run: remove this structure (magnitude-sp, `sparsity` of "
                           "the decoder's parameters) from the model before timing it")
 
-    KEY_OMITS_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"fuse", "compile", "structure"})
+    channel_multiple: int = Field(1, ge=1, le=4096, description="with `structure`: every block keeps a multiple of "
+                                                                "this many MLP channels")
+
+    KEY_OMITS_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"fuse", "compile", "structure", "channel_multiple"})
 
 
 class Timing(StrictModel):

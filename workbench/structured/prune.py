@@ -94,7 +94,8 @@ def _block_masks(crit: Criterion, layout: Layout, stats: Statistics | None, targ
 
 
 def _width_masks(crit: Criterion, layout: Layout, stats: Statistics | None, kinds: tuple[str, ...], target: float,
-                 head_unit: str, parsed: BaseModel) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+                 head_unit: str, parsed: BaseModel,
+                 channel_multiple: int = 1) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Masks (query heads, kv heads, channels per layer) and the unit scores behind them."""
     prefix = layout.prefix
     entries: list[tuple[Units, Callable[[torch.Tensor], torch.Tensor], str]] = []  # units, to mask, key
@@ -122,6 +123,8 @@ def _width_masks(crit: Criterion, layout: Layout, stats: Statistics | None, kind
         keeps = allocate.uniform(all_units, target)
     masks, scores = {}, {}
     for (units, convert, key), keep in zip(entries, keeps):
+        if units.kind == "channels":
+            keep = allocate.round_kept(units, keep, channel_multiple)
         masks[key], scores[key] = convert(keep), units.scores
         if units.kind == "heads":
             attention = layout.attention(units.layer)
@@ -130,12 +133,19 @@ def _width_masks(crit: Criterion, layout: Layout, stats: Statistics | None, kind
     return masks, scores
 
 
+def _check_multiple(channel_multiple: int) -> None:
+    if not isinstance(channel_multiple, int) or channel_multiple < 1:
+        raise SpecError(f"channel_multiple {channel_multiple!r} is not a positive whole number",
+                        "give 1 (any width) or a multiple such as 64 for GPU-friendly widths")
+
+
 def check_request(model: nn.Module, criterion: str | Criterion, structure: str, sparsity: float,
-                  params: dict[str, Any] | None = None, head_unit: str = "group") -> None:
+                  params: dict[str, Any] | None = None, head_unit: str = "group", channel_multiple: int = 1) -> None:
     """Everything ``structured_prune`` would refuse before scoring (unknown structure, bad parameters, a target
     whole structures cannot reach), checked on the model's shapes alone: a job calls it before it is stored."""
     crit = resolve_criterion(criterion) if isinstance(criterion, str) else criterion
     kinds = _check_request(crit, structure, sparsity, head_unit)
+    _check_multiple(channel_multiple)
     crit.params(params)
     layout = model_layout(model)
     target = sparsity * sum(layout.block_parameters())
@@ -159,13 +169,15 @@ def check_request(model: nn.Module, criterion: str | Criterion, structure: str, 
 
 def structured_prune(model: nn.Module, calibration: torch.Tensor | None, criterion: str | Criterion, structure: str,
                      sparsity: float, params: dict[str, Any] | None = None, head_unit: str = "group",
-                     tokens_per_batch: int = 2048) -> ShrinkResult:
+                     tokens_per_batch: int = 2048, channel_multiple: int = 1) -> ShrinkResult:
     """Remove ``structure`` ("heads", "channels", "blocks" or "heads+channels") from ``model`` in place, ranked
     by ``criterion`` (a name in ``CRITERIA``) on ``calibration`` windows ((samples, seq_len) token ids; the
     data-free magnitude-sp takes None), until about ``sparsity`` of the decoder's parameters are gone.
-    ``params``: the criterion's parameters; ``head_unit``: "group" or "query" (see the module docstring)."""
+    ``params``: the criterion's parameters; ``head_unit``: "group" or "query" (see the module docstring);
+    ``channel_multiple``: each layer keeps a multiple of this many channels (``allocate.round_kept``)."""
     crit = resolve_criterion(criterion) if isinstance(criterion, str) else criterion
     kinds = _check_request(crit, structure, sparsity, head_unit)
+    _check_multiple(channel_multiple)
     parsed = crit.params(params)
     layout = model_layout(model)
     before = sum(layout.block_parameters())
@@ -180,7 +192,7 @@ def structured_prune(model: nn.Module, calibration: torch.Tensor | None, criteri
         masks, scores = {layout.prefix: keep}, {layout.prefix: block_scores}
         shrink_blocks(model, keep)
     else:
-        masks, scores = _width_masks(crit, layout, stats, kinds, target, head_unit, parsed)
+        masks, scores = _width_masks(crit, layout, stats, kinds, target, head_unit, parsed, channel_multiple)
         prefix = layout.prefix
         head_keep = {i: masks[f"{prefix}.{i}.heads"] for i in range(len(layout)) if f"{prefix}.{i}.heads" in masks}
         channel_keep = {i: masks[f"{prefix}.{i}.channels"] for i in range(len(layout))
