@@ -30,6 +30,7 @@ EXECUTORS: dict[str, str] = {
     "prune": "workbench.jobs.prune",
     "train": "workbench.jobs.train",
     "bench": "workbench.jobs.bench",
+    "search": "workbench.jobs.search",
 }
 
 

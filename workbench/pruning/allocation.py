@@ -16,6 +16,7 @@ from workbench.params import HasParams
 ALLOCATIONS: dict[str, str] = {
     "uniform": "workbench.pruning.allocation",
     "owl": "workbench.pruning.owl",
+    "search": "workbench.search.allocation",  # a finished search run's per-layer targets (handed in by the prune job)
 }
 
 

@@ -1,0 +1,254 @@
+"""The search job: level database -> dense reference -> EvoPress or random search -> the winning allocation.
+
+``prepare`` loads the model and the windows and lays out the level geometry (an impossible step or a
+model the search cannot prune fails there, before the run is registered). ``execute`` builds the level
+database or finds it built (``<store folder>/search-levels/<database key>/``: the key covers model, data,
+method and its parameters, sparsity, levels and calibration, not the search's budget or seed, so every
+search over the same levels shares one), measures the dense model once on the fitness windows, runs the
+search with a checkpoint of its state after every generation in ``JobContext.workdir`` (a killed search
+continues from there and ends where an uninterrupted one would), and returns:
+
+- metrics: ``evaluations``, ``best_fitness`` (the winner's KL on the whole fitness pool),
+  ``uniform_fitness``, ``fitness`` per generation (step 0: the uniform start), the spread of every
+  last-stage measurement (``final_stage_min`` / ``_median`` / ``_max`` / ``_std`` / ``_count``), ``sparsity``
+  (exact: the uniform allocation's), the perplexity of the winner and of the uniform allocation as built
+  from the database (``candidate_perplexity``, ``uniform_perplexity``), ``level_step`` (weights),
+  ``layers_moved``, ``levels_cached``, ``levels_seconds``, ``search_seconds``, ``resumed_from_generation``;
+- layer_stats: per layer the winner's target sparsity (what a prune job hands its method), the sparsity
+  it prunes exactly, and ``extra``: level, pruned count, admissible levels.
+
+``search_targets`` is the prune job's side: the per-layer targets of a finished search run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from workbench.data import calibration_windows, evaluation_windows, load_corpus
+from workbench.errors import SpecError
+from workbench.faults import faultpoint
+from workbench.jobs import JobContext
+from workbench.metrics.language import perplexity
+from workbench.models import LoadedModel, check_finite, load_model, model_identity
+from workbench.models.layers import block_index, prunable_layers
+from workbench.records import JobOutput, LayerStat, Metric
+from workbench.search.evolution import Plan, SearchState, search
+from workbench.search.fitness import TOP_K, dense_reference, kl_fitness
+from workbench.search.levels import (
+    DATABASE_VERSION,
+    LevelGeometry,
+    LevelSwapper,
+    build_database,
+    level_geometry,
+    load_geometry,
+    method_counter,
+)
+from workbench.search.spec import SearchSpec
+
+STATE_FILE = "search-state.json"
+
+
+@dataclass
+class PreparedSearch:
+    spec: SearchSpec
+    loaded: LoadedModel
+    layers: dict[str, nn.Module]
+    geometry: LevelGeometry
+    calibration: torch.Tensor
+    fitness_windows: torch.Tensor
+    database: Path
+
+
+def database_key(spec: SearchSpec) -> str:
+    """What the level database depends on (not the search's method, budget or seed)."""
+    from workbench.data import data_identity
+    from workbench.pruning.registry import resolve_method
+
+    payload = {"version": DATABASE_VERSION, "model": model_identity(spec.model), "data": data_identity(spec.data),
+               "method": f"{spec.prune_method}@{resolve_method(spec.prune_method).version}",
+               "params": spec.prune_params, "sparsity": spec.sparsity, "levels": spec.levels.model_dump(mode="json"),
+               "calibration": spec.calibration.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _database_root(job: JobContext | None) -> Path:
+    if job is not None and job.store is not None:
+        return job.store.artifacts_dir / "search-levels"
+    if job is not None and job.workdir is not None:
+        return job.workdir / "search-levels"
+    return Path(tempfile.gettempdir()) / "workbench-search-levels"
+
+
+def prepare(spec: SearchSpec, job: JobContext | None = None) -> PreparedSearch:
+    load_corpus(spec.data)
+    loaded = load_model(spec.model)
+    if loaded.family != "causal-lm":
+        raise SpecError(f"the search measures next-token distributions; {spec.model} is a {loaded.family}",
+                        "search a causal LM, e.g. smollm2-135m or tiny-llama")
+    check_finite(loaded.model)
+    for window in (spec.calibration.seq_len, spec.evaluation.seq_len):
+        if window > loaded.max_seq_len:
+            raise SpecError(f"a window of {window} tokens exceeds {spec.model}'s {loaded.max_seq_len} positions",
+                            f"set calibration.seq_len and evaluation.seq_len to at most {loaded.max_seq_len}")
+    layers = prunable_layers(loaded.model)
+    shapes = [tuple(module.weight.shape) for module in layers.values()]
+    geometry = level_geometry(list(layers), shapes, spec.sparsity, spec.levels.max, spec.levels.step,
+                              method_counter(spec.prune_method, spec.prune_params))
+    samples = spec.calibration.samples
+    windows = calibration_windows(spec.data, loaded.tokenizer, samples + spec.fitness_windows,
+                                  spec.calibration.seq_len, spec.calibration.seed)
+    evaluation_windows(spec.data, loaded.tokenizer, 1, spec.evaluation.seq_len)  # fails early if too short
+    return PreparedSearch(spec, loaded, layers, geometry, windows[:samples], windows[samples:],
+                          _database_root(job) / database_key(spec))
+
+
+def _load_state(workdir: Path | None, spec: SearchSpec, size: int) -> SearchState | None:
+    if workdir is None or not (workdir / STATE_FILE).is_file():
+        return None
+    data = json.loads((workdir / STATE_FILE).read_text())
+    if data.get("spec") != spec.canonical_json():
+        return None
+    state = SearchState.from_json(data["state"])
+    return state if state.method == spec.method and len(state.parent) == size else None
+
+
+def _save_state(workdir: Path | None, spec: SearchSpec, state: SearchState) -> None:
+    if workdir is None:
+        return
+    workdir.mkdir(parents=True, exist_ok=True)
+    partial = workdir / f"{STATE_FILE}.{os.getpid()}"
+    partial.write_text(json.dumps({"spec": spec.canonical_json(), "state": state.to_json()}))
+    os.replace(partial, workdir / STATE_FILE)
+    faultpoint(f"search:generation={state.generation}")
+
+
+def execute(prepared: PreparedSearch, job: JobContext | None = None) -> JobOutput:
+    spec, geometry, model = prepared.spec, prepared.geometry, prepared.loaded.model
+    progress = bool(job and job.progress)
+    workdir = job.workdir if job else None
+
+    started = time.perf_counter()
+    cached = load_geometry(prepared.database) == geometry
+    if not cached:
+        build_database(model, prepared.layers, prepared.calibration, geometry, spec.prune_method, spec.prune_params,
+                       prepared.database, spec.calibration.precision, progress)
+    levels_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    reference = dense_reference(model, prepared.fitness_windows, TOP_K)
+    swapper = LevelSwapper(prepared.layers, geometry, prepared.database)
+
+    def evaluate(candidate: tuple[int, ...], windows: Any) -> float:
+        swapper.apply(candidate)
+        return kl_fitness(model, reference, list(windows))
+
+    budget, seq_len = spec.budget, spec.calibration.seq_len
+    plan = Plan(budget.generations, budget.offspring, tuple(budget.survivors),
+                tuple(tokens // seq_len for tokens in budget.tokens))
+    state = _load_state(workdir, spec, geometry.size)
+    resumed_from = state.generation if state is not None else 0
+    bar = tqdm(total=plan.generations, initial=resumed_from, desc=f"search ({spec.method})", unit="generation",
+               disable=not progress, leave=False)
+
+    def checkpoint(current: SearchState) -> None:
+        bar.n = current.generation
+        bar.set_postfix_str(f"kl={current.fitness:.4g}")
+        _save_state(workdir, spec, current)
+
+    try:
+        state = search(spec.method, geometry.low, geometry.high, plan, evaluate, spec.seed, state, checkpoint)
+    finally:
+        bar.close()
+    search_seconds = time.perf_counter() - started
+
+    windows = evaluation_windows(spec.data, prepared.loaded.tokenizer, spec.evaluation.windows, spec.evaluation.seq_len)
+    swapper.apply(state.parent)
+    candidate_perplexity = perplexity(model, windows, progress=progress)
+    swapper.apply((0,) * geometry.size)
+    uniform_perplexity = perplexity(model, windows, progress=progress)
+    swapper.restore()
+
+    output = _records(spec, geometry, state, {
+        "levels_cached": float(cached), "levels_seconds": levels_seconds, "search_seconds": search_seconds,
+        "candidate_perplexity": candidate_perplexity, "uniform_perplexity": uniform_perplexity,
+        "resumed_from_generation": float(resumed_from)})
+    if workdir is not None:
+        (workdir / STATE_FILE).unlink(missing_ok=True)  # the store now holds the result
+    return output
+
+
+def _records(spec: SearchSpec, geometry: LevelGeometry, state: SearchState, extra: dict[str, float]) -> JobOutput:
+    winner = state.parent
+    measured = state.final_stage or [state.fitness]
+    values = {
+        "evaluations": float(state.evaluations),
+        "best_fitness": state.fitness,
+        "uniform_fitness": state.history[0],
+        "sparsity": geometry.sparsity_of(winner),
+        "level_step": float(geometry.step),
+        "layers_moved": float(sum(level != 0 for level in winner)),
+        "final_stage_count": float(len(state.final_stage)),
+        "final_stage_min": min(measured),
+        "final_stage_median": statistics.median(measured),
+        "final_stage_max": max(measured),
+        "final_stage_std": statistics.pstdev(measured),
+        **extra,
+    }
+    metrics = [Metric(name, float(value)) for name, value in values.items()]
+    metrics += [Metric("fitness", value, step) for step, value in enumerate(state.history)]
+    layers = []
+    for index, (name, level) in enumerate(zip(geometry.names, winner)):
+        count = geometry.count(index, level)
+        layers.append(LayerStat(
+            layer=name, block=block_index(name), shape=geometry.shapes[index],
+            target_sparsity=geometry.target(index, level), achieved_sparsity=count / geometry.numel(index),
+            pattern="unstructured",
+            extra={"level": level, "pruned": count, "low": geometry.low[index], "high": geometry.high[index]}))
+    return JobOutput(metrics=metrics, layers=layers)
+
+
+def search_targets(spec: Any, layers: dict[str, nn.Module], job: JobContext | None = None) -> dict[str, float]:
+    """The per-layer targets of the finished search run that a prune spec names in ``allocation_params.run``
+    (a run id, a unique prefix of one, or a key), checked against the prune spec: same model and sparsity,
+    the same layers."""
+    from workbench import queries
+    from workbench.store import Store
+
+    store = (job.store if job is not None else None) or Store()
+    reference = str(spec.allocation_params["run"]).strip()
+    if len(reference) == 64 and all(c in "0123456789abcdef" for c in reference):
+        found = store.finished_run(reference)
+        if found is None:
+            raise SpecError(f"no finished search run has key {reference[:12]}... in {store.location}",
+                            "run the search spec first (workbench run), or name its run id")
+        reference = found["run_id"]
+    record = queries.run(store, reference)
+    if record["kind"] != "search" or record["status"] != "finished":
+        raise SpecError(f"run {record['run_id']} is a {record['status']} {record['kind']} run, not a finished search",
+                        "name a finished run of kind search in allocation_params.run")
+    searched = record["spec"]
+    if searched["model"] != spec.model or record["identity"].get("model") != model_identity(spec.model):
+        raise SpecError(f"search run {record['run_id']} searched model {searched['model']}, not {spec.model}",
+                        f"prune model {searched['model']}, or search {spec.model}")
+    if abs(float(searched["sparsity"]) - float(spec.sparsity)) > 1e-12:
+        raise SpecError(f"search run {record['run_id']} searched sparsity {searched['sparsity']:g}, "
+                        f"not {spec.sparsity:g}", f"set sparsity: {searched['sparsity']:g}")
+    frame = queries.layer_stats(store, [record["run_id"]])
+    targets = {str(layer): float(target) for layer, target in zip(frame["layer"], frame["target_sparsity"])}
+    if set(targets) != set(layers):
+        odd = sorted(set(targets) ^ set(layers))[0]
+        raise SpecError(f"search run {record['run_id']} and this prune spec differ in layer {odd}",
+                        "prune the same layers the search searched (no prune_embeddings / prune_head)")
+    return targets

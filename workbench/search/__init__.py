@@ -1,0 +1,16 @@
+"""Searching the layer-wise sparsity allocation (EvoPress, and random search at the same budget).
+
+- ``spec.py``: the ``search`` job kind (``SearchSpec``).
+- ``levels.py``: the level database: every prunable layer pruned at levels -L..+L around the target,
+  one level step being the same number of weights in every layer, so that any candidate whose levels sum
+  to zero prunes exactly as many weights as the uniform allocation; built from dense calibration
+  statistics (Wanda or SparseGPT), kept on disk in safetensors, swapped into the model per candidate.
+- ``fitness.py``: the fitness, KL divergence of a candidate's next-token distribution to the dense
+  model's on held-out calibration windows (the dense top-k log-probabilities computed once).
+- ``evolution.py``: EvoPress (mutation, multi-stage selection, elitism) and random search, pure: they see
+  candidates as level vectors and the fitness as a function.
+- ``allocation.py``: the ``search`` allocation of a prune spec (per-layer targets that the prune job
+  reads from a finished search run and hands in).
+
+Nothing here reads or writes the store: the executor (``workbench/jobs/search.py``) does.
+"""

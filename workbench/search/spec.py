@@ -1,0 +1,137 @@
+"""The ``search`` job kind: search the per-layer sparsity allocation of a model at a fixed total sparsity.
+
+```yaml
+kind: search
+method: evopress             # or random: the same number of fitness evaluations on the same token stages
+space: unstructured          # the only space searched so far
+model: smollm2-135m
+data: shakespeare
+sparsity: 0.7                # total fraction of zeros, kept exactly by every candidate
+prune_method: wanda          # the level database's method: wanda | sparsegpt (prune_params: its parameters)
+levels: {max: 4, step: 0.1}  # levels -4..4; one step = 10% of the smallest layer's weights (rounded up)
+calibration: {samples: 64, seq_len: 512, seed: 0}
+budget: {generations: 50, offspring: 16, survivors: [4, 1], tokens: [1024, 8192]}
+evaluation: {windows: 64, seq_len: 512}
+seed: 0
+```
+The database's calibration statistics come from ``calibration.samples`` windows; the fitness windows are
+``budget.tokens[-1] / calibration.seq_len`` further windows drawn with the same seed (held out of the
+statistics). Its result is the winning allocation (``layer_stats.target_sparsity`` per layer), which a
+prune spec uses with ``allocation: search`` and ``allocation_params: {run: <run id or key>}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from workbench.errors import SpecError
+from workbench.spec import MAX_SEED, Calibration, Evaluation, JobSpec, register_kind
+from workbench.values import StrictModel
+
+# bumped when what a search computes from the same spec changes (levels, fitness, the algorithms)
+SEARCH_VERSION = "1"
+SPACES = ("unstructured",)
+LATER_SPACES = ("nm", "structured", "depth")
+
+
+class Levels(StrictModel):
+    max: int = Field(4, ge=1, le=64, description="levels run from -max to +max around the target (0)")
+    step: float = Field(0.1, gt=0, le=1, description="weights one level moves, as a fraction of the smallest "
+                                                    "prunable layer; rounded up to a multiple of every layer's rows "
+                                                    "and columns, so that Wanda and SparseGPT meet each count exactly")
+
+
+class Budget(StrictModel):
+    generations: int = Field(50, ge=1, le=1_000_000, description="EvoPress generations (random search: rounds)")
+    offspring: int = Field(16, ge=1, le=10_000, description="candidates drawn per generation")
+    survivors: tuple[int, ...] = Field((4, 1), description="candidates kept after each selection stage; the "
+                                                           "last is 1 (the next parent)")
+    tokens: tuple[int, ...] = Field((1024, 8192), description="fitness tokens of each stage (whole calibration "
+                                                              "windows); the last stage reads every fitness window")
+
+    @model_validator(mode="after")
+    def _check_stages(self) -> "Budget":
+        if not self.survivors or len(self.survivors) != len(self.tokens):
+            raise ValueError(f"survivors {list(self.survivors)} and tokens {list(self.tokens)} must name the same "
+                             "number of selection stages (at least one)")
+        if self.survivors[-1] != 1:
+            raise ValueError(f"the last stage keeps one candidate (the next parent), not {self.survivors[-1]}")
+        if any(s < 1 for s in self.survivors) or any(b > a for a, b in zip(self.survivors, self.survivors[1:])):
+            raise ValueError(f"survivors {list(self.survivors)} must be positive and never grow from stage to stage")
+        if self.survivors[0] > self.offspring:
+            raise ValueError(f"the first stage cannot keep {self.survivors[0]} of {self.offspring} offspring")
+        if any(t < 1 for t in self.tokens) or any(b < a for a, b in zip(self.tokens, self.tokens[1:])):
+            raise ValueError(f"tokens {list(self.tokens)} must be positive and never shrink from stage to stage")
+        return self
+
+    def evaluations(self) -> int:
+        """Fitness evaluations of a whole search: the uniform start once, then per generation every offspring
+        in the first stage and the survivors of each stage in the next (the parent's fitness on the fixed last
+        stage is known)."""
+        return 1 + self.generations * (self.offspring + sum(self.survivors[:-1]))
+
+
+class SearchSpec(JobSpec):
+    """Search the per-layer sparsity allocation over a level database (EvoPress, or random search)."""
+
+    KIND: ClassVar[str] = "search"
+    kind: Literal["search"] = "search"
+    method: Literal["evopress", "random"] = Field("evopress", description="evopress | random (same budget)")
+    space: str = Field("unstructured", description="what is searched: per-layer unstructured sparsity")
+    model: str = Field("smollm2-135m", description="built-in name, hub id or local folder")
+    data: str = Field("shakespeare", description="corpus of the calibration and fitness windows")
+    sparsity: float = Field(0.5, gt=0, lt=1, description="total fraction of zeros over the prunable layers")
+    prune_method: Literal["wanda", "sparsegpt"] = Field("wanda", description="method of the level database")
+    prune_params: dict[str, Any] = Field(default_factory=dict, description="the database method's parameters")
+    levels: Levels = Field(default_factory=Levels)
+    calibration: Calibration = Field(default_factory=Calibration)
+    budget: Budget = Field(default_factory=Budget)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="mutations, random candidates and stage windows")
+
+    @field_validator("space")
+    @classmethod
+    def _check_space(cls, value: str) -> str:
+        if value not in SPACES:
+            later = " (N:M, structured and depth spaces are not searched yet)" if value in LATER_SPACES else ""
+            raise SpecError(f"search space {value!r} is not supported{later}",
+                            f"use space: {' | '.join(SPACES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> "SearchSpec":
+        from workbench.pruning.registry import resolve_method
+
+        object.__setattr__(self, "prune_params", resolve_method(self.prune_method).validate_params(self.prune_params))
+        seq_len = self.calibration.seq_len
+        ragged = [t for t in self.budget.tokens if t % seq_len]
+        if ragged:
+            raise ValueError(f"budget.tokens {ragged[0]} is not a whole number of calibration windows of {seq_len} "
+                             f"tokens; use multiples of calibration.seq_len")
+        return self
+
+    @property
+    def fitness_windows(self) -> int:
+        """Held-out calibration windows the fitness reads (all of them in the last stage)."""
+        return self.budget.tokens[-1] // self.calibration.seq_len
+
+    def identity_parts(self) -> dict[str, str]:
+        from workbench.data import data_identity
+        from workbench.models import model_identity
+        from workbench.pruning.registry import resolve_method
+
+        return {
+            "model": model_identity(self.model),
+            "data": data_identity(self.data),
+            "method": f"{self.prune_method}@{resolve_method(self.prune_method).version}",
+            "search": f"{self.method}@{SEARCH_VERSION}",
+        }
+
+    def summary(self) -> dict[str, Any]:
+        return {"model": self.model, "data": self.data, "method": self.prune_method, "pattern": self.space,
+                "allocation": self.method, "target_sparsity": self.sparsity}
+
+
+register_kind(SearchSpec)
