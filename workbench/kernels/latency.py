@@ -14,6 +14,7 @@ smaller than kernel gains (attention, norms, embeddings and the head stay dense)
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
 from dataclasses import asdict
@@ -137,24 +138,39 @@ def prefill_call(model: Callable[..., Any], ids: torch.Tensor) -> Callable[[], o
 
 def decode_calls(models: dict[str, Callable[..., Any]], batch: int, context: int, vocab: int, device: str,
                  generator: torch.Generator) -> dict[str, Callable[[], object]]:
-    """One decode step per model over a shared static cache holding ``context`` tokens."""
+    """One decode step per model over a static cache holding ``context`` tokens: one cache shared by models of
+    the same attention shape (a sparse model and its dense twin), one of its own for a model whose shape differs
+    (a shrunk model has fewer layers or key/value heads)."""
     from transformers import StaticCache
 
-    first = next(iter(models.values()))
-    cache = StaticCache(config=first.config, max_cache_len=context + 1)
     prompt = torch.randint(0, vocab, (batch, context), device=device, generator=generator)
-    first(input_ids=prompt, past_key_values=cache, use_cache=True, logits_to_keep=1)
-    lengths = [layer.cumulative_length for layer in cache.layers]
-    start = torch.full_like(lengths[0], context)
     step = torch.randint(0, vocab, (batch, 1), device=device, generator=generator)
+    caches: dict[tuple, tuple[Any, list[torch.Tensor], torch.Tensor]] = {}
+
+    def cache_for(model: Callable[..., Any]) -> tuple[Any, list[torch.Tensor], torch.Tensor]:
+        shape = _attention_shape(model.config)
+        if shape not in caches:
+            cache = StaticCache(config=model.config, max_cache_len=context + 1)
+            model(input_ids=prompt, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            lengths = [layer.cumulative_length for layer in cache.layers]
+            caches[shape] = cache, lengths, torch.full_like(lengths[0], context)
+        return caches[shape]
 
     def call(model: Callable[..., Any]) -> Callable[[], object]:
+        cache, lengths, start = cache_for(model)
+
         def run() -> object:
             _reset_lengths(lengths, start)
             return model(input_ids=step, past_key_values=cache, use_cache=True)
         return run
 
     return {name: call(model) for name, model in models.items()}
+
+
+def _attention_shape(config: Any) -> tuple:
+    """What a static cache's tensors are shaped by (per-layer widths of a shrunk model included)."""
+    return (config.num_hidden_layers, getattr(config, "num_key_value_heads", None), getattr(config, "head_dim", None),
+            json.dumps(getattr(config, "workbench_layer_widths", None), sort_keys=True, default=str))
 
 
 def _measure(calls: dict[str, Callable[[], object]], device: str, task: dict[str, Any]) -> tuple[dict, dict, dict, dict]:
