@@ -103,3 +103,18 @@ def test_generate_until_is_greedy_and_stops_at_the_stop_string(tiny):
         stop = free[2]
         [cut] = lm.generate_until(_requests("generate_until", [(context, {"until": [stop], "max_gen_toks": 12})]))
         assert cut == free.split(stop)[0]
+
+
+@pytest.mark.parametrize("token_budget", [48, 8192])
+def test_shared_contexts_score_as_whole_sequences(tiny, token_budget):
+    """Choices of one context (a multiple-choice document) read the context once; scores are unchanged."""
+    contexts = ["HAMLET:\nTo be, or not to be, that is", "A short one:", "Thou art"]
+    choices = ["\nthe question", "\nthe answer to it all", "\nx", " a"]
+    pairs = [(context, choice) for context in contexts for choice in choices] + [("Alone", " here")]
+    lm = WorkbenchLM(tiny.model, tiny.tokenizer, token_budget=token_budget)
+    got = lm.loglikelihood(_requests("loglikelihood", pairs))
+    for (context, continuation), (logprob, greedy) in zip(pairs, got):
+        prefix = list(context.encode())
+        expected, expected_greedy = _reference(tiny.model, prefix + list(continuation.encode()), len(prefix))
+        assert logprob == pytest.approx(expected, abs=1e-4)
+        assert greedy == expected_greedy

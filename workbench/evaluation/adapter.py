@@ -5,7 +5,9 @@ Requests are tokenized as the harness's own Hugging Face backend does (``Templat
 a context move to its continuation; an empty context is the prefix token: BOS, else the tokenizer's CLS,
 else EOS). Loglikelihoods are computed in batches of at most ``token_budget`` tokens, longest first, left
 padded with position ids that skip the padding, and only the continuation's logits are materialised
-(``logits_to_keep``), so a 49k-token vocabulary does not multiply the batch's memory. Generation is
+(``logits_to_keep``), so a 49k-token vocabulary does not multiply the batch's memory. Requests that share
+a context (the choices of a multiple-choice document) compute it once and copy its keys and values to
+each continuation: a document of 4 choices costs one context, not four. Generation is
 greedy, one request at a time, stopping at the request's ``until`` strings.
 """
 
@@ -82,28 +84,58 @@ class WorkbenchLM(TemplateLM):
     @torch.inference_mode()
     def _loglikelihood_tokens(self, requests: list[tuple[Any, list[int], list[int]]], disable_tqdm: bool = False,
                               desc: str = "tasks: loglikelihood") -> list[tuple[float, bool]]:
-        """(log p(continuation | context), whether greedy decoding gives the continuation) per request."""
+        """(log p(continuation | context), whether greedy decoding gives the continuation) per request.
+
+        Requests that share their context (the choices of a multiple-choice document) read it once: the
+        context's keys and values are computed in one pass and copied to each continuation. Other requests
+        are scored whole."""
         rows = []
         for _, context, continuation in requests:
             if not continuation:
                 raise ValueError("a continuation of no tokens has no loglikelihood")
             tokens = (context + continuation)[-(self.max_length + 1):]
             rows.append((tokens[:-1], tokens[-len(continuation):]))
+        shared: dict[tuple[int, ...], list[int]] = {}
+        for index, (inputs, targets) in enumerate(rows):
+            prefix = tuple(inputs[: len(inputs) - len(targets) + 1])
+            shared.setdefault(prefix, []).append(index)
+        groups = [(list(prefix), members) for prefix, members in shared.items() if len(members) > 1]
+        single = [members[0] for members in shared.values() if len(members) == 1]
         results: list[tuple[float, bool] | None] = [None] * len(rows)
-        order = sorted(range(len(rows)), key=lambda i: (-len(rows[i][0]), i))
         bar = tqdm(total=len(rows), desc=desc, disable=disable_tqdm or not self.progress, leave=False)
-        start = 0
-        while start < len(order):
-            width = len(rows[order[start]][0])
-            count = max(1, min(self.max_batch, self.token_budget // max(width, 1), len(order) - start))
-            batch = order[start : start + count]
-            for index, result in zip(batch, self._score_batch([rows[i] for i in batch])):
+
+        def store(indices: list[int], scores: list[tuple[float, bool]]) -> None:
+            for index, result in zip(indices, scores):
                 results[index] = result
                 self.cache_hook.add_partial("loglikelihood", requests[index][0], result)
-            bar.update(len(batch))
+            bar.update(len(indices))
+
+        single.sort(key=lambda i: (-len(rows[i][0]), i))
+        start = 0
+        while start < len(single):
+            count = max(1, min(self.max_batch, self.token_budget // max(len(rows[single[start]][0]), 1)))
+            batch = single[start : start + count]
+            store(batch, self._score_batch([rows[i] for i in batch]))
+            start += count
+        groups.sort(key=lambda group: (-len(group[0]), group[1][0]))
+        start = 0
+        while start < len(groups):
+            count, tokens, members = 0, 0, 0
+            for prefix, indices in groups[start:]:  # whole groups, within the token and row budgets
+                width = max(len(rows[i][1]) for i in indices)
+                if count and (tokens + len(prefix) > self.token_budget or members + len(indices) > self.max_batch
+                              or (members + len(indices)) * width > self.token_budget // 4):
+                    break
+                count, tokens, members = count + 1, tokens + len(prefix), members + len(indices)
+            batch = groups[start : start + count]
+            store([i for _, indices in batch for i in indices],
+                  self._score_shared([(prefix, [rows[i][1] for i in indices]) for prefix, indices in batch]))
             start += count
         bar.close()
         return results  # type: ignore[return-value]
+
+    def _model_kwargs(self, keep: int) -> dict[str, Any]:
+        return {"logits_to_keep": keep} if self._keeps_logits else {}
 
     @torch.inference_mode()
     def _score_batch(self, rows: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
@@ -115,16 +147,44 @@ class WorkbenchLM(TemplateLM):
             input_ids[b, width - len(inputs):] = torch.tensor(inputs)
             mask[b, width - len(inputs):] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        kwargs: dict[str, Any] = {"logits_to_keep": keep} if self._keeps_logits else {}
         logits = self.model(input_ids=input_ids.to(self._device), attention_mask=mask.to(self._device),
-                            position_ids=positions.to(self._device), **kwargs).logits[:, -keep:]
-        out = []
-        for b, (_, targets) in enumerate(rows):
-            scores = F.log_softmax(logits[b, keep - len(targets):].float(), dim=-1)
-            target = torch.tensor(targets, device=scores.device)
-            logprob = float(scores.gather(-1, target[:, None]).sum())
-            out.append((logprob, bool((scores.argmax(-1) == target).all())))
-        return out
+                            position_ids=positions.to(self._device), **self._model_kwargs(keep)).logits[:, -keep:]
+        return [_score(logits[b, keep - len(targets):], targets) for b, (_, targets) in enumerate(rows)]
+
+    @torch.inference_mode()
+    def _score_shared(self, groups: list[tuple[list[int], list[list[int]]]]) -> list[tuple[float, bool]]:
+        """Each group: a prefix (the context, whose last token predicts each continuation's first) and its
+        continuations. One pass over the prefixes (left padded) fills the cache, whose rows are then repeated
+        per continuation; one pass over the continuations (right padded) gives the rest of their logits."""
+        width = max(len(prefix) for prefix, _ in groups)
+        ids = torch.full((len(groups), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(groups), width), dtype=torch.long)
+        for g, (prefix, _) in enumerate(groups):
+            ids[g, width - len(prefix):] = torch.tensor(prefix)
+            mask[g, width - len(prefix):] = 1
+        out = self.model(input_ids=ids.to(self._device), attention_mask=mask.to(self._device),
+                         position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(self._device), use_cache=True,
+                         **self._model_kwargs(1))
+        first = out.logits[:, -1]  # predicts each continuation's first token
+        owners = [g for g, (_, continuations) in enumerate(groups) for _ in continuations]
+        targets = [t for _, continuations in groups for t in continuations]
+        rest = max(len(t) for t in targets) - 1
+        if rest == 0:
+            return [_score(first[g : g + 1], t) for g, t in zip(owners, targets)]
+        cache = out.past_key_values
+        cache.reorder_cache(torch.tensor(owners, device=self._device))  # one copy of the prefix per continuation
+        ids = torch.full((len(targets), rest), self.pad_token_id, dtype=torch.long)
+        tail = torch.zeros((len(targets), rest), dtype=torch.long)
+        for r, t in enumerate(targets):  # right padding: the padding comes after every scored position
+            ids[r, : len(t) - 1] = torch.tensor(t[:-1], dtype=torch.long)
+            tail[r, : len(t) - 1] = 1
+        lengths = torch.tensor([len(groups[g][0]) for g in owners])
+        logits = self.model(input_ids=ids.to(self._device), past_key_values=cache,
+                            attention_mask=torch.cat([mask[owners], tail], dim=1).to(self._device),
+                            position_ids=(lengths[:, None] + torch.arange(rest)[None]).to(self._device),
+                            **self._model_kwargs(rest)).logits
+        return [_score(torch.cat([first[g : g + 1], logits[r, : len(t) - 1]]), t)
+                for r, (g, t) in enumerate(zip(owners, targets))]
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
         """log p(whole string), in windows of the model's positions, each token predicted once (as the
@@ -177,3 +237,11 @@ class WorkbenchLM(TemplateLM):
             out.append(text)
             self.cache_hook.add_partial("generate_until", request.args, text)
         return out
+
+
+def _score(logits: torch.Tensor, targets: list[int]) -> tuple[float, bool]:
+    """Sum of the targets' log-probabilities under ``logits`` (one row per target), and whether each
+    target is the row's argmax."""
+    scores = F.log_softmax(logits.float(), dim=-1)
+    target = torch.tensor(targets, device=scores.device)
+    return float(scores.gather(-1, target[:, None]).sum()), bool((scores.argmax(-1) == target).all())
