@@ -305,3 +305,28 @@ def quality_figure(frame: pd.DataFrame, x: str, y: str, *, facet: str | None = N
         data += _on_panel(traces, suffix, shown)
     layout["legend"] = legend
     return figure_of(data, layout)
+
+
+# ---------------------------------------------------------------- kernel speedups
+
+KERNEL_X_TITLES = {"tokens": "tokens (rows of the input)", "batch": "batch (sequences per decode step)",
+                   "size": "tokens (prefill) / batch (decode)", "out_features": "out features",
+                   "in_features": "in features", "sparsity": "sparsity"}
+KERNEL_Y_TITLES = {"speedup": "speedup over dense", "speedup_steady": "speedup over dense (steady blocks)",
+                   "roofline_fraction": "fraction of the roofline floor", "median_us": "median µs"}
+LOG_X = ("tokens", "batch", "size")  # counts over decades: 1, 16, 256, 4096
+
+
+def speedup_figure(frame: pd.DataFrame, x: str = "tokens", y: str = "speedup", *, facet: str | None = None,
+                   title: str | None = None, columns: int = 3, baseline: float | None = 1.0,
+                   panel_title: Callable[[str], str] | None = None, **traces: Any) -> go.Figure:
+    """Kernel (or model) timings against ``x``: one line per ``color`` / ``dash`` / ``line_group``, one panel
+    per ``facet`` value (one panel without), a dashed line at ``baseline`` (speedup 1 = dense), a log x
+    axis for token and batch counts labelled with whole numbers, both axes titled. The app's Kernels page
+    and the widgets' speedup view draw this."""
+    if facet is None:
+        frame, facet, panel_title = frame.assign(_panel=""), "_panel", (lambda _value: "")
+    traces.setdefault("mode", "lines+markers")
+    return facet_figure(frame, facet, x, y, title or KERNEL_Y_TITLES.get(y, y), columns=columns,
+                        baseline=baseline if y != "median_us" else None, x_title=KERNEL_X_TITLES.get(x, x),
+                        y_title=KERNEL_Y_TITLES.get(y, y), log_x=x in LOG_X, panel_title=panel_title, **traces)

@@ -9,7 +9,7 @@ import plotly.express as px
 import streamlit as st
 from workbench_app.ui import choose, page_start, show_figure, view_switch
 
-from workbench.figures import facet_figure
+from workbench.figures import speedup_figure
 from workbench.kernels.report.tables import model_setup, tuned_choice, with_steady_speedup
 
 LATENCY_WORDS = ("latency", "tokens_per_s", "throughput")
@@ -29,8 +29,6 @@ def measured_timing(rows: pd.DataFrame) -> str | None:
 
 
 FACETS = 3  # shapes side by side per row
-Y_TITLES = {"speedup": "speedup over dense", "speedup_steady": "speedup over dense (steady blocks)",
-            "roofline_fraction": "fraction of the roofline floor", "median_us": "median µs"}
 
 
 def filtered(frame: pd.DataFrame, column: str, label: str, key: str) -> pd.DataFrame:
@@ -44,11 +42,10 @@ def filtered(frame: pd.DataFrame, column: str, label: str, key: str) -> pd.DataF
 
 def against_tokens(frame: pd.DataFrame, y: str, title: str, key: str, baseline: float | None = None) -> None:
     """One panel per shape: ``y`` against tokens, a line per backend (colour), dtype (dash) and run."""
-    figure = facet_figure(frame, "shape", "tokens", y, title, columns=FACETS, baseline=baseline, color="backend",
-                          dash="dtype", line_group="series", mode="lines+markers",
-                          hover=["case_id", "median_us", "timing", "choice", "rel_error", "run_id"],
-                          x_title="tokens (rows of the input)", y_title=Y_TITLES.get(y, y), log_x=True,
-                          panel_title=lambda shape: f"weight {shape} (out × in)")
+    figure = speedup_figure(frame, "tokens", y, facet="shape", title=title, columns=FACETS, baseline=baseline,
+                            color="backend", dash="dtype", line_group="series",
+                            hover=["case_id", "median_us", "timing", "choice", "rel_error", "run_id"],
+                            panel_title=lambda shape: f"weight {shape} (out × in)")
     show_figure(figure, key=key)
 
 
@@ -117,12 +114,11 @@ def model_latency() -> None:
                              setup=timed["extra"].map(model_setup) if "extra" in timed else "plain")
         y = "speedup" if timed["speedup"].notna().any() else "median_us"
         # dash: how both models were built (plain, fused, compiled): the same backend differs by setup
-        figure = facet_figure(timed, "phase", "size", y, "end-to-end model: "
-                              + ("speedup over dense" if y == "speedup" else "median µs"), columns=2,
-                              baseline=1.0 if y == "speedup" else None, color="backend", dash="setup",
-                              line_group="series", mode="lines+markers",
-                              hover=["model", "dtype", "pruned_by", "tokens_per_s", "median_us", "run_id"],
-                              x_title="tokens (prefill) / batch (decode)", y_title=Y_TITLES.get(y, y), log_x=True)
+        figure = speedup_figure(timed, "size", y, facet="phase", title="end-to-end model: "
+                                + ("speedup over dense" if y == "speedup" else "median µs"), columns=2,
+                                color="backend", dash="setup", line_group="series",
+                                hover=["model", "dtype", "pruned_by", "tokens_per_s", "median_us", "run_id"],
+                                panel_title=lambda phase: f"phase {phase}")
         show_figure(figure, key="kernels_model")
         return
     bench_runs = list(dict.fromkeys(list(kernels["run_id"]) + list(runs.loc[runs["kind"] == "bench", "run_id"])))

@@ -14,14 +14,15 @@ from workbench.results import QUALITY_METRICS
 
 FIXED = ["run_id", "status", "kind", "model", "method", "pattern", "target_sparsity", "achieved_sparsity",
          "allocation"]
-TRAILING = ["prune_seconds", "peak_memory_mb", "nm_valid", "speedup", "wall_s", "created_at", "name", "data",
+LEADING = ["name"]  # a label the user gave: beside the run id, not past the scroll (shown when any run has one)
+TRAILING = ["prune_seconds", "peak_memory_mb", "nm_valid", "speedup", "parameters", "wall_s", "created_at", "data",
             "host", "error"]
 
 reader, runs = page_start("Runs")
 counts = runs["status"].value_counts()
 st.caption(f"{len(runs):,} runs in `{reader.location}`: " + ", ".join(f"{n:,} {s}" for s, n in counts.items()))
 
-columns = [c for c in [*FIXED, *QUALITY_METRICS, *TRAILING]
+columns = [c for c in [FIXED[0], *LEADING, *FIXED[1:], *QUALITY_METRICS, *TRAILING]
            if c in runs and (c in FIXED or runs[c].notna().any())]
 
 with st.container(border=True):
@@ -81,7 +82,9 @@ if len(picked) == 1:
     right.dataframe(final, hide_index=True)
 elif len(picked) > 1:
     labels = dict(zip(runs["run_id"], runs["label"]))
-    diff = spec_diff(reader.raw_specs(picked), labels)
+    specs = reader.raw_specs(picked)
+    # runs in the order picked, in both tables below (the store returns them in its own order)
+    diff = spec_diff({run_id: specs[run_id] for run_id in picked if run_id in specs}, labels)
     st.subheader(f"What differs between the {len(picked)} selected runs")
     if diff.empty:
         st.info("Their specs are identical: these are executions of the same job.")

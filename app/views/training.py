@@ -7,6 +7,8 @@ import streamlit as st
 from workbench_app.figures import group_of, short_names, snapshots_figure
 from workbench_app.ui import choose, page_start, pick_run, pick_runs, show_figure
 
+from workbench.figures import facet_figure
+
 PREFERRED = ("loss", "accuracy", "sad_fraction")
 MAX_SNAPSHOTS = 24  # frames in the snapshot slider (evenly spaced when a run stored more)
 
@@ -33,12 +35,14 @@ else:
     default = [n for n in names if any(word in n for word in PREFERRED)][:4] or names[:2]
     chosen = st.multiselect("Metrics over steps", names, default=default, key="training_metrics",
                             persist_state="session")
-    panels = st.columns(2)
-    for index, name in enumerate(chosen):
-        curve = stepped[stepped["name"] == name].sort_values("step")
-        with panels[index % 2]:
-            show_figure(px.line(curve, x="step", y="value", color="run", markers=True, hover_name="run",
-                                title=name, labels={"value": name}), key=f"training_metric_{name}")
+    if chosen:
+        # one figure, a panel per metric and one legend for them all (not a legend per chart)
+        curves = stepped[stepped["name"].isin(chosen)].assign(label=lambda f: f["run"])
+        figure = facet_figure(curves, "name", "step", "value", "metrics over training steps", columns=2,
+                              x_title="step", y_title={name: name for name in chosen}, panel_title=str,
+                              color="run", mode="lines+markers", panel_height=280)
+        figure.update_layout(legend_title_text="run")
+        show_figure(figure, key="training_metrics_chart")
 
 st.subheader("Mask divergence between snapshots, per layer")
 candidates = train[train["run_id"].isin(picked)]

@@ -199,7 +199,8 @@ def add_smollm2_runs(store: Store) -> dict[str, object]:
     cases += [("wanda50", "wanda", 0.5, seed, ppl) for seed, ppl in ((0, 24.0), (1, 25.0), (2, 26.0))]
     cases += [("wanda70", "wanda", 0.7, seed, ppl) for seed, ppl in ((0, 40.0), (1, 44.0))]
     for name, method, sparsity, seed, perplexity in cases:
-        spec = _prune_spec("smollm2-135m", method, sparsity if method != "dense" else 0.0, seed)
+        spec = _prune_spec("smollm2-135m", method, sparsity if method != "dense" else 0.0, seed,
+                           **({"name": "smol baseline"} if method == "dense" else {}))
         summary = {"model": "smollm2-135m", "data": "shakespeare", "method": method, "pattern": "unstructured",
                    "allocation": "uniform", "target_sparsity": spec["sparsity"]}
         output = JobOutput(metrics=[Metric("sparsity", sparsity), Metric("perplexity", perplexity),

@@ -127,8 +127,8 @@ def test_against_speed_says_which_runs_are_missing_and_how_to_measure_them(open_
     assert all("--store " in c for c in commands)
     speed = figures(at)["compare_speed"]
     assert_readable(speed)
-    measured = [label for t in points(speed) for label in t["text"]]
-    assert len(measured) == 2 and any(label.startswith("dense") for label in measured)
+    measured = {t["name"]: len(t["x"]) for t in points(speed)}
+    assert measured == {"dense, unstructured": 1, "wanda, unstructured": 1}
     assert "parameter count" in "\n".join(c.value for c in at.caption)
 
 
@@ -218,3 +218,13 @@ def test_kernels_default_to_the_timing_a_cpu_benchmark_measured(open_page, multi
     assert_readable(speedup)
     assert speedup["layout"]["xaxis"]["type"] == "log"  # tokens 1 ... 4096
     trace_names(speedup)
+
+
+def test_runs_table_shows_the_name_beside_the_run_id(open_page, multi):
+    path, ids = multi
+    at = open_page(path, "runs")
+    no_exception(at)
+    shown = at.dataframe[0].value
+    assert list(shown.columns[:3]) == ["run_id", "name", "status"]
+    assert shown.set_index("run_id").loc[ids["smol"]["dense"], "name"] == "smol baseline"
+    assert "parameters" in shown.columns  # structured runs' size

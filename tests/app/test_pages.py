@@ -8,6 +8,7 @@ import pytest
 
 from tests.app.conftest import PAGES
 from tests.app.helpers import figures, no_exception, notices, table, trace_names
+from workbench.figures import axis_titles
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -64,6 +65,10 @@ def test_selecting_runs_shows_only_the_spec_fields_that_differ(open_page, rich):
     assert sorted(diff.loc["params.scope"]) == ["layer", "—"]
     at.multiselect(key="runs_pick").set_value([suite["magnitude"], suite["2:4"]]).run()
     assert set(table(at, "field").index) == {"pattern.group", "pattern.keep", "pattern.name"}
+    # both tables list the runs in the order they were picked
+    at.multiselect(key="runs_pick").set_value([suite["random"], suite["magnitude"]]).run()
+    assert list(table(at, "field").columns) == list(at.dataframe[-1].value.columns)
+    assert list(table(at, "field").columns)[0].startswith("random")
     at.multiselect(key="runs_pick").set_value([ids["failed"][0]]).run()
     assert "This run failed" in notices(at)
     assert '"sparsity": 0.9' in at.code[0].value
@@ -162,14 +167,21 @@ def test_training_curves_divergence_and_snapshots(open_page, rich):
     at = open_page(path, "training")
     no_exception(at)
     charts = figures(at)
-    loss = charts["training_metric_loss"]["data"][0]
+    curves = charts["training_metrics_chart"]
+    panels = {a["text"]: a for a in curves["layout"]["annotations"]}
+    assert set(panels) == {"loss", "accuracy"}  # one figure, a panel per metric
+    assert [t["showlegend"] for t in curves["data"]].count(True) == 1  # one legend entry per run, not per panel
+    loss_axis = "x" if sorted(panels).index("loss") == 0 else "x2"
+    (loss,) = [t for t in curves["data"] if t.get("xaxis", "x") == loss_axis]
     assert loss["x"] == list(range(0, 61, 10)) and loss["y"][0] > loss["y"][-1]
+    assert {axis_titles(curves)["yaxis"], axis_titles(curves)["yaxis2"]} == {"loss", "accuracy"}
     lines = charts["training_sad_lines"]["data"]
     assert len(lines) == 2 and all(len(t["x"]) == 3 for t in lines)  # 2 layers x 3 steps after the first
     snapshots = charts["training_snapshots"]
     assert len(snapshots["frames"]) == 4
     at.multiselect(key="training_metrics").set_value(["accuracy"]).run()
-    assert "training_metric_loss" not in figures(at) and "training_metric_accuracy" in figures(at)
+    (panel,) = figures(at)["training_metrics_chart"]["layout"]["annotations"]
+    assert panel["text"] == "accuracy"
 
 
 def test_kernels_speedup_roofline_latency_and_failures(open_page, rich):

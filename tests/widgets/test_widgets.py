@@ -9,6 +9,7 @@ import torch
 from tests.widgets.synthetic import LAYERS, write_run
 from workbench import api, queries
 from workbench.errors import SpecError
+from workbench.figures import KEPT_COLOR, LOG_TICKFORMAT, PRUNED_COLOR
 from workbench.widgets import (
     AllocationView,
     CompareView,
@@ -160,6 +161,10 @@ def test_mask_viewer_follows_run_layer_step_and_zoom(board):
     assert z.shape == (2, 4)
     assert z[0, 0] == pytest.approx(float(stored[:4, :4].float().mean()))
 
+    kept_colour = viewer.figure.data[0].colorscale[-1][1]  # z = 1 (kept) draws dark, as the app's pictures do
+    assert kept_colour == KEPT_COLOR and viewer.figure.data[0].colorscale[0][1] == PRUNED_COLOR
+    assert not viewer.figure.data[0].reversescale
+
     viewer.run.value = ids["train"]  # a run with snapshots: the final step first, then any step
     assert list(viewer.step.options) == [0, 10, 20] and viewer.step.value == 20
     viewer.step.value = 0
@@ -201,6 +206,10 @@ def test_kernel_view_filters_cases_and_counts_failures(board):
     assert set(drawn) == {"dense dense 4096x4096", "semi24 2:4 4096x4096"}
     assert list(drawn["semi24 2:4 4096x4096"].x) == [16, 256, 4096]
     assert list(drawn["semi24 2:4 4096x4096"].y) == pytest.approx([1.2, 1.4, 1.6])
+    # the app's speedup figure: titled axes, tokens on a log axis labelled 16, 256, 4096 (not 2, 5, 1000)
+    layout = view.figure.layout
+    assert layout.xaxis.title.text == "tokens (rows of the input)" and layout.yaxis.title.text == "speedup over dense"
+    assert layout.xaxis.type == "log" and layout.xaxis.tickformat == LOG_TICKFORMAT
     view.filters["dtype"].value = "bf16"
     assert list(traces(view.figure)["semi24 2:4 4096x4096"].y) == pytest.approx([1.08, 1.26, 1.44])
     view.filters["shape"].value = "4096x4096"  # one shape: traces lose the shape from their names
@@ -237,6 +246,9 @@ def test_sweep_launcher_reports_a_bad_sweep_without_raising(store):
     launcher.text.value = "base: [unclosed\n"
     launcher.launch()
     assert "cannot run" in launcher.status.value and not launcher.button.disabled
+    launcher.text.value = "base: {method: magnitude}\ngrid: {sparsity: [0.5]}\ngrid: {sparsity: [0.7]}\n"
+    launcher.launch()
+    assert "key 'grid' is given twice" in launcher.status.value  # not silently the second grid
 
 
 def test_dashboard_links_every_view_to_one_picker(board):

@@ -13,6 +13,8 @@ from typing import Any, Iterator, Sequence
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
+from workbench.figures import readable
+
 FIGURE_HEIGHT = 420
 
 
@@ -22,13 +24,15 @@ def new_figure(title: str = "", figure: go.Figure | None = None, **layout: Any) 
     return widget
 
 
-def replace_traces(figure: go.FigureWidget, traces: Sequence[go.BaseTraceType], **layout: Any) -> None:
+def replace_traces(figure: go.FigureWidget, traces: Sequence[go.BaseTraceType | dict], **layout: Any) -> None:
+    """New traces and layout in one batch; log axes labelled with whole numbers (``figures.readable``)."""
     with figure.batch_update():
         figure.data = []
         if traces:
             figure.add_traces(list(traces))
         if layout:
             figure.update_layout(**layout)
+        readable(figure)
 
 
 def set_options(dropdown: widgets.Dropdown, options: Sequence[Any], keep: bool = True) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import ipywidgets as widgets
 import pandas as pd
-import plotly.graph_objects as go
 
 from workbench import queries
+from workbench.figures import speedup_figure
 from workbench.widgets._view import View, new_figure, replace_traces, set_options
 from workbench.widgets.picker import RunPicker
 
@@ -76,14 +76,13 @@ class KernelSpeedupView(View):
         self.cases = good
         x = self.x_axis.value
         split = ["backend", "pattern"] + [c for c in ("phase", "shape") if self.filters[c].value == ALL]
-        traces = []
-        for key, group in good.groupby(split, dropna=False, sort=True):
-            group = group.dropna(subset=[x]).sort_values(x)
-            traces.append(go.Scatter(x=group[x], y=group["speedup"], mode="lines+markers",
-                                     name=" ".join(str(k) for k in key if pd.notna(k)), customdata=group["run_id"]))
-        replace_traces(self.figure, traces, title="speedup over dense (same run)", xaxis_title=x,
-                       yaxis_title="speedup", xaxis_type="log" if x in ("tokens", "batch") else "linear",
-                       shapes=[dict(type="line", xref="paper", x0=0, x1=1, y0=1, y1=1,
-                                    line=dict(dash="dot", color="grey"))])
+        lines = good.dropna(subset=[x])
+        series = lines[split].apply(lambda row: " ".join(str(k) for k in row if pd.notna(k)), axis=1) \
+            if not lines.empty else pd.Series(dtype=str)
+        # the figure the app's Kernels page draws, in one panel: a line per backend, pattern (phase, shape)
+        figure = speedup_figure(lines.assign(series=series, label=lines["run_id"]), x, "speedup", color="series",
+                                hover=["run_id", "dtype", "timing"], title="speedup over dense (same run)")
+        layout = figure.layout.to_plotly_json()
+        replace_traces(self.figure, figure.data, **{k: v for k, v in layout.items() if k != "template"})
         failed = int((frame["status"].notna() & ~frame["status"].isin(OK)).sum())
         self.failed.value = f"{len(good)} measured cases; {failed} failed or unsupported (see kernel_results.error)"

@@ -16,7 +16,7 @@ import yaml
 from workbench import api
 from workbench.errors import WorkbenchError
 from workbench.runner import RunResult
-from workbench.spec import JobSpec
+from workbench.spec import JobSpec, parse_yaml
 from workbench.widgets.picker import RunPicker
 
 DEFAULT_SWEEP: dict[str, Any] = {
@@ -49,8 +49,8 @@ class SweepLauncher(widgets.VBox):
         self.button.disabled = True
         try:
             try:
-                specs = api.sweep_specs(yaml.safe_load(self.text.value) or {})
-            except (WorkbenchError, yaml.YAMLError) as err:
+                specs = api.sweep_specs(parse_yaml(self.text.value, "the sweep") or {})  # refuses keys given twice
+            except WorkbenchError as err:
                 self.status.value = f"<b>cannot run:</b> {html.escape(str(err), quote=False)}"
                 return self.results
             self.progress.max, self.progress.value = max(len(specs), 1), 0

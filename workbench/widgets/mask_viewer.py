@@ -1,8 +1,9 @@
 """A stored mask as a heat map: choose run, layer and snapshot step; zoom out to see structure.
 
-At zoom 1 every cell is one weight (1 = kept). At zoom k every cell is a k x k tile of weights and
-shows the fraction kept in it, so a 2:4 pattern reads as a flat 0.5 and OWL's or magnitude's
-row and column structure shows up as bands. The window shows at most ``CELLS`` x ``CELLS`` cells.
+At zoom 1 every cell is one weight (1 = kept, drawn dark as in the app; pruned light). At zoom k every
+cell is a k x k tile of weights and shows the fraction kept in it, so a 2:4 pattern reads as a flat 0.5
+and OWL's or magnitude's row and column structure shows up as bands. The window shows at most ``CELLS``
+x ``CELLS`` cells.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import plotly.graph_objects as go
 import torch
 
 from workbench import queries
+from workbench.figures import MASK_COLORSCALE
 from workbench.widgets._view import View, new_figure, replace_traces, set_options
 from workbench.widgets.picker import RunPicker, label_map
 
@@ -91,7 +93,7 @@ class MaskViewer(View):
         z = mask_tile(mask, zoom, self.row0.value, self.col0.value)
         row_end = min(self.row0.value + z.shape[0] * zoom, rows)
         col_end = min(self.col0.value + z.shape[1] * zoom, cols)
-        heatmap = go.Heatmap(z=z, zmin=0, zmax=1, colorscale="Greys", reversescale=True,
+        heatmap = go.Heatmap(z=z, zmin=0, zmax=1, colorscale=MASK_COLORSCALE,  # kept dark, as in the app
                              x=np.arange(z.shape[1]) * zoom + self.col0.value,
                              y=np.arange(z.shape[0]) * zoom + self.row0.value,
                              colorbar=dict(title="kept"),
