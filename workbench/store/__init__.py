@@ -55,7 +55,17 @@ def sql_literal(text: str) -> str:
 
 def _is_lock_error(err: Exception) -> bool:
     text = str(err).lower()
-    return "could not set lock" in text or "database is locked" in text or "lock on file" in text
+    # "different configuration": another thread of this process has the file open in the other mode
+    # (read-only against read-write: a lease renewing while the job reads); it closes it within a moment.
+    # "unique file handle conflict": two threads of this process opened the file at the same instant.
+    return ("could not set lock" in text or "database is locked" in text or "lock on file" in text
+            or "different configuration than existing connections" in text or "unique file handle conflict" in text)
+
+
+def _is_catalog_init_race(err: Exception) -> bool:
+    """Another writer is creating the same new DuckLake catalog (its tables appear at its commit)."""
+    text = str(err)
+    return "Failed to initialize DuckLake" in text or "already exists" in text or "duplicate key" in text
 
 
 def _is_conflict(err: Exception) -> bool:
@@ -91,6 +101,10 @@ def _extension_file(name: str) -> Path:
         raise StoreError(f"no {name} extension for DuckDB {duckdb.__version__} in {folder}",
                          f"install duckdb and {package.replace('_', '-')} at the same version")
     return found[0]
+
+
+class _CatalogInitRace(Exception):
+    """Attaching a new DuckLake catalog failed because another writer was initialising it."""
 
 
 class Store:
@@ -131,8 +145,10 @@ class Store:
         delay = 0.01
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only)
-            except duckdb.IOException as err:
+                con = duckdb.connect(str(self.path), read_only=read_only)
+                con.execute("SET enable_progress_bar = false")
+                return con
+            except (duckdb.IOException, duckdb.ConnectionException, duckdb.BinderException) as err:
                 if not _is_lock_error(err):
                     raise StoreError(f"store {self.path} cannot be opened ({str(err).splitlines()[0][:160]})",
                                      "check the path and its permissions, or set --store / WORKBENCH_STORE") from None
@@ -152,13 +168,32 @@ class Store:
             self._lake_connections[read_only] = base
         cursor = base.cursor()
         cursor.execute("USE lake")
+        cursor.execute("SET enable_progress_bar = false")  # a session setting: each cursor needs it (no bar on stdout)
         return cursor
 
     def _attach_lake(self, read_only: bool) -> duckdb.DuckDBPyConnection | None:
+        """Attach the catalog. A new catalog is initialised by the first ATTACH in one PostgreSQL
+        transaction; writers racing to attach it at once fail on its tables (already exists / duplicate
+        key) until it commits, so they wait and attach again, and then find it initialised."""
+        deadline = time.monotonic() + min(self.busy_timeout_s, 60.0)
+        attempt = 0
+        while True:
+            try:
+                return self._attach_lake_once(read_only)
+            except _CatalogInitRace as race:
+                attempt += 1
+                if time.monotonic() > deadline:
+                    raise StoreError(f"shared store {self.location} cannot be attached ({race})",
+                                     "check that the catalog database exists and is reachable, and the data path"
+                                     ) from None
+                time.sleep(min(0.05 * 2 ** attempt, 1.0) * (0.5 + random.random()))
+
+    def _attach_lake_once(self, read_only: bool) -> duckdb.DuckDBPyConnection | None:
         catalog = self.location[len(LAKE_PREFIX):]
         con = duckdb.connect(":memory:", config={"extension_directory": tempfile.gettempdir(),
                                                  "autoinstall_known_extensions": False,
                                                  "autoload_known_extensions": False})
+        con.execute("SET enable_progress_bar = false")
         try:
             con.execute(f"LOAD {sql_literal(_extension_file('ducklake'))}")
             scanner = {"postgres": "postgres_scanner", "sqlite": "sqlite_scanner"}.get(catalog.split(":", 1)[0])
@@ -173,6 +208,8 @@ class Store:
             con.close()
             if read_only and "does not exist" in str(err):
                 return None  # a catalog no job has written yet: readers see an empty store
+            if _is_catalog_init_race(err):
+                raise _CatalogInitRace(str(err).splitlines()[0][:160]) from None
             raise StoreError(f"shared store {self.location} cannot be attached ({str(err).splitlines()[0][:160]})",
                              "check that the catalog database exists and is reachable, and the data path") from None
         return con
@@ -300,16 +337,31 @@ class Store:
                  json.dumps(identity, sort_keys=True), _now(), __version__, platform.node(), os.getpid()]))
         return run_id
 
-    def fail_run(self, run_id: str, error: str) -> None:
-        self.transaction(lambda con: con.execute(
-            "UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ?",
-            [error[:4000], _now(), run_id]))
+    def fail_run(self, run_id: str, error: str, claim_id: str | None = None) -> None:
+        """Mark the run failed; with ``claim_id``, release the key's claim in the same transaction."""
+        from workbench.store.claims import release_in
 
-    def finish_run(self, run_id: str, key: str, output: JobOutput, wall_s: float) -> None:
-        """One transaction: the run's rows, its masks, the status flip; and older runs of the key go."""
+        def fail(con: duckdb.DuckDBPyConnection) -> None:
+            con.execute("UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ?",
+                        [error[:4000], _now(), run_id])
+            if claim_id is not None:
+                release_in(con, claim_id)
+
+        self.transaction(fail)
+
+    def finish_run(self, run_id: str, key: str, output: JobOutput, wall_s: float, claim_id: str | None = None) -> None:
+        """One transaction: the run's rows, its masks, the status flip; and older runs of the key go.
+        With ``claim_id`` the key's claim is released in it too, and the write is refused
+        (``ClaimLostError``) when the claim was taken over meanwhile (workbench/store/claims.py)."""
+        from workbench.store.claims import ClaimLostError, release_in
+
         encoded = [(record, encode_mask(record.mask)) for record in output.masks]
 
         def write_all(con: duckdb.DuckDBPyConnection) -> None:
+            if claim_id is not None and not release_in(con, claim_id):
+                raise ClaimLostError(f"the lease on key {key[:12]} expired while run {run_id} ran and another "
+                                     "worker took the key over", "nothing to do: that worker's run is stored; "
+                                     "raise WORKBENCH_LEASE_S if this machine stalls for longer than the lease")
             if con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchone()[0] == 0:
                 raise StoreError(f"run {run_id} was replaced by another run of the same key while it ran",
                                  "nothing to do: the other run's results are in the store")

@@ -57,6 +57,19 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "ALTER TABLE kernel_results ADD COLUMN source_run VARCHAR",  # run_id of the pruning run (masks)
         "ALTER TABLE kernel_results ADD COLUMN best BOOLEAN",  # fastest backend of its case
     ]),
+    (3, "claims: which worker runs a key, under a lease (workbench/store/claims.py)", [
+        # one row per live claim; a worker renews expires_at while it runs and deletes the row when done
+        """CREATE TABLE claims (
+            key VARCHAR NOT NULL, claim_id VARCHAR NOT NULL,
+            owner VARCHAR,                  -- the sweep (and job) that claimed it, to release on Ctrl-C
+            host VARCHAR, machine VARCHAR,  -- machine: kernel boot + pid namespace (whose pids are comparable)
+            pid INTEGER,
+            claimed_at TIMESTAMP NOT NULL, renewed_at TIMESTAMP NOT NULL, expires_at TIMESTAMP NOT NULL
+        )""",
+        # one row, written by every claim transaction: concurrent claimers conflict on it (see claims.py)
+        "CREATE TABLE claim_guard (epoch BIGINT NOT NULL)",
+        "INSERT INTO claim_guard VALUES (0)",
+    ]),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
