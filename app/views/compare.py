@@ -23,6 +23,7 @@ from workbench.results import (
     relative_name,
     relative_to_dense,
     seed_summary,
+    setting_keys,
 )
 
 SUMMARY_FIELDS = ["method", "model", "pattern", "allocation", "target_sparsity", "data", "kind"]
@@ -122,8 +123,7 @@ with controls[4]:
     fronts = choose("Pareto front", ["all runs", "each colour group", "off"], key="compare_fronts",
                     persist_state="session")
 symbol = None if symbol == "(none)" else symbol
-repeats = table.groupby([table[s].astype(str) for s in settings], dropna=False).size() if settings else pd.Series()
-has_repeats = bool(len(repeats)) and int(repeats.max()) > 1
+has_repeats = bool(setting_keys(table, [GROUP, *settings]).duplicated().any())
 baselines = {key[0]: value for key, value in dense_baselines(table, metric, by=[GROUP]).items()}
 toggles = st.columns(4)
 by_seed = toggles[0].toggle("Mean over seeds", value=True, key="compare_by_seed", disabled=not has_repeats,
