@@ -9,19 +9,20 @@ User text only ever reaches SQL as a bound parameter.
 from __future__ import annotations
 
 import json
+import numbers
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import pandas as pd
 import torch
 
-from workbench.errors import StoreError
+from workbench.errors import StoreError, WorkbenchError
 from workbench.results import HEADLINE_METRICS
-from workbench.store import Store
+from workbench.store import Store, is_stale
 from workbench.store.masks import decode_mask
 
 RUN_COLUMNS = ["run_id", "key", "kind", "name", "model", "data", "method", "pattern", "allocation",
-               "target_sparsity", "status", "error", "created_at", "finished_at", "wall_s", "host"]
+               "target_sparsity", "status", "error", "created_at", "finished_at", "wall_s", "host", "pid"]
 
 # HEADLINE_METRICS (workbench.results): the metrics readers show as columns beside each run (the rest
 # stay in `metrics`).
@@ -41,7 +42,11 @@ def _frame(store: Store | str | Path | None, sql: str, params: Sequence[Any] = (
 
 def runs(store: Store | str | Path | None = None, *, status: str | None = None, kind: str | None = None,
          model: str | None = None, method: str | None = None, limit: int | None = None) -> pd.DataFrame:
-    """One row per run with its headline metrics (``results.HEADLINE_METRICS``) as columns, newest first."""
+    """One row per run with its headline metrics (``results.HEADLINE_METRICS``) as columns, newest first,
+    and ``stale``: True for a ``running`` row left by a killed job of this host (`workbench gc` removes it).
+    ``limit``: the newest so many runs (None or 0: all)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 0):
+        raise WorkbenchError(f"limit {limit!r} is not a count of runs", "give a limit of 1 or more, or 0 for every run")
     where, params = [], []
     for column, value in (("status", status), ("kind", kind), ("model", model), ("method", method)):
         if value is not None:
@@ -58,7 +63,11 @@ def runs(store: Store | str | Path | None = None, *, status: str | None = None, 
         GROUP BY ALL ORDER BY r.created_at DESC {'LIMIT ?' if limit else ''}"""
     if limit:
         params.append(int(limit))
-    return _frame(store, sql, params, [*RUN_COLUMNS, *HEADLINE_METRICS])
+    frame = _frame(store, sql, params, [*RUN_COLUMNS, *HEADLINE_METRICS])
+    frame["stale"] = [is_stale(state, host, None if pd.isna(pid) else int(pid), None if pd.isna(created) else created)
+                      for state, host, pid, created in zip(frame["status"], frame["host"], frame["pid"],
+                                                          frame["created_at"])]
+    return frame
 
 
 def run(store: Store | str | Path | None, run_id: str) -> dict[str, Any]:

@@ -20,9 +20,10 @@ app = typer.Typer()
 def list_runs(store: Optional[str] = StoreOption,
               status: Optional[str] = typer.Option(None, help="running | finished | failed"),
               method: Optional[str] = None, model: Optional[str] = None,
-              limit: int = typer.Option(50, help="most recent runs to list"),
+              limit: int = typer.Option(50, help="most recent runs to list (0: all)"),
               as_json: bool = typer.Option(False, "--json")) -> None:
-    """List runs with their headline metrics."""
+    """List runs with their headline metrics; a running row shows its host, pid and age, and "running (stale)"
+    when a killed job of this host left it (`workbench gc` removes those)."""
     # deferred (start-up time): queries import torch and pandas
     from workbench import queries
     from workbench.results import QUALITY_METRICS
@@ -34,15 +35,35 @@ def list_runs(store: Optional[str] = StoreOption,
     if frame.empty:
         typer.echo("no runs yet: run `workbench demo` or `workbench run SPEC.yaml`")
         return
+    running = frame["status"] == "running"
+    if running.any():  # where and since when each running row runs, so that a stale one is recognised
+        frame = frame.assign(status=frame["status"].where(~frame["stale"], "running (stale)"),
+                             pid=frame["pid"].astype("Int64").astype(str).where(running, ""),
+                             host=frame["host"].where(running, ""),
+                             age=[_age(created) if run else "" for created, run in zip(frame["created_at"], running)])
     columns = [c for c in ["run_id", "status", "model", "method", "pattern", "allocation", "target_sparsity",
-                           "sparsity", *QUALITY_METRICS, "wall_s"]
-               if c in frame and frame[c].notna().any()]
+                           "sparsity", *QUALITY_METRICS, "wall_s", "host", "pid", "age"]
+               if c in frame and frame[c].notna().any() and (c not in ("host", "pid", "age") or running.any())]
     table = Table()
     for column in columns:
         table.add_column(column)
     for row in frame[columns].itertuples(index=False):
         table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
     console().print(table)
+
+
+def _age(created: object) -> str:
+    """How long ago a naive UTC timestamp was, as 45s, 12m, 3h05m or 2d04h."""
+    from datetime import datetime, timezone
+
+    seconds = max(0, int((datetime.now(timezone.utc).replace(tzinfo=None) - created).total_seconds()))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
 
 
 @app.command()
@@ -114,25 +135,21 @@ def export_model(run_id: str = typer.Argument(..., help="a finished prune run (i
 def export_masks(run_id: str, out: Path = typer.Argument(..., help="safetensors file to write"),
                  store: Optional[str] = StoreOption) -> None:
     """Write a run's masks as a safetensors file (uint8, 1 = kept), one tensor per layer."""
-    # deferred (start-up time): torch, safetensors' torch side and the queries
-    import torch
-    from safetensors.torch import save_file
+    # deferred (start-up time): the transfer imports torch and safetensors
+    from workbench.store.transfer import export_masks as export
 
-    from workbench import queries
-
-    record = queries.run(open_store(store), run_id)
-    masks = queries.load_masks(open_store(store), record["run_id"])
-    save_file({name: mask.to(dtype=torch.uint8).contiguous() for name, mask in masks.items()},
-              str(out), metadata={"run_id": record["run_id"], "key": record["key"], "kept": "1"})
-    typer.echo(f"wrote {len(masks)} masks to {out}")
+    _, count = export(open_store(store), run_id, out)
+    typer.echo(f"wrote {count} masks to {out}")
 
 
 @app.command()
 @handles_errors
 def gc(store: Optional[str] = StoreOption) -> None:
-    """Delete mask blobs that no run refers to any more."""
-    removed = open_store(store).gc_blobs()
-    typer.echo(f"removed {removed} unreferenced mask blobs")
+    """Delete running rows that killed jobs of this host left (and their rows), mask blobs no run refers to,
+    and checkpoint folders of keys that finished."""
+    removed = open_store(store).collect_garbage()
+    typer.echo(f"removed {len(removed.stale_runs)} stale running runs of this host, {removed.mask_blobs} "
+               f"unreferenced mask blobs, {len(removed.checkpoints)} checkpoint folders of finished keys")
 
 
 @app.command("export")

@@ -82,11 +82,49 @@ def _corpus(name: str, calibration: str, evaluation: str) -> Corpus:
 CORPORA: dict[str, Callable[[], Corpus]] = {"shakespeare": _shakespeare, "pydoc": _pydoc}
 
 
+_TEXT_CONTROLS = set(b"\t\n\r\f\v\x1b")  # control bytes that plain text may hold
+
+
+def _looks_binary(data: bytes) -> bool:
+    """NUL bytes, or more than 1 in 100 of the first 64 KiB are control characters text does not use."""
+    head = data[:65536]
+    if b"\x00" in head:
+        return True
+    controls = sum(1 for byte in head if byte < 32 and byte not in _TEXT_CONTROLS)
+    return controls > len(head) / 100
+
+
+def _decode_text(path: Path, data: bytes) -> str:
+    """``data`` as UTF-8 text (a byte-order mark is dropped); anything else is refused with its encoding named."""
+    convert = f"convert it to UTF-8, e.g. `iconv -f <its encoding> -t UTF-8 {path} > {path.stem}.utf8.txt`"
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise AssetError(f"data file {path} is UTF-16 text, not UTF-8",
+                         f"convert it to UTF-8, e.g. `iconv -f UTF-16 -t UTF-8 {path} > {path.stem}.utf8.txt`")
+    if _looks_binary(data):
+        raise AssetError(f"data file {path} is binary, not UTF-8 text", "give a UTF-8 text file as data")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        # every byte string decodes as Latin-1: text without NULs that is not UTF-8 is most likely that
+        raise AssetError(f"data file {path} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}; "
+                         "perhaps Latin-1 / Windows-1252)", convert) from None
+
+
 def _from_file(path: Path) -> Corpus:
-    """A user's own text file: the last 10% (by characters, at a line break) is held out for evaluation."""
-    text = path.read_text(encoding="utf-8", errors="replace")
+    """A user's own UTF-8 text file: the last 10% (by characters, at a line break) is held out for evaluation."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise AssetError(f"data file {path} cannot be read ({err.strerror})", "check the path and its permissions") from None
+    text = _decode_text(path, data)
+    if not text.strip():
+        raise AssetError(f"data file {path} is empty" if not data else f"data file {path} holds only white space",
+                         "give a text file with the text to calibrate and evaluate on")
     cut = text.rfind("\n", 0, int(len(text) * 0.9))
     cut = cut if cut > 0 else int(len(text) * 0.9)
+    if not text[:cut].strip() or not text[cut:].strip():
+        raise AssetError(f"data file {path} is too short to split into calibration and evaluation text "
+                         f"({len(text)} characters)", "give a longer text file (its last 10% is held out for evaluation)")
     return _corpus(str(path), text[:cut], text[cut:])
 
 

@@ -18,10 +18,12 @@ import json
 import os
 import platform
 import random
+import shutil
 import tempfile
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
@@ -37,6 +39,46 @@ from workbench.store.schema import LATEST_VERSION, MIGRATIONS, RUN_CHILD_TABLES
 DEFAULT_STORE = Path("store") / "workbench.duckdb"
 LAKE_PREFIX = "ducklake:"
 T = TypeVar("T")
+# Settings of every DuckDB connection the project opens: no extension is downloaded or loaded behind our
+# back (the lake loads the ones the project ships, by path), and a table that is missing is an error,
+# never a look-up of a Python variable of the same name (DuckDB's replacement scans).
+DUCKDB_CONFIG: dict[str, Any] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False,
+                                 "python_enable_replacements": False}
+NOT_A_STORE_FIX = "point --store (or WORKBENCH_STORE) at a workbench store, or at a new path"
+
+
+# Settings DuckDB takes only per connection (``SET``), not in the config of ``duckdb.connect``.
+SESSION_SETTINGS = {"enable_progress_bar", "enable_progress_bar_print"}
+
+
+def connect_duckdb(path: str | Path = ":memory:", read_only: bool = False, **config: Any) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the project's settings (``DUCKDB_CONFIG``) and ``config``; every module
+    connects through here."""
+    session = {name: config.pop(name) for name in list(config) if name in SESSION_SETTINGS}
+    con = duckdb.connect(str(path), read_only=read_only, config={**DUCKDB_CONFIG, **config})
+    for name, value in session.items():
+        con.execute(f"SET {name} = {sql_literal(str(value).lower() if isinstance(value, bool) else str(value))}")
+    return con
+
+
+def foreign_file(path: Path) -> str | None:
+    """What ``path`` is when it is there but no DuckDB database (read from its first bytes), else None."""
+    if path.is_dir():
+        return "a directory"
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError:
+        return None  # missing or unreadable: opening it says why
+    if head[8:12] == b"DUCK":
+        return None
+    if not head:
+        return "an empty file"
+    if head.startswith(b"SQLite format 3\x00"):
+        return "a SQLite database"
+    if head.startswith(b"PAR1"):
+        return "a Parquet file"
+    return "a file of another format"
 
 
 def default_store_path() -> Path:
@@ -75,6 +117,43 @@ def _is_conflict(err: Exception) -> bool:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def process_gone(pid: Any, since: Any = None) -> bool:
+    """True when process ``pid`` of this host no longer runs: it is gone, a zombie, or the pid now belongs
+    to a process that started after ``since`` (a naive UTC datetime: when the run was registered)."""
+    import psutil  # deferred: only gc and the run listing ask
+
+    try:
+        process = psutil.Process(int(pid))
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return True
+        started = process.create_time()
+    except psutil.NoSuchProcess:
+        return True
+    except (psutil.Error, TypeError, ValueError, OverflowError):
+        return False  # no pid, or not ours to inspect: assume it still runs
+    if since is None:
+        return False
+    try:
+        registered = since.replace(tzinfo=timezone.utc).timestamp()
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        return False
+    return started > registered + 2.0  # the pid was reused (process start times are exact to about 1 s)
+
+
+def is_stale(status: Any, host: Any, pid: Any, created_at: Any) -> bool:
+    """A ``running`` row left by a killed job: registered on this host by a process that is gone."""
+    return status == "running" and host == platform.node() and pid is not None and process_gone(pid, created_at)
+
+
+@dataclass
+class GarbageSummary:
+    """What `Store.collect_garbage` removed."""
+
+    stale_runs: list[str] = field(default_factory=list)
+    mask_blobs: int = 0
+    checkpoints: list[str] = field(default_factory=list)
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
@@ -124,6 +203,8 @@ class Store:
         self.data_path = Path(data_path or os.environ.get("WORKBENCH_LAKE_DATA", Path("store") / "lake-data"))
         self.busy_timeout_s = busy_timeout_s
         self._migrated = False
+        self._checked = False  # check_writable passed (probed once per Store)
+        self._verified = False  # the file holds a workbench schema
         self._lake_connections: dict[bool, duckdb.DuckDBPyConnection] = {}
 
     def __repr__(self) -> str:
@@ -145,11 +226,13 @@ class Store:
         delay = 0.01
         while True:
             try:
-                con = duckdb.connect(str(self.path), read_only=read_only)
-                con.execute("SET enable_progress_bar = false")
-                return con
+                return connect_duckdb(self.path, read_only=read_only, enable_progress_bar=False)
             except (duckdb.IOException, duckdb.ConnectionException, duckdb.BinderException) as err:
                 if not _is_lock_error(err):
+                    what = foreign_file(self.path)
+                    if what:
+                        raise StoreError(f"store {self.path} is {what}, not a DuckDB database",
+                                         NOT_A_STORE_FIX) from None
                     raise StoreError(f"store {self.path} cannot be opened ({str(err).splitlines()[0][:160]})",
                                      "check the path and its permissions, or set --store / WORKBENCH_STORE") from None
                 if time.monotonic() > deadline:
@@ -190,10 +273,7 @@ class Store:
 
     def _attach_lake_once(self, read_only: bool) -> duckdb.DuckDBPyConnection | None:
         catalog = self.location[len(LAKE_PREFIX):]
-        con = duckdb.connect(":memory:", config={"extension_directory": tempfile.gettempdir(),
-                                                 "autoinstall_known_extensions": False,
-                                                 "autoload_known_extensions": False})
-        con.execute("SET enable_progress_bar = false")
+        con = connect_duckdb(":memory:", extension_directory=tempfile.gettempdir(), enable_progress_bar=False)
         try:
             con.execute(f"LOAD {sql_literal(_extension_file('ducklake'))}")
             scanner = {"postgres": "postgres_scanner", "sqlite": "sqlite_scanner"}.get(catalog.split(":", 1)[0])
@@ -215,19 +295,51 @@ class Store:
         return con
 
     def check_writable(self) -> None:
-        """Fail early (before any work) when the store cannot be created or written."""
-        if self.is_lake:
+        """Fail early (before any work) when the store cannot be created or written, or when the file is
+        there but is no workbench store. Permission bits are not trusted (root passes them, and /proc
+        or a read-only mount refuses anyway): a file is really created in the folder and removed."""
+        if self.is_lake or self._checked:
             return
+        fix = "choose a writable location with --store or WORKBENCH_STORE"
         folder = self.path.parent if str(self.path.parent) else Path(".")
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise StoreError(f"store folder {folder} cannot be created ({err.strerror})",
-                             "choose a writable location with --store or WORKBENCH_STORE") from None
-        target = self.path if self.path.exists() else folder
-        if not os.access(target, os.W_OK) or (self.path.exists() and not os.access(folder, os.W_OK)):
-            raise StoreError(f"store {self.path} is not writable",
-                             "choose a writable location with --store or WORKBENCH_STORE")
+            raise StoreError(f"store folder {folder} cannot be created ({err.strerror})", fix) from None
+        what = foreign_file(self.path)
+        if what:
+            raise StoreError(f"store {self.path} is {what}, not a DuckDB database", NOT_A_STORE_FIX)
+        try:
+            if self.path.exists():
+                open(self.path, "r+b").close()  # opened for writing, nothing written
+            handle, probe = tempfile.mkstemp(prefix=".workbench-probe-", dir=folder)  # DuckDB adds a .wal beside it
+            os.close(handle)
+            os.unlink(probe)
+        except OSError as err:
+            raise StoreError(f"store {self.path} is not writable ({err.strerror})", fix) from None
+        if self.path.exists():
+            with self.read():  # refuses a DuckDB file that is not a workbench store
+                pass
+        self._checked = True
+
+    def _verify(self, con: duckdb.DuckDBPyConnection) -> bool:
+        """True when the file store holds the workbench schema, False for a database without tables (a
+        new store). A DuckDB file that holds other tables is refused before any query of ours runs on it."""
+        if self.is_lake or self._verified:
+            return True
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "
+                                            "WHERE table_catalog = current_database()").fetchall()}
+        if not tables:
+            return False
+        if "schema_version" not in tables:
+            raise StoreError(f"{self.path} is not a workbench store (no schema_version table)", NOT_A_STORE_FIX)
+        try:
+            con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+        except duckdb.Error:  # a foreign table that happens to be called schema_version
+            raise StoreError(f"{self.path} is not a workbench store (its schema_version table is another program's)",
+                             NOT_A_STORE_FIX) from None
+        self._verified = True
+        return True
 
     @contextmanager
     def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -273,7 +385,10 @@ class Store:
             return
         con = self._connect(read_only=True)
         try:
-            yield con
+            if con is not None and not self._verify(con):
+                yield None  # a DuckDB file without tables: nothing stored yet
+            else:
+                yield con
         finally:
             if con is not None:
                 con.close()
@@ -282,8 +397,10 @@ class Store:
     def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
         for attempt in range(20):
             try:
+                self._verify(con)
                 con.execute("BEGIN TRANSACTION")
-                con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, description VARCHAR, applied_at TIMESTAMP)")
+                con.execute("CREATE TABLE IF NOT EXISTS schema_version "
+                            "(version INTEGER, description VARCHAR, applied_at TIMESTAMP)")
                 current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
                 if current > LATEST_VERSION:
                     con.execute("ROLLBACK")
@@ -438,6 +555,48 @@ class Store:
             "INSERT INTO divergence VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [[d.run_a, d.run_b, d.step_a, d.step_b, d.layer, d.sad, d.numel,
               d.sad / d.numel if d.numel else 0.0, d.iou] for d in records]))
+
+    def stale_runs(self) -> list[str]:
+        """Ids of ``running`` rows of this host whose process is gone (a killed job; see `is_stale`)."""
+        with self.read() as con:
+            if con is None:
+                return []
+            rows = con.execute("SELECT run_id, status, host, pid, created_at FROM runs WHERE status = 'running' "
+                               "AND host = ?", [platform.node()]).fetchall()
+        return [r[0] for r in rows if is_stale(*r[1:])]
+
+    def collect_garbage(self) -> GarbageSummary:
+        """One transaction: delete the stale ``running`` rows of this host (see `is_stale`) with their
+        child rows, then mask blobs no run refers to, and the checkpoint folders
+        (``<store dir>/checkpoints/<key>/``) of keys that finished and have no run in progress."""
+        self.check_writable()
+        if not self.exists():
+            return GarbageSummary()
+
+        def collect(con: duckdb.DuckDBPyConnection) -> GarbageSummary:
+            summary = GarbageSummary()
+            running = con.execute("SELECT run_id, status, host, pid, created_at FROM runs WHERE status = 'running' "
+                                  "AND host = ?", [platform.node()]).fetchall()
+            for row in running:
+                if is_stale(*row[1:]):
+                    self._delete_run_rows(con, row[0])
+                    summary.stale_runs.append(row[0])
+            summary.mask_blobs = con.execute(
+                "SELECT count(*) FROM mask_blobs WHERE hash NOT IN (SELECT hash FROM masks)").fetchone()[0]
+            con.execute("DELETE FROM mask_blobs WHERE hash NOT IN (SELECT hash FROM masks)")
+            folder = self.artifacts_dir / "checkpoints"
+            if folder.is_dir():
+                # inside the transaction: a file store's lock keeps a new run of the key from starting meanwhile
+                done = {r[0] for r in con.execute(
+                    "SELECT DISTINCT key FROM runs WHERE status = 'finished' AND key NOT IN "
+                    "(SELECT key FROM runs WHERE status = 'running')").fetchall()}
+                for path in sorted(folder.iterdir()):
+                    if path.is_dir() and path.name in done:
+                        shutil.rmtree(path, ignore_errors=True)
+                        summary.checkpoints.append(path.name)
+            return summary
+
+        return self.transaction(collect)
 
     def gc_blobs(self) -> int:
         """Delete mask blobs no run refers to any more (left by replaced runs); returns how many."""

@@ -7,6 +7,10 @@ whose key already has a finished run in the store is skipped (or, with ``replace
 runs of the key that never finished are replaced. Mask blobs are content-addressed, so a blob the
 store already holds is not copied twice. Only finished runs cross over.
 
+An import reads and checks the whole export before it touches the store (the manifest, every table
+readable, the columns the store needs present, every value of the store's type and NOT NULL where the
+schema says so), so a damaged or foreign file is refused with one line and the store stays as it was.
+
 The point is moving results between machines: run the GPU suite on a GPU host, bring the export
 back, and read its figures beside the local ones.
 """
@@ -14,6 +18,7 @@ back, and read its figures beside the local ones.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -25,8 +30,8 @@ from typing import Iterable
 import duckdb
 
 from workbench.errors import StoreError
-from workbench.store import Store
-from workbench.store.schema import LATEST_VERSION
+from workbench.store import Store, connect_duckdb, foreign_file
+from workbench.store.schema import LATEST_VERSION, MIGRATIONS
 
 FORMAT_VERSION = 1
 # (table, SQL that picks the rows belonging to the runs in the temporary table `chosen`)
@@ -72,13 +77,25 @@ def _is_duckdb_file(path: Path) -> bool:
     return path.suffix in (".duckdb", ".db")
 
 
+def _first_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0][:160]
+
+
+def _cannot_write(target: Path, err: BaseException) -> TransferError:
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else _first_line(err)
+    return TransferError(f"{target} cannot be written ({reason})", "choose a writable path for the export")
+
+
 def export_store(store: Store, target: str | Path, run_ids: Iterable[str] | None = None,
                  kind: str | None = None) -> ExportSummary:
     """Write the finished runs (all, or these ids / this kind) and all their child rows to ``target``:
-    a ``.duckdb`` file, or otherwise a folder of Parquet files."""
+    a ``.duckdb`` file, or otherwise a folder of Parquet files. A failed export leaves nothing behind."""
     target = Path(target)
     if target.exists() and (target.is_file() or any(target.iterdir())):
         raise TransferError(f"{target} already exists", "choose a new file or an empty folder")
+    for parent in target.parents:
+        if parent.exists() and not parent.is_dir():
+            raise TransferError(f"{parent} is a file, not a folder", "choose a path inside a folder for the export")
     where, params = ["status = 'finished'"], []
     if run_ids is not None:
         where.append("run_id IN (SELECT unnest(?))")
@@ -86,64 +103,194 @@ def export_store(store: Store, target: str | Path, run_ids: Iterable[str] | None
     if kind is not None:
         where.append("kind = ?")
         params.append(kind)
-    with tempfile.TemporaryDirectory(prefix="workbench-export-") as tmp:
-        folder = Path(tmp) if _is_duckdb_file(target) else target
-        folder.mkdir(parents=True, exist_ok=True)
-        rows: dict[str, int] = {}
-        with store.read() as con:
+    # what a failed export removes again: the file (and its WAL) or folders it made, or what it put in an empty folder
+    made = [] if target.exists() else [p for p in (target, *target.parents) if not p.exists()]
+    wal = target.with_name(target.name + ".wal")
+    made += [wal] if _is_duckdb_file(target) and not wal.exists() else []
+    emptied = target.is_dir()  # an empty folder the user gave: what the export put in it goes
+    try:
+        with tempfile.TemporaryDirectory(prefix="workbench-export-") as tmp, store.read() as con:
             if con is None:
                 raise TransferError(f"store {store.path} does not exist", "give the store with --store")
+            folder = Path(tmp) if _is_duckdb_file(target) else target
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise _cannot_write(target, err) from None
+            rows: dict[str, int] = {}
             version = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
             con.execute(f"CREATE TEMP TABLE chosen AS SELECT run_id FROM runs WHERE {' AND '.join(where)}", params)
             for table, sql in TABLES.items():
                 rows[table] = con.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
-                con.execute(f"COPY ({sql}) TO {_quote(folder / (table + '.parquet'))} (FORMAT parquet)")
-        manifest = {"format": FORMAT_VERSION, "schema_version": version, "rows": rows,
-                    "created_at": datetime.now(timezone.utc).isoformat(), "host": platform.node(),
-                    "filters": {"run_ids": list(run_ids) if run_ids is not None else None, "kind": kind}}
-        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        if _is_duckdb_file(target):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            out = duckdb.connect(str(target))
+                try:
+                    con.execute(f"COPY ({sql}) TO {_quote(folder / (table + '.parquet'))} (FORMAT parquet)")
+                except duckdb.IOException as err:
+                    raise _cannot_write(target, err) from None
+            manifest = {"format": FORMAT_VERSION, "schema_version": version, "rows": rows,
+                        "created_at": datetime.now(timezone.utc).isoformat(), "host": platform.node(),
+                        "filters": {"run_ids": list(run_ids) if run_ids is not None else None, "kind": kind}}
             try:
-                for table in TABLES:
-                    out.execute(f"CREATE TABLE {table} AS SELECT * FROM read_parquet({_quote(folder / (table + '.parquet'))})")
-                out.execute("CREATE TABLE manifest (data VARCHAR)")
-                out.execute("INSERT INTO manifest VALUES (?)", [json.dumps(manifest)])
-            finally:
-                out.close()
+                (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+                if _is_duckdb_file(target):
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    _write_duckdb_export(folder, target, manifest)
+            except (OSError, duckdb.Error) as err:
+                raise _cannot_write(target, err) from None
+    except BaseException:
+        for path in made + (list(target.iterdir()) if emptied else []):
+            try:
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+            except OSError:
+                pass  # it was never made (its folder is not one)
+        raise
     return ExportSummary(str(target), rows["runs"], rows)
+
+
+def _write_duckdb_export(folder: Path, target: Path, manifest: dict) -> None:
+    out = connect_duckdb(target)
+    try:
+        for table in TABLES:
+            out.execute(f"CREATE TABLE {table} AS SELECT * FROM read_parquet({_quote(folder / (table + '.parquet'))})")
+        out.execute("CREATE TABLE manifest (data VARCHAR)")
+        out.execute("INSERT INTO manifest VALUES (?)", [json.dumps(manifest)])
+    finally:
+        out.close()
+
+
+def export_masks(store: Store, run_id: str, out: str | Path) -> tuple[str, int]:
+    """Write a finished run's masks to ``out`` as safetensors (uint8, 1 = kept), one tensor per layer; returns
+    the run id and the number of masks. The file appears whole or not at all."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    from workbench import queries
+
+    out = Path(out)
+    if out.is_dir():
+        raise TransferError(f"{out} is a directory", f"give a file path, e.g. {out / 'masks.safetensors'}")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise TransferError(f"folder {folder} does not exist", "create it first, or give a path in an existing folder")
+    record = queries.run(store, run_id)
+    if record["status"] != "finished":
+        raise TransferError(f"run {record['run_id']} is {record['status']}, not finished",
+                            "export the masks of a finished run (see `workbench ls --status finished`)")
+    masks = queries.load_masks(store, record["run_id"])
+    if not masks:
+        raise TransferError(f"run {record['run_id']} stored no masks", "give a prune or sparse-training run")
+    partial = folder / f".{out.name}.{os.getpid()}.partial"
+    try:
+        save_file({name: mask.to(dtype=torch.uint8).contiguous() for name, mask in masks.items()}, str(partial),
+                  metadata={"run_id": record["run_id"], "key": record["key"], "kept": "1"})
+        os.replace(partial, out)
+    except (OSError, SafetensorError) as err:
+        partial.unlink(missing_ok=True)
+        raise _cannot_write(out, err) from None
+    return record["run_id"], len(masks)
 
 
 def _unpack(source: Path, folder: Path) -> dict:
     """Parquet files of every table of an export (a DuckDB export is copied out first); its manifest."""
+    again = "export it again with `workbench export`"
     if not source.exists():
         raise TransferError(f"{source} does not exist", "give the path of a file or folder written by `workbench export`")
     if source.is_dir():
         try:
-            manifest = json.loads((source / "manifest.json").read_text())
+            manifest = json.loads((source / "manifest.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            raise TransferError(f"{source} has no readable manifest.json", "give a folder written by `workbench export`") from None
+            raise TransferError(f"{source} has no readable manifest.json",
+                                "give a folder written by `workbench export`") from None
         for table in TABLES:
             if not (source / f"{table}.parquet").is_file():
-                raise TransferError(f"{source} lacks {table}.parquet", "export it again with `workbench export`")
+                raise TransferError(f"{source} lacks {table}.parquet", again)
             shutil.copy(source / f"{table}.parquet", folder / f"{table}.parquet")
-        return manifest
+        return _checked_manifest(source, manifest)
+    what = foreign_file(source)
+    if what:
+        raise TransferError(f"{source} is {what}, not an export",
+                            "give a .duckdb file or a Parquet folder written by `workbench export`")
     try:
-        con = duckdb.connect(str(source), read_only=True)
+        con = connect_duckdb(source, read_only=True)
     except duckdb.Error as err:
-        raise TransferError(f"{source} is not a DuckDB export ({str(err).splitlines()[0][:120]})",
+        raise TransferError(f"{source} is not a DuckDB export ({_first_line(err)})",
                             "give a .duckdb file or a Parquet folder written by `workbench export`") from None
     try:
-        manifest = json.loads(con.execute("SELECT data FROM manifest").fetchone()[0])
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if "manifest" not in tables and "schema_version" in tables:
+            raise TransferError(f"{source} is a workbench store, not an export",
+                                f"export its runs first: `workbench export OUT.duckdb --store {source}`")
+        row = con.execute("SELECT data FROM manifest").fetchone()
+        manifest = json.loads(row[0]) if row and isinstance(row[0], str) else None
         for table in TABLES:
             con.execute(f"COPY {table} TO {_quote(folder / (table + '.parquet'))} (FORMAT parquet)")
     except duckdb.Error as err:
-        raise TransferError(f"{source} is not a complete export ({str(err).splitlines()[0][:120]})",
-                            "export it again with `workbench export`") from None
+        raise TransferError(f"{source} is not a complete export ({_first_line(err)})", again) from None
+    except ValueError:
+        raise TransferError(f"{source} has a manifest that is not JSON", again) from None
     finally:
         con.close()
+    return _checked_manifest(source, manifest)
+
+
+def _checked_manifest(source: Path, manifest: object) -> dict:
+    again = "export it again with `workbench export`"
+    if not isinstance(manifest, dict):
+        raise TransferError(f"{source} has a manifest that is not a JSON object", again)
+    version = manifest.get("schema_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise TransferError(f"{source} has a manifest whose schema_version is {version!r}, not a version number", again)
+    if version > LATEST_VERSION:
+        raise TransferError(f"{source} has schema v{version}, newer than this workbench (v{LATEST_VERSION})",
+                            "upgrade the workbench package")
+    form = manifest.get("format", FORMAT_VERSION)
+    if isinstance(form, bool) or not isinstance(form, int) or not 1 <= form <= FORMAT_VERSION:
+        raise TransferError(f"{source} has export format {form!r}; this workbench reads format {FORMAT_VERSION}",
+                            "upgrade the workbench package, or export again with this one")
     return manifest
+
+
+# Columns an import needs beyond the schema's NOT NULL ones (the merge orders incoming runs by them).
+NEEDED_COLUMNS = {"runs": {"finished_at"}}
+
+
+def _conform(source: Path, folder: Path) -> None:
+    """Check every table of an unpacked export against this workbench's schema and rewrite it to exactly
+    the store's columns and types (columns an older schema lacked become NULL). Every row is read here,
+    so a damaged file fails now, before the store is opened."""
+    again = "export it again with `workbench export`"
+    con = connect_duckdb()
+    try:
+        for _, _, statements in MIGRATIONS:  # the latest schema, empty, in memory
+            for statement in statements:
+                con.execute(statement)
+        for table in TABLES:
+            file = folder / f"{table}.parquet"
+            try:
+                present = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({_quote(file)})").fetchall()]
+            except duckdb.Error as err:
+                raise TransferError(f"{source}: {table} is not a readable Parquet table "
+                                    f"({_first_line(err).replace(str(file), table + '.parquet')})", again) from None
+            columns = con.execute("SELECT column_name, is_nullable FROM duckdb_columns() WHERE database_name = "
+                                  "current_database() AND table_name = ? ORDER BY column_index", [table]).fetchall()
+            needed = {name for name, nullable in columns if not nullable} | NEEDED_COLUMNS.get(table, set())
+            missing = sorted(needed - set(present))
+            if missing:
+                raise TransferError(f"{source}: {table} lacks the column(s) {', '.join(missing)}", again)
+            common = ", ".join(f'"{name}"' for name, _ in columns if name in present)
+            try:
+                con.execute(f"INSERT INTO {table} ({common}) SELECT {common} FROM read_parquet({_quote(file)})")
+            except duckdb.Error as err:
+                raise TransferError(f"{source}: {table} does not fit the store's schema ({_first_line(err)})",
+                                    again) from None
+            conformed = folder / f"{table}.conformed.parquet"
+            con.execute(f"COPY {table} TO {_quote(conformed)} (FORMAT parquet)")
+            os.replace(conformed, file)
+    finally:
+        con.close()
 
 
 def import_store(store: Store, source: str | Path, replace: bool = False) -> ImportSummary:
@@ -151,10 +298,8 @@ def import_store(store: Store, source: str | Path, replace: bool = False) -> Imp
     source = Path(source)
     with tempfile.TemporaryDirectory(prefix="workbench-import-") as tmp:
         folder = Path(tmp)
-        manifest = _unpack(source, folder)
-        if manifest.get("schema_version", 0) > LATEST_VERSION:
-            raise TransferError(f"{source} has schema v{manifest['schema_version']}, newer than this workbench "
-                                f"(v{LATEST_VERSION})", "upgrade the workbench package")
+        _unpack(source, folder)
+        _conform(source, folder)
 
         def parquet(table: str) -> str:
             return f"read_parquet({_quote(folder / (table + '.parquet'))})"
