@@ -187,9 +187,16 @@ def unmeasured(missing: pd.DataFrame, total: int, why: str) -> None:
     """Say how many runs have no measured speed, why, and how to measure them."""
     if missing.empty:
         return
-    st.warning(f"**{len(missing):,} of {total:,} runs are not drawn**: {why}. Time the model a run pruned "
-               f"(prefill and decode, dense against sparse) with:", icon=":material/timer_off:")
-    st.code("\n".join(latency_command(run) for _, run in missing.head(MAX_COMMANDS).iterrows()), language="bash")
+    structured = missing["pattern"].astype(str).str.startswith("structured:")
+    timeable = missing[~structured]
+    st.warning(f"**{len(missing):,} of {total:,} runs are not drawn**: {why}."
+               + (" Time the model a run pruned (prefill and decode, dense against sparse) with:"
+                  if not timeable.empty else ""), icon=":material/timer_off:")
+    if not timeable.empty:
+        st.code("\n".join(latency_command(run) for _, run in timeable.head(MAX_COMMANDS).iterrows()), language="bash")
+    if structured.any():
+        st.caption(f"{int(structured.sum()):,} of them are structured runs (a smaller dense model, not sparse "
+                   "weights): compare those by parameter count, the **parameters** x axis.")
     with st.expander(f"The {len(missing):,} runs without a measured speed"):
         st.dataframe(missing[["run_id", "label", "pattern", "target_sparsity"]], hide_index=True,
                      key="compare_unmeasured")

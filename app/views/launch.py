@@ -7,6 +7,7 @@ import streamlit as st
 from workbench_app import forms, launcher
 from workbench_app.access import ALLOW_ENV, allowed
 from workbench_app.data import Reader
+from workbench_app.specs import flatten
 from workbench_app.ui import number_columns
 
 from workbench.data import CORPORA
@@ -22,6 +23,7 @@ include: [{method: dense}]
 """
 STATUS_ICON = {"running": ":material/hourglass_top:", "finished": ":material/check_circle:",
                "failed": ":material/error:", "stopped": ":material/stop_circle:"}
+PACE_RUNS = 50  # the time estimate goes by this many of the newest finished runs of the model (today's pace)
 NOT_PATHS = set(BUILTINS) | set(CORPORA)  # names a spec's model or data take that are never files here
 ROW_COLUMNS = ["run_id", "status", "model", "method", "pattern", "target_sparsity", "achieved_sparsity",
                "perplexity", "embedding_cosine", "accuracy", "wall_s", "error"]
@@ -44,6 +46,20 @@ def launch_rows(runs: pd.DataFrame, spec_texts: pd.DataFrame, launch: launcher.L
     """The store's runs of a launch's jobs (matched on their canonical spec), newest first."""
     ids = spec_texts.loc[spec_texts["spec"].isin(launch.specs), "run_id"]
     return runs[runs["run_id"].isin(set(ids))]
+
+
+def recent_pace(model: str) -> tuple[float, int] | None:
+    """Seconds per token of the newest finished prune runs of ``model`` (``forms.seconds_per_token``); only
+    their specs are read, not every run's."""
+    if runs.empty:
+        return None
+    recent = runs[(runs["status"] == "finished") & (runs["kind"] == "prune") & (runs["model"] == model)
+                  & runs["wall_s"].notna()].head(PACE_RUNS)
+    if recent.empty:
+        return None
+    specs = reader.raw_specs(list(recent["run_id"]))
+    flat = pd.DataFrame.from_dict({run_id: flatten(spec) for run_id, spec in specs.items()}, orient="index")
+    return forms.seconds_per_token(recent, flat, model)
 
 
 def start(sweep: dict, title: str) -> None:
@@ -142,7 +158,7 @@ else:
                                              forms.numbers(seed_text, "seeds", integer=True))["include"])
             except SpecError:
                 jobs = 1
-        pace = forms.seconds_per_token(runs, reader.specs(), str(model)) if not runs.empty else None
+        pace = recent_pace(str(model))
         estimate = forms.estimate_line(str(model), jobs, int(samples), int(cal_len), int(windows), int(eval_len), pace)
         st.caption(estimate)
         submitted = st.button("Validate and start", type="primary", key="launch_submit")

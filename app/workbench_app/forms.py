@@ -79,8 +79,9 @@ def job_tokens(samples: int, cal_len: int, windows: int, eval_len: int) -> int:
 
 
 def seconds_per_token(runs: pd.DataFrame, specs: pd.DataFrame, model: str) -> tuple[float, int] | None:
-    """(median wall seconds per token, runs it is taken over) of this store's finished prune runs of
-    ``model``: what a new job of that model is estimated by. None when the store has none."""
+    """(median wall seconds per token, runs it is taken over) of the finished prune runs of ``model`` among
+    ``runs`` (``specs``: their flattened specs, by run id): what a new job of that model is estimated by.
+    None when there are none."""
     needed = ["calibration.samples", "calibration.seq_len", "evaluation.windows", "evaluation.seq_len"]
     if runs.empty or specs.empty or not set(needed) <= set(specs.columns) or "wall_s" not in runs:
         return None
@@ -114,5 +115,5 @@ def estimate_line(model: str, jobs: int, samples: int, cal_len: int, windows: in
                 "tokens, so try e.g. 8 × 128 first for a quick look.")
     per_job = rate[0] * tokens
     total = f", {jobs} jobs about {duration(per_job * jobs)} one after another" if jobs > 1 else ""
-    return (line + f" Roughly {duration(per_job)} per job{total} (by the median pace of the {rate[1]:,} finished "
+    return (line + f" Roughly {duration(per_job)} per job{total} (by the median pace of the {rate[1]:,} newest finished "
             f"prune run{'s' * (rate[1] != 1)} of {model} here; methods differ, cached jobs take no time).")

@@ -125,6 +125,9 @@ def test_against_speed_says_which_runs_are_missing_and_how_to_measure_them(open_
     commands = at.code[0].value.splitlines()
     assert commands and all(c.startswith("workbench bench latency --model smollm2-135m --masks-run ") for c in commands)
     assert all("--store " in c for c in commands)
+    # structured runs shrink the model instead of sparsifying it: no latency command, the parameter axis instead
+    assert not any(ids["smol"][name] in c for c in commands for name in ("structured30", "structured50"))
+    assert "2 of them are structured runs" in "\n".join(c.value for c in at.caption)
     speed = figures(at)["compare_speed"]
     assert_readable(speed)
     measured = {t["name"]: len(t["x"]) for t in points(speed)}
