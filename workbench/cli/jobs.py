@@ -13,6 +13,33 @@ from workbench.cli.common import StoreOption, handles_errors, open_store, print_
 
 app = typer.Typer()
 
+ExecutorOption = typer.Option("local", "--executor", help="local (in this process, or --workers processes) | ray")
+WorkersOption = typer.Option(1, "--workers", min=1, help="local: worker processes (1: in this process); "
+                                                         "ray: CPUs of a cluster started here")
+AddressOption = typer.Option(None, "--address", help="ray: the cluster to join (auto, host:port, ray://host:10001); "
+                                                     "default: start one on this machine")
+
+
+def _run_suite(specs: list, store: Optional[str], force: bool, progress: bool, executor: str, workers: int,
+               address: Optional[str], title: str = "", as_json: bool = False) -> list:
+    """Run a sweep's specs on the chosen executor; Ctrl-C prints what ended and exits 130 (run again to resume)."""
+    # deferred (start-up time): the runner imports torch; Ray is imported only when asked for
+    from workbench.executors import make_executor
+    from workbench.runner import SweepInterrupted, run_sweep
+
+    chosen = make_executor(executor, workers, address)
+    try:
+        return run_sweep(specs, open_store(store), force=force, progress=progress, executor=chosen)
+    except SweepInterrupted as stop:
+        ended = [(spec, result) for spec, result in zip(specs, stop.results) if result is not None]
+        if as_json:
+            print_json([result.as_dict() for _, result in ended])
+        elif ended:
+            result_table([spec for spec, _ in ended], [result for _, result in ended], title=title)
+        typer.echo(f"interrupted: {len(ended)} of {len(specs)} jobs ended, nothing left claimed; "
+                   "run the same command again to resume", err=True)
+        raise typer.Exit(130) from None
+
 
 @app.command()
 @handles_errors
@@ -41,10 +68,11 @@ def sweep(sweep_file: Path = typer.Argument(..., help="YAML sweep: base, grid, i
           store: Optional[str] = StoreOption,
           force: bool = typer.Option(False, "--force"),
           as_json: bool = typer.Option(False, "--json"),
-          dry_run: bool = typer.Option(False, "--dry-run", help="list the expanded specs and stop")) -> None:
-    """Expand a grid into jobs and run the ones not finished yet."""
-    # deferred (start-up time): the runner imports torch, the spec pydantic models
-    from workbench.runner import run_sweep
+          dry_run: bool = typer.Option(False, "--dry-run", help="list the expanded specs and stop"),
+          executor: str = ExecutorOption, workers: int = WorkersOption,
+          address: Optional[str] = AddressOption) -> None:
+    """Expand a grid into jobs and run the ones not finished yet (Ctrl-C stops; the same command resumes)."""
+    # deferred (start-up time): the spec pydantic models
     from workbench.spec import load_sweep
 
     specs = load_sweep(sweep_file)
@@ -52,7 +80,7 @@ def sweep(sweep_file: Path = typer.Argument(..., help="YAML sweep: base, grid, i
         for spec in specs:
             typer.echo(spec.canonical_json())
         return
-    results = run_sweep(specs, open_store(store), force=force, progress=not as_json)
+    results = _run_suite(specs, store, force, not as_json, executor, workers, address, as_json=as_json)
     if as_json:
         print_json([r.as_dict() for r in results])
     else:
@@ -66,15 +94,16 @@ def demo(store: Optional[str] = StoreOption,
          model: str = typer.Option("smollm2-135m", help="model of the suite"),
          baseline: bool = typer.Option(False, "--baseline",
                                        help="only dense, random and magnitude at 50% and 2:4 (minutes on a laptop)"),
-         force: bool = typer.Option(False, "--force")) -> None:
+         force: bool = typer.Option(False, "--force"),
+         executor: str = ExecutorOption, workers: int = WorkersOption,
+         address: Optional[str] = AddressOption) -> None:
     """Run the default comparison suite (cached: seconds the second time)."""
-    # deferred (start-up time): the runner imports torch, the suite pydantic models
-    from workbench.runner import run_sweep
+    # deferred (start-up time): the suite pydantic models
     from workbench.suite import default_suite
 
     started = time.perf_counter()
     specs = default_suite(model=model, baseline=baseline)
-    results = run_sweep(specs, open_store(store), force=force, progress=True)
+    results = _run_suite(specs, store, force, True, executor, workers, address, title=f"default suite ({model})")
     result_table(specs, results, title=f"default suite ({model})")
     typer.echo(f"suite wall time: {time.perf_counter() - started:.1f} s")
     report_failures(results)
