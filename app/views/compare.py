@@ -95,6 +95,7 @@ groups = list(counts.index)
 st.session_state["compare_models"] = [g for g in st.session_state.get("compare_models", []) if g in groups] or groups[:1]
 chosen_groups = st.multiselect(
     "Model · data", groups, key="compare_models", format_func=lambda g: f"{g} ({counts[g]:,} runs)",
+    persist_state="session",
     help="quality is comparable between runs of one model on one dataset; several models draw one panel each, "
          "each with its own Pareto front and dense baseline")
 if not chosen_groups:

@@ -74,13 +74,14 @@ place = st.columns([1, 1, 2])
 with place[0]:
     # remembered apart for small and large models: a choice made on a 2-layer CNN is no default for 210 layers
     grouping = choose("Group layers", GROUPINGS, key=f"layers_grouping_{'many' if count > MAX_LAYERS else 'few'}",
-                      default=default_grouping(layers),
+                      default=default_grouping(layers), persist_state="session",
                       help=f"{count:,} layers: per transformer block (weighted by each layer's weights), per layer "
                            "type across the blocks, or each layer (of one block when there are many)")
 shown = layers
 if grouping == EACH_LAYER and count > MAX_LAYERS and blocks_of(layers):
     with place[1]:
-        block = choose("Block", blocks_of(layers), key="layers_block", help="zoom into one transformer block")
+        block = choose("Block", blocks_of(layers), key="layers_block", persist_state="session",
+                       help="zoom into one transformer block")
     shown = layers[pd.to_numeric(layers["block"], errors="coerce") == block]
     with place[2]:
         st.caption(f"{count:,} layers: showing block {block}'s {shown['layer'].nunique()}. "
