@@ -1,4 +1,5 @@
-"""A finished prune run's model as a Hugging Face folder people load with plain ``from_pretrained``.
+"""A run's masks as safetensors, and a finished prune run's model as a Hugging Face folder people load with plain
+``from_pretrained``.
 
 The store keeps masks, not weights (a 135M-parameter model is 0.5 GB per run), so the export rebuilds the
 run's model: it prunes the run's spec again (its key proves the model, data and code are the ones the run
@@ -14,11 +15,14 @@ metrics) and a short ``README.md`` model card.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import save_file
 
 from workbench import queries
 from workbench.errors import SpecError, StoreError
@@ -26,6 +30,7 @@ from workbench.jobs import prune as prune_job
 from workbench.results import HEADLINE_METRICS
 from workbench.spec import job_key, parse_spec
 from workbench.store import Store
+from workbench.store.transfer import TransferError, cannot_write
 
 
 @dataclass
@@ -111,3 +116,30 @@ def export_model(store: Store, run_id: str, out: str | Path, progress: bool = Fa
     (out / "README.md").write_text(_model_card(report))
     parameters = sum(p.numel() for p in loaded.model.parameters())
     return ExportedModel(out, record["run_id"], parameters, sorted(p.name for p in out.iterdir()))
+
+
+def export_masks(store: Store, run_id: str, out: str | Path) -> tuple[str, int]:
+    """Write a finished run's masks to ``out`` as safetensors (uint8, 1 = kept), one tensor per layer; returns
+    the run id and the number of masks. The file appears whole or not at all."""
+    out = Path(out)
+    if out.is_dir():
+        raise TransferError(f"{out} is a directory", f"give a file path, e.g. {out / 'masks.safetensors'}")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise TransferError(f"folder {folder} does not exist", "create it first, or give a path in an existing folder")
+    record = queries.run(store, run_id)
+    if record["status"] != "finished":
+        raise TransferError(f"run {record['run_id']} is {record['status']}, not finished",
+                            "export the masks of a finished run (see `workbench ls --status finished`)")
+    masks = queries.load_masks(store, record["run_id"])
+    if not masks:
+        raise TransferError(f"run {record['run_id']} stored no masks", "give a prune or sparse-training run")
+    partial = folder / f".{out.name}.{os.getpid()}.partial"
+    try:
+        save_file({name: mask.to(dtype=torch.uint8).contiguous() for name, mask in masks.items()}, str(partial),
+                  metadata={"run_id": record["run_id"], "key": record["key"], "kept": "1"})
+        os.replace(partial, out)
+    except (OSError, SafetensorError) as err:
+        partial.unlink(missing_ok=True)
+        raise cannot_write(out, err) from None
+    return record["run_id"], len(masks)

@@ -1,5 +1,5 @@
 """Commands that read or move stored runs: `workbench ls`, `show`, `methods`, `export-masks`, `export-model`,
-`gc`, `export`, `import`."""
+`gc`, `export`, `import`, and the `workbench store` group (init, copy, bench)."""
 
 from __future__ import annotations
 
@@ -22,13 +22,15 @@ def list_runs(store: Optional[str] = StoreOption,
               method: Optional[str] = None, model: Optional[str] = None,
               limit: int = typer.Option(50, help="most recent runs to list (0: all)"),
               as_json: bool = typer.Option(False, "--json")) -> None:
-    """List runs with their headline metrics; a running row shows its host, pid and age, and "running (stale)"
-    when a killed job of this host left it (`workbench gc` removes those)."""
+    """List runs with their headline metrics; a running row shows its host, pid and age, its lease (how long
+    ago its worker last renewed its claim, or "expired"), and "running (stale)" when a killed job of this host
+    left it (`workbench gc` removes those)."""
     # deferred (start-up time): queries import torch and pandas
     from workbench import queries
     from workbench.results import QUALITY_METRICS
 
-    frame = queries.runs(open_store(store), status=status, method=method, model=model, limit=limit)
+    frame = _with_leases(open_store(store), queries.runs(open_store(store), status=status, method=method,
+                                                         model=model, limit=limit))
     if as_json:
         print_json(json.loads(frame.to_json(orient="records", date_format="iso")))
         return
@@ -40,10 +42,13 @@ def list_runs(store: Optional[str] = StoreOption,
         frame = frame.assign(status=frame["status"].where(~frame["stale"], "running (stale)"),
                              pid=frame["pid"].astype("Int64").astype(str).where(running, ""),
                              host=frame["host"].where(running, ""),
-                             age=[_age(created) if run else "" for created, run in zip(frame["created_at"], running)])
+                             age=[_age(created) if run else "" for created, run in zip(frame["created_at"], running)],
+                             lease=[_lease(age, expired) if run else "" for age, expired, run
+                                    in zip(frame["lease_age_s"], frame["lease_expired"], running)])
     columns = [c for c in ["run_id", "status", "model", "method", "pattern", "allocation", "target_sparsity",
-                           "sparsity", *QUALITY_METRICS, "wall_s", "host", "pid", "age"]
-               if c in frame and frame[c].notna().any() and (c not in ("host", "pid", "age") or running.any())]
+                           "sparsity", *QUALITY_METRICS, "wall_s", "host", "pid", "age", "lease"]
+               if c in frame and frame[c].notna().any()
+               and (c not in ("host", "pid", "age", "lease") or running.any())]
     table = Table()
     for column in columns:
         table.add_column(column)
@@ -52,11 +57,39 @@ def list_runs(store: Optional[str] = StoreOption,
     console().print(table)
 
 
+def _with_leases(store: object, frame: object) -> object:
+    """The runs with the claims of their keys: ``lease_host``, ``lease_age_s`` (seconds since the worker last
+    renewed its lease) and ``lease_expired``; None where a run is not running or its key has no claim."""
+    from datetime import datetime, timezone
+
+    from workbench.store import claims
+
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    held = {}
+    if not frame.empty and (frame["status"] == "running").any():
+        for claim in claims.claims(store):  # oldest first: a live claim outranks a dead one of the same key
+            if claim.key not in held or held[claim.key].dead(now):
+                held[claim.key] = claim
+    found = [held.get(key) if state == "running" else None for key, state in zip(frame["key"], frame["status"])]
+    return frame.assign(lease_host=[c.host if c else None for c in found],
+                        lease_age_s=[round((now - c.renewed_at).total_seconds(), 1) if c else None for c in found],
+                        lease_expired=[c.dead(now) if c else None for c in found])
+
+
+def _lease(age: object, expired: object) -> str:
+    if age is None or age != age:  # no claim (NaN once in a frame): a killed job's leftover
+        return "none"
+    return "expired" if expired else f"{_age_seconds(max(0, int(age)))} ago"
+
+
 def _age(created: object) -> str:
     """How long ago a naive UTC timestamp was, as 45s, 12m, 3h05m or 2d04h."""
     from datetime import datetime, timezone
 
-    seconds = max(0, int((datetime.now(timezone.utc).replace(tzinfo=None) - created).total_seconds()))
+    return _age_seconds(max(0, int((datetime.now(timezone.utc).replace(tzinfo=None) - created).total_seconds())))
+
+
+def _age_seconds(seconds: int) -> str:
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:
@@ -135,8 +168,8 @@ def export_model(run_id: str = typer.Argument(..., help="a finished prune run (i
 def export_masks(run_id: str, out: Path = typer.Argument(..., help="safetensors file to write"),
                  store: Optional[str] = StoreOption) -> None:
     """Write a run's masks as a safetensors file (uint8, 1 = kept), one tensor per layer."""
-    # deferred (start-up time): the transfer imports torch and safetensors
-    from workbench.store.transfer import export_masks as export
+    # deferred (start-up time): the export imports torch and safetensors
+    from workbench.model_export import export_masks as export
 
     _, count = export(open_store(store), run_id, out)
     typer.echo(f"wrote {count} masks to {out}")
@@ -182,3 +215,78 @@ def import_runs(source: Path = typer.Argument(..., help="a file or folder writte
     typer.echo(f"imported {len(summary.imported)} runs ({len(summary.skipped_present)} already here, "
                f"{len(summary.skipped_key)} whose key already finished here, {len(summary.replaced)} replaced): "
                + ", ".join(f"{n} {table}" for table, n in summary.rows.items()))
+
+
+store_app = typer.Typer(no_args_is_help=True, help="The store itself: create a shared one, copy runs between "
+                                                   "stores, measure it under concurrent writers.")
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("init")
+@handles_errors
+def store_init(url: str = typer.Argument(..., help="ducklake:postgres:dbname=NAME host=HOST user=USER (or a file)"),
+               data_path: Optional[Path] = typer.Option(None, "--data-path", envvar="WORKBENCH_LAKE_DATA",
+                                                        help="folder of the lake's data files, shared by every "
+                                                             "machine (default store/lake-data)")) -> None:
+    """Create a store (the DuckLake catalog in an existing PostgreSQL database, and the schema); idempotent."""
+    from workbench.errors import StoreError
+    from workbench.store import Store
+
+    opened = Store(url, data_path=data_path)
+    try:
+        opened.check_writable()
+        opened.transaction(lambda con: None)  # attaching creates the catalog; the first write migrates the schema
+    except StoreError as err:
+        if opened.is_lake:
+            raise StoreError(err.problem, "create the PostgreSQL database first (`createdb -h HOST -U USER NAME`), "
+                                          "check that the server is reachable (README, Shared store)") from None
+        raise
+    where = f"; data files under {opened.data_path.resolve()}" if opened.is_lake else ""
+    typer.echo(f"store {url} ready at schema v{opened.schema_version()}{where}")
+
+
+@store_app.command("copy")
+@handles_errors
+def store_copy(source: str = typer.Argument(..., help="store to copy finished runs from (file or ducklake: URL)"),
+               target: str = typer.Argument(..., help="store to merge them into (file or ducklake: URL)"),
+               replace: bool = typer.Option(False, "--replace", help="replace the target's finished runs of the same keys"),
+               kind: Optional[str] = typer.Option(None, help="only runs of this kind (prune, train, bench)")) -> None:
+    """Copy finished runs with all their rows from one store to another, either way between a file and a
+    shared store; runs and keys already there are skipped, so copying again changes nothing."""
+    # deferred (start-up time): the transfer imports torch
+    import tempfile
+
+    from workbench.store import Store
+    from workbench.store.transfer import export_store, import_store
+
+    with tempfile.TemporaryDirectory(prefix="workbench-copy-") as tmp:
+        exported = export_store(Store(source), Path(tmp) / "runs", kind=kind)
+        summary = import_store(Store(target), Path(tmp) / "runs", replace)
+    typer.echo(f"copied {len(summary.imported)} of {exported.runs} finished runs ({len(summary.skipped_present)} "
+               f"already there, {len(summary.skipped_key)} whose key already finished there, "
+               f"{len(summary.replaced)} replaced)")
+
+
+@store_app.command("bench")
+@handles_errors
+def store_bench(store: Optional[str] = StoreOption,
+                writers: int = typer.Option(8, min=1, help="writer processes, each running every job"),
+                jobs: int = typer.Option(100, min=1, help="tiny prune jobs (new keys on every bench)"),
+                kills: int = typer.Option(0, min=0, help="writers killed with SIGKILL mid-job (each replaced)"),
+                as_json: bool = typer.Option(False, "--json")) -> None:
+    """Writers racing over the same jobs while a reader polls `workbench ls --json`; prints jobs present exactly
+    once, re-runs, duplicates and the errors writers and the reader saw."""
+    from workbench.executors.stress import run_stress
+    from workbench.store import Store
+
+    location = store or str(Store().location)
+    report = run_stress(location, writers=writers, jobs=jobs, kills=kills, progress=not as_json)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        for line in report.lines():
+            typer.echo(line)
+        for error in sorted(set(report.writer_errors + report.reader_errors))[:10]:
+            typer.echo(f"  error: {error}")
+    if report.present_once != jobs or report.reruns or report.writer_errors or report.reader_errors:
+        raise typer.Exit(1)

@@ -81,7 +81,7 @@ def _first_line(err: BaseException) -> str:
     return (str(err).splitlines() or [type(err).__name__])[0][:160]
 
 
-def _cannot_write(target: Path, err: BaseException) -> TransferError:
+def cannot_write(target: Path, err: BaseException) -> TransferError:
     reason = err.strerror if isinstance(err, OSError) and err.strerror else _first_line(err)
     return TransferError(f"{target} cannot be written ({reason})", "choose a writable path for the export")
 
@@ -116,7 +116,7 @@ def export_store(store: Store, target: str | Path, run_ids: Iterable[str] | None
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as err:
-                raise _cannot_write(target, err) from None
+                raise cannot_write(target, err) from None
             rows: dict[str, int] = {}
             version = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
             con.execute(f"CREATE TEMP TABLE chosen AS SELECT run_id FROM runs WHERE {' AND '.join(where)}", params)
@@ -125,7 +125,7 @@ def export_store(store: Store, target: str | Path, run_ids: Iterable[str] | None
                 try:
                     con.execute(f"COPY ({sql}) TO {_quote(folder / (table + '.parquet'))} (FORMAT parquet)")
                 except duckdb.IOException as err:
-                    raise _cannot_write(target, err) from None
+                    raise cannot_write(target, err) from None
             manifest = {"format": FORMAT_VERSION, "schema_version": version, "rows": rows,
                         "created_at": datetime.now(timezone.utc).isoformat(), "host": platform.node(),
                         "filters": {"run_ids": list(run_ids) if run_ids is not None else None, "kind": kind}}
@@ -135,7 +135,7 @@ def export_store(store: Store, target: str | Path, run_ids: Iterable[str] | None
                     target.parent.mkdir(parents=True, exist_ok=True)
                     _write_duckdb_export(folder, target, manifest)
             except (OSError, duckdb.Error) as err:
-                raise _cannot_write(target, err) from None
+                raise cannot_write(target, err) from None
     except BaseException:
         for path in made + (list(target.iterdir()) if emptied else []):
             try:
@@ -158,39 +158,6 @@ def _write_duckdb_export(folder: Path, target: Path, manifest: dict) -> None:
         out.execute("INSERT INTO manifest VALUES (?)", [json.dumps(manifest)])
     finally:
         out.close()
-
-
-def export_masks(store: Store, run_id: str, out: str | Path) -> tuple[str, int]:
-    """Write a finished run's masks to ``out`` as safetensors (uint8, 1 = kept), one tensor per layer; returns
-    the run id and the number of masks. The file appears whole or not at all."""
-    import torch
-    from safetensors import SafetensorError
-    from safetensors.torch import save_file
-
-    from workbench import queries
-
-    out = Path(out)
-    if out.is_dir():
-        raise TransferError(f"{out} is a directory", f"give a file path, e.g. {out / 'masks.safetensors'}")
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise TransferError(f"folder {folder} does not exist", "create it first, or give a path in an existing folder")
-    record = queries.run(store, run_id)
-    if record["status"] != "finished":
-        raise TransferError(f"run {record['run_id']} is {record['status']}, not finished",
-                            "export the masks of a finished run (see `workbench ls --status finished`)")
-    masks = queries.load_masks(store, record["run_id"])
-    if not masks:
-        raise TransferError(f"run {record['run_id']} stored no masks", "give a prune or sparse-training run")
-    partial = folder / f".{out.name}.{os.getpid()}.partial"
-    try:
-        save_file({name: mask.to(dtype=torch.uint8).contiguous() for name, mask in masks.items()}, str(partial),
-                  metadata={"run_id": record["run_id"], "key": record["key"], "kept": "1"})
-        os.replace(partial, out)
-    except (OSError, SafetensorError) as err:
-        partial.unlink(missing_ok=True)
-        raise _cannot_write(out, err) from None
-    return record["run_id"], len(masks)
 
 
 def _unpack(source: Path, folder: Path) -> dict:
