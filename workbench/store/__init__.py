@@ -20,9 +20,10 @@ import platform
 import random
 import shutil
 import tempfile
+import threading
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -154,6 +155,17 @@ class GarbageSummary:
     stale_runs: list[str] = field(default_factory=list)
     mask_blobs: int = 0
     checkpoints: list[str] = field(default_factory=list)
+
+
+_FILE_LOCKS: dict[str, threading.RLock] = {}
+_FILE_LOCKS_GUARD = threading.Lock()
+
+
+def _file_lock(path: Path) -> threading.RLock:
+    """One lock per DuckDB file for all the threads of this process (see ``Store._one_thread``)."""
+    key = os.path.realpath(path)
+    with _FILE_LOCKS_GUARD:
+        return _FILE_LOCKS.setdefault(key, threading.RLock())
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
@@ -300,6 +312,18 @@ class Store:
         or a read-only mount refuses anyway): a file is really created in the folder and removed."""
         if self.is_lake or self._checked:
             return
+        with self._one_thread():  # the probes below open and close the file: see _one_thread
+            self._check_writable()
+
+    def _one_thread(self) -> Any:
+        """Held while a thread of this process has a DuckDB file open (a connection, or a probe of the file).
+        DuckDB locks the file with POSIX record locks, which belong to the process and are all dropped
+        when any descriptor of the file closes; so a second thread opening the file (another connection,
+        a probe) while one holds it would let another process in to write at the same time and corrupt
+        the file. A lease renewing in a background thread is such a second thread."""
+        return nullcontext() if self.is_lake else _file_lock(self.path)
+
+    def _check_writable(self) -> None:
         fix = "choose a writable location with --store or WORKBENCH_STORE"
         folder = self.path.parent if str(self.path.parent) else Path(".")
         try:
@@ -345,20 +369,21 @@ class Store:
     def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-write connection inside one transaction: everything or nothing is written.
         (No retry of the body: on a shared store prefer ``transaction``, which retries conflicts.)"""
-        self.check_writable()
-        con = self._connect(read_only=False)
-        try:
-            if not self._migrated:
-                self._migrate(con)
-            con.execute("BEGIN TRANSACTION")
+        with self._one_thread():
+            self.check_writable()
+            con = self._connect(read_only=False)
             try:
-                yield con
-                con.execute("COMMIT")
-            except BaseException:
-                _rollback(con)
-                raise
-        finally:
-            con.close()
+                if not self._migrated:
+                    self._migrate(con)
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    yield con
+                    con.execute("COMMIT")
+                except BaseException:
+                    _rollback(con)
+                    raise
+            finally:
+                con.close()
 
     def transaction(self, body: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run ``body(con)`` in one transaction; on a shared store a conflicting commit reruns it."""
@@ -383,15 +408,16 @@ class Store:
         if not self.exists():
             yield None
             return
-        con = self._connect(read_only=True)
-        try:
-            if con is not None and not self._verify(con):
-                yield None  # a DuckDB file without tables: nothing stored yet
-            else:
-                yield con
-        finally:
-            if con is not None:
-                con.close()
+        with self._one_thread():
+            con = self._connect(read_only=True)
+            try:
+                if con is not None and not self._verify(con):
+                    yield None  # a DuckDB file without tables: nothing stored yet
+                else:
+                    yield con
+            finally:
+                if con is not None:
+                    con.close()
 
     # ------------------------------------------------------------ schema
     def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
