@@ -110,3 +110,21 @@ def test_release_owned_frees_a_stopped_sweeps_claims_and_fails_their_runs(tmp_pa
         rows = con.execute("SELECT key, status, error FROM runs ORDER BY key").fetchall()
     assert rows == [("key-0", "failed", "interrupted: its worker was stopped"),
                     ("key-1", "failed", "interrupted: its worker was stopped")]
+
+
+def test_a_second_thread_never_drops_this_processs_lock_on_a_store_file(tmp_path):
+    """DuckDB locks a file with POSIX record locks, which any close of the file in the process drops. So
+    while one thread has the store open, another thread of the process (a lease renewing) must not open
+    or probe it: it waits, and another process stays locked out meanwhile."""
+    store = Store(tmp_path / "wb.duckdb")
+    store.transaction(lambda con: None)
+    other_process = [sys.executable, "-c", "import duckdb, sys\ntry:\n    duckdb.connect(sys.argv[1])\n    print('opened')\n"
+                     "except duckdb.Error:\n    print('refused')", str(store.path)]
+    with store.write():
+        probe = threading.Thread(target=lambda: Store(store.path).check_writable())
+        probe.start()
+        probe.join(timeout=2)
+        assert probe.is_alive()  # the second thread waits for the file ...
+        assert subprocess.run(other_process, capture_output=True, text=True).stdout.strip() == "refused"
+    probe.join(timeout=60)
+    assert not probe.is_alive()
