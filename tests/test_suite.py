@@ -1,4 +1,4 @@
-from workbench.runner import run_sweep
+from workbench.sweeps import run_sweep
 from workbench.suite import default_suite
 
 

@@ -13,7 +13,7 @@ import torch
 
 from tests.conftest import TINY_CALIBRATION, TINY_EVAL
 from workbench.records import DivergenceRecord, JobOutput, LayerStat, MaskRecord, Metric
-from workbench.runner import run_sweep
+from workbench.sweeps import run_sweep
 from workbench.store import Store
 from workbench.suite import default_suite
 

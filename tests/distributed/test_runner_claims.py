@@ -47,7 +47,7 @@ def run_key(spec):
 
 SWEEPER = """
 import json, sys
-from workbench.runner import run_sweep
+from workbench.sweeps import run_sweep
 from workbench.spec import parse_sweep
 from workbench.store import Store
 store = Store(sys.argv[1])

@@ -145,7 +145,7 @@ def bench_train(store: Optional[str] = StoreOption, force: bool = typer.Option(F
     import torch
 
     from workbench import queries
-    from workbench.runner import run_sweep
+    from workbench.sweeps import run_sweep
     from workbench.suite import default_suite
     from workbench.training.report import training_table
 

@@ -90,7 +90,7 @@ def run_specs(specs: list, store: Any, force: bool, as_json: bool, budget_s: flo
     gets the budget itself and keeps one key from one invocation to the next)."""
     from workbench.kernels.report.tables import print_report
     from workbench.records import INCOMPLETE
-    from workbench.runner import run_sweep
+    from workbench.sweeps import run_sweep
 
     results, ran = [], []
     started = time.monotonic()

@@ -25,7 +25,7 @@ def _run_suite(specs: list, store: Optional[str], force: bool, progress: bool, e
     """Run a sweep's specs on the chosen executor; Ctrl-C prints what ended and exits 130 (run again to resume)."""
     # deferred (start-up time): the runner imports torch; Ray is imported only when asked for
     from workbench.executors import make_executor
-    from workbench.runner import SweepInterrupted, run_sweep
+    from workbench.sweeps import SweepInterrupted, run_sweep
 
     chosen = make_executor(executor, workers, address)
     try:

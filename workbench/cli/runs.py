@@ -51,7 +51,7 @@ def list_runs(store: Optional[str] = StoreOption,
                and (c not in ("host", "pid", "age", "lease") or running.any())]
     table = Table()
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("run_id", "status"))  # "running (stale)" stays one phrase
     for row in frame[columns].itertuples(index=False):
         table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
     console().print(table)

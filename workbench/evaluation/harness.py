@@ -17,11 +17,11 @@ import socket
 import sys
 import time
 from functools import lru_cache
+from importlib import metadata
 from typing import Any, Iterator
 from urllib.parse import urlparse
 
 from workbench.errors import SpecError
-from workbench.evaluation import harness_version
 from workbench.evaluation.local import LOCAL_TASKS, task_folder
 
 # fewshot examples are drawn with the harness's own default seed, so a run's prompts are reproducible
@@ -149,7 +149,7 @@ def check_tasks(tasks: tuple[str, ...] | list[str], family: str = "causal-lm") -
     manager = task_manager(tasks)
     for name in tasks:
         if name not in manager.task_index:
-            raise SpecError(f"unknown task {name!r}: neither a local task nor one lm-eval {harness_version()} knows",
+            raise SpecError(f"unknown task {name!r}: neither a local task nor one lm-eval {metadata.version('lm_eval')} knows",
                             f"use a local task ({', '.join(LOCAL_TASKS)}; see `workbench tasks`) or a harness task "
                             "name (`lm_eval ls tasks`)")
     reachable = None

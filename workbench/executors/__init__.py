@@ -5,7 +5,7 @@
 - ``RayCluster``: one Ray task per job on a Ray cluster, started here or joined (``--executor ray
   [--address ...]``), each task asking for the CPU/GPU its spec's ``device`` needs.
 
-The runner (``workbench.runner.run_sweep``) drives them all alike: it serves finished keys from the
+Sweeps (``workbench.sweeps.run_sweep``) drive them all alike: it serves finished keys from the
 store itself, then ``submit``s a ``Task`` per remaining job while fewer than ``capacity`` run, collects
 ``(task, result)`` pairs from ``wait`` and, on a second Ctrl-C, ``cancel``s what still runs. Every worker
 runs its task through ``run_job`` against the same store (``run_task``), so the cache and the claims

@@ -39,7 +39,7 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -111,9 +111,8 @@ class Claim:
 
 
 def _now() -> datetime:
-    from workbench.store import _now as now
-
-    return now()
+    """UTC without a time zone, as the store writes its timestamps."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def _is_conflict(err: Exception) -> bool:
@@ -243,8 +242,8 @@ def release_owned(store: Any, owner: str, prefix: bool = False, reason: str = "i
 
 
 class Lease:
-    """A won claim, renewed by a background thread until ``stop``. ``lock`` is held while renewing, so the
-    runner takes it around the transaction that writes the run (and releases the claim)."""
+    """A won claim, renewed by a background thread until ``stop`` (also while the run's final transaction
+    is retried: that transaction releases the claim, after which a renewal finds it gone and stops)."""
 
     def __init__(self, store: Any, claim: Claim, lease_s: float | None = None):
         self.claim = claim
