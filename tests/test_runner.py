@@ -9,8 +9,8 @@ import pytest
 from workbench import queries
 from workbench.errors import AssetError, PruningError, SpecError
 from workbench.runner import run_job
-from workbench.sweeps import run_sweep
 from workbench.spec import parse_sweep
+from workbench.sweeps import run_sweep
 
 
 def _rows(store, sql):

@@ -1,5 +1,5 @@
-from workbench.sweeps import run_sweep
 from workbench.suite import default_suite
+from workbench.sweeps import run_sweep
 
 
 def test_default_suite_runs_on_a_tiny_model_and_is_cached_the_second_time(store):

@@ -28,9 +28,9 @@ from workbench.metrics.divergence import iou, sad
 from workbench.records import DivergenceRecord
 from workbench.results import LOWER_IS_BETTER, Overlap, describe, pareto_front
 from workbench.runner import RunResult, run_job
-from workbench.sweeps import run_sweep as _run_sweep
 from workbench.spec import JobSpec, parse_spec, parse_sweep
 from workbench.store import Store
+from workbench.sweeps import run_sweep as _run_sweep
 
 StoreLike = Store | str | Path | None
 

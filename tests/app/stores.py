@@ -13,9 +13,9 @@ import torch
 
 from tests.conftest import TINY_CALIBRATION, TINY_EVAL
 from workbench.records import DivergenceRecord, JobOutput, LayerStat, MaskRecord, Metric
-from workbench.sweeps import run_sweep
 from workbench.store import Store
 from workbench.suite import default_suite
+from workbench.sweeps import run_sweep
 
 TRAIN_LAYERS = ["model.layers.0.mlp.up_proj", "model.layers.1.mlp.up_proj"]
 TRAIN_STEPS = [0, 20, 40, 60]

@@ -145,8 +145,8 @@ def bench_train(store: Optional[str] = StoreOption, force: bool = typer.Option(F
     import torch
 
     from workbench import queries
-    from workbench.sweeps import run_sweep
     from workbench.suite import default_suite
+    from workbench.sweeps import run_sweep
     from workbench.training.report import training_table
 
     opened = open_store(store)
