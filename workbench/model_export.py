@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 
 from workbench import queries
 from workbench.errors import SpecError, StoreError
+from workbench.jobs import JobContext
 from workbench.jobs import prune as prune_job
 from workbench.results import HEADLINE_METRICS
 from workbench.spec import job_key, parse_spec
@@ -97,7 +98,7 @@ def export_model(store: Store, run_id: str, out: str | Path, progress: bool = Fa
     if job_key(spec) != record["key"]:
         raise StoreError(f"run {record['run_id']} was made from another model, data set or method version than "
                          "the ones installed now", "re-run its spec, then export the new run")
-    prepared = prune_job.prepare(spec)
+    prepared = prune_job.prepare(spec, JobContext(store=store))  # a search allocation reads its run here
     pruned = prune_job.prune_model(prepared)
     stored = queries.load_masks(store, record["run_id"])
     rebuilt = {name: mask.cpu() for name, mask in pruned.outcome.masks.items()}
