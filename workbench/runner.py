@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workbench.errors import WorkbenchError
+from workbench.faults import faultpoint
 from workbench.jobs import JobContext, executor_for
 from workbench.records import INCOMPLETE
 from workbench.spec import JobSpec, job_key, parse_spec
@@ -118,12 +119,14 @@ def run_job(spec: JobSpec | dict[str, Any], store: Store | None = None, force: b
             return done
     lease = claims.Lease(store, mine)
     settled = False  # the claim was released by the transaction that wrote the run
+    run_id = None
     try:
         if not force and (done := cached_result(store, key)) is not None:
             return done  # it finished between the first look and the claim
         run_id = store.start_run(key, spec.kind, spec.canonical_json(), spec.summary(), spec.identity_parts(),
                                  spec.name)
         try:
+            faultpoint("run:started")
             output = executor.execute(prepared, context)
         except BaseException as err:
             store.fail_run(run_id, error_text(err), claim_id=mine.claim_id)
@@ -143,8 +146,14 @@ def run_job(spec: JobSpec | dict[str, Any], store: Store | None = None, force: b
         return RunResult(run_id, key, False, "finished", output.metric_dict(), wall_s)
     finally:
         lease.stop()
-        if not settled:
-            claims.release(store, mine.claim_id)
+        if not settled:  # stopped outside the job (Ctrl-C between two steps, a store error): no claim, no running row
+            try:
+                if run_id is not None:
+                    store.fail_run(run_id, "interrupted before its run was written", claim_id=mine.claim_id)
+                else:
+                    claims.release(store, mine.claim_id)
+            except Exception:  # noqa: BLE001 - the first error is the one to report; the lease runs out anyway
+                pass
 
 
 def spec_json(spec: JobSpec) -> str:

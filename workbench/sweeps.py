@@ -107,7 +107,11 @@ def run_sweep(specs: Iterable[JobSpec], store: Store | None = None, force: bool 
     failure: RunResult | None = None
     try:
         if tasks:
-            executor.start(store)
+            try:
+                executor.start(store)
+            except KeyboardInterrupt:  # Ctrl-C while the workers start: nothing was submitted
+                interrupted = stopping = True
+                tasks.clear()
         while (tasks and not stopping) or executor.running:
             try:
                 while tasks and not stopping and len(executor.running) < executor.capacity:
@@ -131,7 +135,12 @@ def run_sweep(specs: Iterable[JobSpec], store: Store | None = None, force: bool 
     finally:
         bar.close()
         try:
-            executor.close()
+            try:
+                executor.close()
+            except KeyboardInterrupt:  # Ctrl-C while the workers shut down: stop them now
+                interrupted = True
+                executor.cancel()
+                executor.close()
         finally:
             claims.release_owned(store, f"{sweep_id}:", prefix=True)  # what stopped or dead workers left
     if failure is not None:

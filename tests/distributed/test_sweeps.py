@@ -35,8 +35,10 @@ def _finished(store):
 def test_an_interrupted_sweep_leaves_nothing_claimed_and_the_same_command_resumes_it(tmp_path, options, interrupts):
     sweep, store = tmp_path / "sweep.yaml", Store(tmp_path / "store" / "wb.duckdb")
     sweep.write_text(yaml.safe_dump(GRID))
+    # every job waits 3 s once started, so the interrupt surely finds jobs running, however fast the machine
+    slow = {**os.environ, "WORKBENCH_SLOWPOINT": "run:started", "WORKBENCH_SLOW_S": "3"}
     proc = subprocess.Popen(_sweep(sweep, store.path, *options), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, env=slow)
     deadline = time.monotonic() + 300
     while _finished(store).empty:  # interrupt once the first job has landed
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]

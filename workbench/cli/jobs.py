@@ -32,11 +32,15 @@ def _run_suite(specs: list, store: Optional[str], force: bool, progress: bool, e
         return run_sweep(specs, open_store(store), force=force, progress=progress, executor=chosen)
     except SweepInterrupted as stop:
         ended = [(spec, result) for spec, result in zip(specs, stop.results) if result is not None]
+        typer.echo(f"interrupted: {len(ended)} of {len(specs)} jobs ended, nothing left claimed; "
+                   "run the same command again to resume", err=True)
         if as_json:
             print_json([result.as_dict() for _, result in ended])
         elif ended:
             result_table([spec for spec, _ in ended], [result for _, result in ended], title=title)
-        typer.echo(f"interrupted: {len(ended)} of {len(specs)} jobs ended, nothing left claimed; "
+        raise typer.Exit(130) from None
+    except KeyboardInterrupt:  # before the first job was handed out: nothing ran, nothing is claimed
+        typer.echo("interrupted before any job started, nothing left claimed; "
                    "run the same command again to resume", err=True)
         raise typer.Exit(130) from None
 

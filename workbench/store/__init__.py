@@ -481,11 +481,13 @@ class Store:
         return run_id
 
     def fail_run(self, run_id: str, error: str, claim_id: str | None = None) -> None:
-        """Mark the run failed; with ``claim_id``, release the key's claim in the same transaction."""
+        """Mark the run failed unless it already ended (a finished run stays finished); with ``claim_id``,
+        release the key's claim in the same transaction."""
         from workbench.store.claims import release_in
 
         def fail(con: duckdb.DuckDBPyConnection) -> None:
-            con.execute("UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ?",
+            con.execute("UPDATE runs SET status = 'failed', error = ?, finished_at = ? "
+                        "WHERE run_id = ? AND status = 'running'",
                         [error[:4000], _now(), run_id])
             if claim_id is not None:
                 release_in(con, claim_id)
