@@ -26,6 +26,8 @@ SPEC_TEXTS = {
     "train device foo": "kind: train\nmodel: tiny-llama\ndata: shakespeare\nsteps: 2\ndevice: foo\n",
     "train seed of 2**64": f"kind: train\nseed: {2**64}\n",
     "not YAML": "model: [tiny-llama\n",
+    "method parameter .nan": "model: tiny-llama\nmethod: sparsegpt\nparams: {dampening: .nan}\n",
+    "training method parameter .inf": "kind: train\nmethod: sparse-finetune\nparams: {distill_weight: .inf}\n",
 }
 SWEEP_TEXTS = {
     "empty grid list": yaml.safe_dump({"base": TINY, "grid": {"sparsity": []}}),
@@ -66,6 +68,13 @@ def test_bad_spec_is_one_line(case, tmp_path, filled_store):
     spec.write_text(SPEC_TEXTS[case])
     before = digest(filled_store)
     assert_refused(CliRunner().invoke(app, ["run", str(spec), "--store", str(filled_store)]), filled_store, before)
+
+
+def test_a_nan_parameter_is_named_as_such(tmp_path, filled_store):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC_TEXTS["method parameter .nan"])
+    result = CliRunner().invoke(app, ["run", str(spec), "--store", str(filled_store)])
+    assert "parameter 'dampening' is nan" in result.stderr and "finite" in result.stderr  # not "should be <= 10"
 
 
 @pytest.mark.parametrize("case", sorted(SWEEP_TEXTS))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import math
+from typing import Any, ClassVar, Iterator
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -11,6 +12,18 @@ from workbench.errors import SpecError
 
 class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _non_finite(value: Any, where: str) -> Iterator[tuple[str, float]]:
+    """Every NaN or infinite number inside ``value``, with its dotted place (a range check reads NaN wrongly)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield where, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _non_finite(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _non_finite(item, f"{where}.{index}" if where else str(index))
 
 
 class HasParams:
@@ -23,6 +36,8 @@ class HasParams:
 
     def validate_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
         """The parameters with defaults filled in, as JSON-ready data (they enter the cache key)."""
+        for where, value in _non_finite(params or {}, ""):
+            raise SpecError(f"{self.what} {self.name!r}: parameter {where!r} is {value}", "give a finite number")
         try:
             return self.Params.model_validate(params or {}).model_dump(mode="json")
         except ValidationError as err:
