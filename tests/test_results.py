@@ -28,8 +28,10 @@ from workbench.results import (
     pairwise_overlap,
     pareto_front,
     quality_metric,
+    quality_metrics,
     run_label,
     run_labels,
+    task_scores,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +55,67 @@ def test_an_unknown_metric_has_no_direction():
         pareto_front(pd.DataFrame({"sparsity": [0.5], "bleu": [1.0]}), y="bleu")
     with pytest.raises(TypeError):
         LOWER_IS_BETTER["bleu"] = False  # one table, read-only
+
+
+@pytest.mark.parametrize("metric, lower", [("shakespeare-lastword/acc", False), ("pydoc-nextline/acc_norm", False),
+                                           ("gsm8k/exact_match/strict-match", False), ("shakespeare-lastword/perplexity", True),
+                                           ("wikitext/word_perplexity", True), ("shakespeare-nextline/acc_vs_dense", False)])
+def test_task_scores_point_the_way_the_harness_says(metric, lower):
+    assert lower_is_better(metric) is lower
+
+
+def test_every_local_task_metric_has_the_direction_its_task_declares():
+    import yaml
+
+    for path in sorted((ROOT / "workbench" / "evaluation" / "tasks").glob("*.yaml")):
+        for entry in yaml.safe_load(path.read_text())["metric_list"]:
+            assert lower_is_better(f"{path.stem}/{entry['metric']}") is not entry["higher_is_better"], (path, entry)
+
+
+@pytest.mark.parametrize("spread", ["shakespeare-lastword/acc_stderr", "pydoc-nextline/acc_norm_stderr",
+                                    "gsm8k/exact_match_stderr/strict-match"])
+def test_a_standard_error_is_no_quality(spread):
+    with pytest.raises(UnknownMetricError, match="standard error"):
+        lower_is_better(spread)
+    assert quality_metrics([spread, "perplexity"]) == ["perplexity"]
+
+
+def test_task_names_without_a_known_score_stay_unknown():
+    for name in ("shakespeare-lastword/documents", "task/top1", "a/b/c/d", "/acc", "task/"):
+        with pytest.raises(UnknownMetricError, match="no direction"):
+            lower_is_better(name)
+        assert quality_metrics([name]) == []
+
+
+def test_quality_metrics_offer_task_scores_after_the_built_in_ones():
+    names = ["b-task/acc", "sparsity", "a-task/acc_stderr", "a-task/acc_norm", "a-task/acc", "a-task/documents",
+             "accuracy", "perplexity"]
+    assert quality_metrics(names) == ["perplexity", "accuracy", "a-task/acc", "a-task/acc_norm", "b-task/acc"]
+    assert quality_metric(names) == "perplexity"
+    assert quality_metric(["a-task/acc_stderr", "b-task/acc"]) == "b-task/acc"
+
+
+def test_task_scores_pair_each_score_with_its_standard_error_and_documents():
+    scores = task_scores({"perplexity": 30.0, "shakespeare-lastword/acc": 0.25, "shakespeare-lastword/acc_stderr": 0.05,
+                          "shakespeare-lastword/perplexity": 90.0, "shakespeare-lastword/documents": 40.0,
+                          "pydoc-nextline/acc": 0.5, "gsm8k/exact_match/strict-match": 0.1,
+                          "gsm8k/exact_match_stderr/strict-match": 0.01})
+    assert list(zip(scores["task"], scores["metric"])) == [
+        ("gsm8k", "exact_match/strict-match"), ("pydoc-nextline", "acc"), ("shakespeare-lastword", "acc"),
+        ("shakespeare-lastword", "perplexity")]
+    assert scores["value"].tolist() == [0.1, 0.5, 0.25, 90.0]
+    assert scores["stderr"].tolist()[0] == 0.01 and np.isnan(scores["stderr"].tolist()[1])
+    assert scores["stderr"].tolist()[2] == 0.05
+    assert scores["documents"].tolist()[2:] == [40, 40] and pd.isna(scores["documents"].tolist()[0])
+    assert task_scores({"perplexity": 30.0}).empty
+
+
+def test_the_pareto_front_of_a_task_accuracy_keeps_the_most_accurate_runs():
+    # at 50% the run with the lower perplexity is the less accurate one: each metric has its own front
+    frame = pd.DataFrame({"run": ["dense", "sparsegpt", "wanda", "magnitude"], "sparsity": [0.0, 0.5, 0.5, 0.7],
+                          "perplexity": [20.0, 24.0, 25.0, 90.0], "task/acc": [0.5, 0.4, 0.42, 0.25]})
+    assert pareto_front(frame, y="task/acc")["run"].tolist() == ["dense", "wanda", "magnitude"]
+    assert pareto_front(frame, y="perplexity")["run"].tolist() == ["dense", "sparsegpt", "magnitude"]
 
 
 def _emitted_names() -> set[str]:

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from workbench.errors import StoreError, WorkbenchError
-from workbench.results import HEADLINE_METRICS
+from workbench.results import HEADLINE_METRICS, TASK_SEPARATOR, is_task_score
 from workbench.store import Store, is_stale
 from workbench.store.masks import decode_mask
 
@@ -43,8 +43,9 @@ def _frame(store: Store | str | Path | None, sql: str, params: Sequence[Any] = (
 def runs(store: Store | str | Path | None = None, *, status: str | None = None, kind: str | None = None,
          model: str | None = None, method: str | None = None, limit: int | None = None) -> pd.DataFrame:
     """One row per run with its headline metrics (``results.HEADLINE_METRICS``) as columns, newest first,
-    and ``stale``: True for a ``running`` row left by a killed job of this host (`workbench gc` removes it).
-    ``limit``: the newest so many runs (None or 0: all)."""
+    then a column per downstream task score any of them has (``<task>/acc``, ``<task>/acc_norm``...; see
+    ``results.is_task_score``), and ``stale``: True for a ``running`` row left by a killed job of this host
+    (`workbench gc` removes it). ``limit``: the newest so many runs (None or 0: all)."""
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 0):
         raise WorkbenchError(f"limit {limit!r} is not a count of runs", "give a limit of 1 or more, or 0 for every run")
     where, params = [], []
@@ -67,7 +68,23 @@ def runs(store: Store | str | Path | None = None, *, status: str | None = None, 
     frame["stale"] = [is_stale(state, host, None if pd.isna(pid) else int(pid), None if pd.isna(created) else created)
                       for state, host, pid, created in zip(frame["status"], frame["host"], frame["pid"],
                                                           frame["created_at"])]
-    return frame
+    return _with_task_scores(store, frame)
+
+
+def _with_task_scores(store: Store | str | Path | None, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (runs) with one column per task score its runs have, sorted by name. Task names are
+    open-ended, so they are pivoted here rather than named in SQL."""
+    if frame.empty:
+        return frame
+    scores = _frame(store, "SELECT run_id, name, value FROM metrics WHERE step IS NULL AND contains(name, ?)",
+                    [TASK_SEPARATOR], ["run_id", "name", "value"])
+    if scores.empty:
+        return frame
+    scores = scores[scores["name"].map(is_task_score).astype(bool) & scores["run_id"].isin(frame["run_id"])]
+    if scores.empty:
+        return frame
+    wide = scores.pivot_table(index="run_id", columns="name", values="value", aggfunc="last")
+    return frame.join(wide[sorted(wide.columns)], on="run_id")
 
 
 def run(store: Store | str | Path | None, run_id: str) -> dict[str, Any]:

@@ -5,11 +5,14 @@ columns, what a run is called on screen, which runs form the Pareto front, and h
 overlap (SAD, IoU) when they are kept bit-packed as the store keeps them. It imports neither torch,
 nor the store, nor streamlit, so any layer can import it.
 
-- Directions: ``LOWER_IS_BETTER`` (metric -> True when a smaller value is better). A metric missing
-  from it has no direction: ``lower_is_better`` raises ``UnknownMetricError`` rather than guess.
+- Directions: ``LOWER_IS_BETTER`` (metric -> True when a smaller value is better), and for downstream
+  task scores (``<task>/<metric>``) ``TASK_LOWER_IS_BETTER`` by the harness's metric name. A metric
+  missing from both has no direction: ``lower_is_better`` raises ``UnknownMetricError`` rather than
+  guess; so does a standard error (``<task>/acc_stderr``), the spread of another metric, not a quality.
 - Names: ``QUALITY_METRICS`` (what a job reports about the pruned or trained model's quality) and
   ``HEADLINE_METRICS`` (the metrics readers show as columns beside each run). Every name is one a job
-  emits (``workbench/jobs``, ``workbench/training``).
+  emits (``workbench/jobs``, ``workbench/training``). ``quality_metrics`` adds the task scores among
+  given names (what a reader offers as "quality"); ``task_scores`` lays out a run's scores per task.
 - Labels: ``job_label`` (what a spec asks for: ``magnitude 50% 2:4 owl``), ``run_label`` /
   ``run_labels`` (that, the model and the first 8 characters of the run id).
 - Fronts: ``pareto_front`` over a runs table; sparsities within ``SPARSITY_TOLERANCE`` of each other
@@ -59,20 +62,81 @@ class UnknownMetricError(SpecError):
     """A metric whose better direction nobody wrote down."""
 
 
+# ---------------------------------------------------------------- downstream task scores
+# A prune spec's ``evaluation.tasks`` stores each task's scores under lm-evaluation-harness's metric names:
+# ``<task>/<metric>`` (``<task>/<metric>/<filter>`` under a filter other than ``none``), each with its
+# standard error ``<task>/<metric>_stderr``, and ``<task>/documents`` (how many documents were scored).
+
+TASK_SEPARATOR = "/"
+STDERR_SUFFIX = "_stderr"
+TASK_DOCUMENTS = "documents"
+
+# The harness's metric names of a task's score, and which way is better (its own ``higher_is_better``).
+TASK_LOWER_IS_BETTER: Mapping[str, bool] = MappingProxyType({
+    "acc": False, "acc_norm": False, "acc_mutual_info": False, "exact_match": False, "f1": False, "mcc": False,
+    "bleu": False, "chrf": False, "ter": True, "brier_score": True,
+    "perplexity": True, "word_perplexity": True, "byte_perplexity": True, "bits_per_byte": True,
+})
+
+
+@dataclass(frozen=True)
+class TaskMetric:
+    """One stored task metric name taken apart: ``<task>/<metric>[_stderr][/<filter>]``."""
+
+    task: str
+    metric: str  # the harness's name, ``_stderr`` removed: acc, acc_norm, exact_match
+    filter: str | None = None
+    stderr: bool = False
+
+    @classmethod
+    def parse(cls, name: str) -> "TaskMetric | None":
+        """The parts of a task metric's name, or None for a name that is no task's."""
+        parts = str(name).split(TASK_SEPARATOR)
+        if len(parts) not in (2, 3) or not all(parts):
+            return None
+        metric, stderr = parts[1], parts[1].endswith(STDERR_SUFFIX)
+        if stderr:
+            metric = metric[: -len(STDERR_SUFFIX)]
+        return cls(parts[0], metric, parts[2] if len(parts) == 3 else None, stderr)
+
+    @property
+    def score(self) -> str:
+        """The score's own name (``<task>/<metric>[/<filter>]``), as a quality column is called."""
+        return TASK_SEPARATOR.join(p for p in (self.task, self.metric, self.filter) if p)
+
+    @property
+    def spread(self) -> str:
+        """The name of the score's standard error (``<task>/<metric>_stderr[/<filter>]``)."""
+        return TASK_SEPARATOR.join(p for p in (self.task, self.metric + STDERR_SUFFIX, self.filter) if p)
+
+    @property
+    def is_score(self) -> bool:
+        """A score with a known direction (not its standard error, not the document count)."""
+        return not self.stderr and self.metric in TASK_LOWER_IS_BETTER
+
+
 def lower_is_better(metric: str) -> bool:
     """True when a smaller value of ``metric`` is better; an unknown metric is an error, never a guess.
 
     Every ``loss_<part>`` (a training loss term) is lower-is-better; ``<metric>_vs_dense`` (a metric
-    divided by its dense baseline, ``relative_to_dense``) points the way ``<metric>`` does."""
+    divided by its dense baseline, ``relative_to_dense``) points the way ``<metric>`` does; a task score
+    ``<task>/<metric>`` points the way ``TASK_LOWER_IS_BETTER`` says (accuracies: higher). A standard
+    error (``<task>/acc_stderr``) has no direction: it is the spread of another metric."""
     if metric.endswith(VS_DENSE):
         metric = metric[: -len(VS_DENSE)]
     if metric in LOWER_IS_BETTER:
         return LOWER_IS_BETTER[metric]
     if metric.startswith("loss_"):
         return True
+    task = TaskMetric.parse(metric)
+    if task is not None and task.stderr:
+        raise UnknownMetricError(f"{metric!r} is the standard error of {task.score!r}, a spread, not a quality "
+                                 "with a better direction", f"compare runs on {task.score!r} itself")
+    if task is not None and task.is_score:
+        return TASK_LOWER_IS_BETTER[task.metric]
     raise UnknownMetricError(f"no direction is known for metric {metric!r}",
                              "pass lower_is_better=True or False, or add the metric to "
-                             "workbench.results.LOWER_IS_BETTER")
+                             "workbench.results.LOWER_IS_BETTER (a task's metric to TASK_LOWER_IS_BETTER)")
 
 
 _metric_lower_is_better = lower_is_better  # reachable where a parameter of that name shadows it
@@ -94,10 +158,40 @@ HEADLINE_METRICS: tuple[str, ...] = ("sparsity", *QUALITY_METRICS, "prune_second
                                      "speedup", "parameters")
 
 
-def quality_metric(names: Iterable[str]) -> str | None:
-    """The first quality metric among ``names`` (in ``QUALITY_METRICS`` order), or None."""
+def is_task_score(name: str) -> bool:
+    """True for a downstream task's score with a known direction (``<task>/acc``, ``<task>/acc_norm``...),
+    False for its standard error, its document count and every other name."""
+    task = TaskMetric.parse(name)
+    return task is not None and task.is_score
+
+
+def quality_metrics(names: Iterable[str]) -> list[str]:
+    """The quality metrics among ``names``: those of ``QUALITY_METRICS`` in its order, then the task scores
+    (``is_task_score``) sorted by name. What a reader offers where a user picks the quality to compare."""
     present = set(names)
-    return next((m for m in QUALITY_METRICS if m in present), None)
+    return [m for m in QUALITY_METRICS if m in present] + sorted(n for n in present if is_task_score(n))
+
+
+def quality_metric(names: Iterable[str]) -> str | None:
+    """The first of ``quality_metrics(names)`` (perplexity before any task score), or None."""
+    return next(iter(quality_metrics(names)), None)
+
+
+def task_scores(metrics: Mapping[str, float]) -> pd.DataFrame:
+    """A run's downstream task scores from its final metrics ({name: value}): one row per task and score,
+    ``task``, ``metric`` (``acc``, ``acc_norm``, ``exact_match/strict-match`` under a filter), ``value``,
+    ``stderr`` (NaN where the harness gave none) and ``documents``; sorted by task, then metric."""
+    rows = []
+    for name, value in metrics.items():
+        task = TaskMetric.parse(name)
+        if task is not None and task.is_score:
+            metric = TASK_SEPARATOR.join(p for p in (task.metric, task.filter) if p)
+            rows.append({"task": task.task, "metric": metric, "value": float(value),
+                         "stderr": float(metrics.get(task.spread, np.nan)),
+                         "documents": metrics.get(f"{task.task}{TASK_SEPARATOR}{TASK_DOCUMENTS}", np.nan)})
+    frame = pd.DataFrame(rows, columns=["task", "metric", "value", "stderr", "documents"])
+    frame["documents"] = pd.to_numeric(frame["documents"], errors="coerce").astype("Int64")
+    return frame.sort_values(["task", "metric"], kind="stable").reset_index(drop=True)
 
 
 # ---------------------------------------------------------------- run labels
@@ -380,7 +474,8 @@ def pairwise_overlap(masks: Mapping[str, Mapping[str, PackedMask]]) -> tuple[pd.
 
 __all__ = ["LOWER_IS_BETTER", "UnknownMetricError", "lower_is_better", "better", "QUALITY_METRICS",
            "HEADLINE_METRICS", "VS_DENSE", "DENSE_METHOD", "SEED_FIELDS", "relative_name", "dense_baselines",
-           "relative_to_dense", "setting_keys", "seed_summary", "quality_metric", "job_label", "describe", "run_label",
+           "relative_to_dense", "setting_keys", "seed_summary", "quality_metric", "quality_metrics",
+           "TASK_LOWER_IS_BETTER", "TaskMetric", "is_task_score", "task_scores", "job_label", "describe", "run_label",
            "run_labels",
            "SPARSITY_TOLERANCE", "front_positions", "pareto_front", "popcount", "Overlap", "PackedMask",
            "mask_overlap", "overlap", "pairwise_overlap"]

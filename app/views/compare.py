@@ -11,15 +11,23 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 from workbench_app.specs import numeric_fields, setting_fields, varying
-from workbench_app.ui import choose, number_columns, page_start, selection, show_figure, view_switch
+from workbench_app.ui import (
+    choose,
+    number_columns,
+    page_start,
+    selection,
+    show_figure,
+    store_option,
+    view_switch,
+)
 
 from workbench.figures import metric_title, quality_figure
 from workbench.results import (
-    QUALITY_METRICS,
     SEED_FIELDS,
     better,
     dense_baselines,
     job_label,
+    quality_metrics,
     relative_name,
     relative_to_dense,
     seed_summary,
@@ -75,7 +83,7 @@ def summarised(frame: pd.DataFrame, settings: list[str], values: list[str], by_s
 
 reader, runs = page_start("Compare")
 finished = runs[runs["status"] == "finished"]
-quality_columns = [m for m in QUALITY_METRICS if m in finished]
+quality_columns = quality_metrics(finished.columns)  # perplexity, embedding fidelity, accuracy, task scores
 rated = finished[finished[quality_columns].notna().any(axis=1)] if quality_columns else finished.iloc[0:0]
 if rated.empty:
     st.info("No finished run has a quality metric (perplexity, embedding fidelity or accuracy) yet. "
@@ -111,7 +119,10 @@ settings = [f for f in setting_fields(list(spec_only.columns), tuple(seed_fields
 
 controls = st.columns(5)
 with controls[0]:
-    metric = choose("Quality", metrics, key="compare_metric", persist_state="session")
+    metric = choose("Quality", metrics, key="compare_metric", persist_state="session",
+                    help="what the runs of these models measured: perplexity, embedding fidelity, accuracy, or a "
+                         "downstream task's score (`<task>/acc`, from the spec's `evaluation.tasks`); the Pareto "
+                         "front keeps the runs no other beats, higher or lower being better as the metric says")
 with controls[1]:
     x_axis = choose("x axis", x_options, key="compare_x", persist_state="session",
                     help="achieved: zeros measured on the pruned weights; target: what the spec asked for; "
@@ -180,8 +191,8 @@ def against_sparsity() -> None:
 
 
 def latency_command(run: pd.Series) -> str:
-    return (f"workbench bench latency --model {shlex.quote(str(run['model']))} --masks-run {run['run_id']} "
-            f"--store {shlex.quote(str(reader.location))}")
+    return (f"workbench bench latency --model {shlex.quote(str(run['model']))} --masks-run {run['run_id']}"
+            f"{store_option(reader)}")
 
 
 def unmeasured(missing: pd.DataFrame, total: int, why: str) -> None:

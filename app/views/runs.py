@@ -8,9 +8,9 @@ import pandas as pd
 import streamlit as st
 from workbench_app import filters
 from workbench_app.specs import spec_diff
-from workbench_app.ui import number_columns, page_start, pick_runs, selection, set_selection
+from workbench_app.ui import number_columns, page_start, pick_runs, selection, set_selection, store_option
 
-from workbench.results import QUALITY_METRICS
+from workbench.results import quality_metrics, task_scores
 
 FIXED = ["run_id", "status", "kind", "model", "method", "pattern", "target_sparsity", "achieved_sparsity",
          "allocation"]
@@ -22,7 +22,8 @@ reader, runs = page_start("Runs")
 counts = runs["status"].value_counts()
 st.caption(f"{len(runs):,} runs in `{reader.location}`: " + ", ".join(f"{n:,} {s}" for s, n in counts.items()))
 
-columns = [c for c in [FIXED[0], *LEADING, *FIXED[1:], *QUALITY_METRICS, *TRAILING]
+quality = quality_metrics(runs.columns)  # perplexity, embedding fidelity, accuracy, then task scores
+columns = [c for c in [FIXED[0], *LEADING, *FIXED[1:], *quality, *TRAILING]
            if c in runs and (c in FIXED or runs[c].notna().any())]
 
 with st.container(border=True):
@@ -80,6 +81,17 @@ if len(picked) == 1:
     final = metrics[metrics["step"].isna()][["name", "value"]] if not metrics.empty else metrics
     right.markdown("**Final metrics**")
     right.dataframe(final, hide_index=True)
+    final_values = dict(zip(final["name"], final["value"]))
+    scores = task_scores(final_values)
+    if not scores.empty:
+        st.markdown("**Downstream task scores** (the spec's `evaluation.tasks`, scored by lm-evaluation-harness "
+                    "on the pruned model; ± one standard error)")
+        shown_scores = scores.rename(columns={"stderr": "± stderr"})
+        st.dataframe(shown_scores, hide_index=True, key="runs_task_scores", column_config=number_columns(shown_scores))
+    if record["kind"] == "prune" and record["status"] == "finished" and "perplexity" in final_values:
+        st.markdown("**Export** this run's pruned language model as a Hugging Face folder (the spec is pruned "
+                    "again and every mask checked against the stored one):")
+        st.code(f"workbench export-model {picked[0]} OUT/{store_option(reader)}", language="bash")
 elif len(picked) > 1:
     labels = dict(zip(runs["run_id"], runs["label"]))
     specs = reader.raw_specs(picked)
@@ -90,7 +102,7 @@ elif len(picked) > 1:
         st.info("Their specs are identical: these are executions of the same job.")
     else:
         st.dataframe(diff, key="runs_diff")
-    shown = [c for c in ["status", "achieved_sparsity", *QUALITY_METRICS, "prune_seconds", "wall_s"] if c in runs]
+    shown = [c for c in ["status", "achieved_sparsity", *quality, "prune_seconds", "wall_s"] if c in runs]
     side = runs.set_index("run_id").loc[picked, shown]
     side.index = [labels[r] for r in picked]
     st.dataframe(side.T.dropna(how="all").map(lambda v: "—" if pd.isna(v) else f"{v:.4g}" if isinstance(v, float)

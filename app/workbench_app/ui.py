@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import pandas as pd
@@ -132,6 +133,11 @@ def number_columns(frame: pd.DataFrame) -> dict[str, Any]:
         elif pd.api.types.is_float_dtype(frame[column]):
             config[column] = st.column_config.NumberColumn(column, format="%.4g")
     return config
+
+
+def store_option(reader: Reader) -> str:
+    """`` --store <the store this page reads>``, for a CLI command the page shows."""
+    return f" --store {shlex.quote(str(reader.location))}"
 
 
 def show_figure(figure: go.Figure, key: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.app.stores import multi_model_store, rich_store, suite_store
+from tests.app.stores import multi_model_store, rich_store, suite_store, task_store
 
 APP = Path(__file__).resolve().parents[2] / "app"
 sys.path.insert(0, str(APP))  # the app's helper package, for the unit tests of its pure functions
@@ -52,4 +52,12 @@ def multi(tmp_path_factory, suite_path) -> tuple[Path, dict]:
     """tiny-llama (the suite), SmolLM2 (most runs, seeds, 210 layers, structured runs), fashion-cnn, a CPU bench."""
     path = tmp_path_factory.mktemp("multi") / "workbench.duckdb"
     store, ids = multi_model_store(suite_path, path)
+    return store.path, ids
+
+
+@pytest.fixture(scope="session")
+def tasks(tmp_path_factory) -> tuple[Path, dict]:
+    """SmolLM2 runs with downstream task scores (perplexity and accuracy disagree on the front), a tiny-llama
+    model without them, an encoder run."""
+    store, ids = task_store(tmp_path_factory.mktemp("tasks") / "workbench.duckdb")
     return store.path, ids

@@ -280,3 +280,42 @@ def multi_model_store(suite_path: Path, path: Path) -> tuple[Store, dict[str, ob
     fashion = add_fashion_runs(store)
     bench = add_cpu_bench_run(store, smol["wanda50"][0])
     return store, {"smol": smol, "fashion": fashion, "bench": bench}
+
+
+# ---------------------------------------------------------------- downstream task scores
+
+TASKS = ["shakespeare-lastword", "shakespeare-nextline"]
+TASK_ACC = "shakespeare-lastword/acc"
+
+
+def task_store(path: Path) -> tuple[Store, dict[str, str]]:
+    """SmolLM2 prune runs scored on two local tasks (``<task>/acc`` with its ``_stderr``, ``acc_norm``,
+    ``documents``), chosen so that perplexity and accuracy have different Pareto fronts: at 50% SparseGPT
+    has the lower perplexity and Wanda the higher accuracy, at 70% Wanda the lower perplexity and magnitude
+    the higher accuracy. Beside them a tiny-llama model without task scores and an encoder run."""
+    store = Store(path)
+    ids: dict[str, str] = {}
+    cases = [("dense", "dense", 0.0, 20.0, 0.50), ("sparsegpt50", "sparsegpt", 0.5, 24.0, 0.40),
+             ("wanda50", "wanda", 0.5, 25.0, 0.42), ("magnitude50", "magnitude", 0.5, 60.0, 0.30),
+             ("wanda70", "wanda", 0.7, 40.0, 0.20), ("magnitude70", "magnitude", 0.7, 90.0, 0.25)]
+    for name, method, sparsity, perplexity, accuracy in cases:
+        spec = _prune_spec("smollm2-135m", method, sparsity, evaluation={"windows": 64, "seq_len": 512, "tasks": TASKS})
+        summary = {"model": "smollm2-135m", "data": "shakespeare", "method": method, "pattern": "unstructured",
+                   "allocation": "uniform", "target_sparsity": sparsity}
+        metrics = [Metric("sparsity", sparsity), Metric("perplexity", perplexity),
+                   Metric(TASK_ACC, accuracy), Metric(f"{TASK_ACC}_stderr", 0.05),
+                   Metric("shakespeare-lastword/documents", 40.0),
+                   Metric("shakespeare-nextline/acc", accuracy + 0.1), Metric("shakespeare-nextline/acc_stderr", 0.04),
+                   Metric("shakespeare-nextline/acc_norm", accuracy + 0.2),
+                   Metric("shakespeare-nextline/acc_norm_stderr", 0.04), Metric("shakespeare-nextline/documents", 50.0)]
+        ids[name] = _write(store, spec, summary, JobOutput(metrics=metrics))
+    for method, sparsity, perplexity in (("dense", 0.0, 300.0), ("magnitude", 0.5, 900.0)):
+        summary = {"model": "tiny-llama", "data": "shakespeare", "method": method, "pattern": "unstructured",
+                   "allocation": "uniform", "target_sparsity": sparsity}
+        ids[f"tiny-{method}"] = _write(store, _prune_spec("tiny-llama", method, sparsity), summary,
+                                       JobOutput(metrics=[Metric("sparsity", sparsity), Metric("perplexity", perplexity)]))
+    summary = {"model": "minilm-l6", "data": "shakespeare", "method": "magnitude", "pattern": "unstructured",
+               "allocation": "uniform", "target_sparsity": 0.5}
+    ids["encoder"] = _write(store, _prune_spec("minilm-l6", "magnitude", 0.5), summary,
+                            JobOutput(metrics=[Metric("sparsity", 0.5), Metric("embedding_cosine", 0.9)]))
+    return store, ids

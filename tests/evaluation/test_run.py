@@ -11,6 +11,7 @@ import yaml
 from workbench import queries
 from workbench.errors import SpecError
 from workbench.evaluation import harness
+from workbench.results import quality_metrics
 from workbench.runner import run_job
 
 LOCAL = ["pydoc-nextline", "shakespeare-lastword", "shakespeare-nextline"]
@@ -53,6 +54,11 @@ def test_local_tasks_run_end_to_end_offline_into_the_store(store, tiny_spec, mon
     stored = queries.metrics(store, [result.run_id])
     stored = dict(zip(stored["name"], stored["value"]))
     assert {name: stored[name] for name in metrics} == pytest.approx(metrics)
+    # readers get each score as a quality column of the run (its standard error and document count stay in metrics)
+    row = queries.runs(store).set_index("run_id").loc[result.run_id]
+    scores = sorted(n for n in metrics if n.endswith(("/acc", "/acc_norm")) or n == "shakespeare-lastword/perplexity")
+    assert len(scores) == 6 and quality_metrics(row.dropna().index) == ["perplexity", *scores]
+    assert row["shakespeare-lastword/acc"] == pytest.approx(metrics["shakespeare-lastword/acc"])
     # the tasks score the pruned weights and leave them as they are: perplexity equals the run without tasks
     plain = run_job(tiny_spec, store)
     assert plain.key != result.key and plain.metrics["perplexity"] == pytest.approx(metrics["perplexity"])

@@ -99,6 +99,24 @@ def test_compare_view_follows_the_quality_metric(board):
     assert sorted(traces(view.figure)["random"].y) == [40.0, 200.0]
 
 
+def test_compare_view_offers_task_scores_and_flips_the_front_for_accuracy(tmp_path):
+    store = api.open_store(tmp_path / "w.duckdb")
+    task = "shakespeare-lastword/acc"
+    runs = {"dense": (0.0, 20.0, 0.5), "sparsegpt": (0.5, 24.0, 0.4), "wanda": (0.5, 25.0, 0.42),
+            "magnitude": (0.7, 90.0, 0.25)}
+    ids = {method: write_run(store, method=method, sparsity=sparsity, seed=i,
+                             metrics={"sparsity": sparsity, "perplexity": perplexity, task: accuracy,
+                                      f"{task}_stderr": 0.05, "shakespeare-lastword/documents": 40.0})
+           for i, (method, (sparsity, perplexity, accuracy)) in enumerate(runs.items())}
+    view = CompareView(RunPicker(store))
+    assert list(view.metric.options) == ["perplexity", task]  # no standard error, no document count
+    assert list(traces(view.figure)["Pareto front"].customdata) == [ids["dense"], ids["sparsegpt"], ids["magnitude"]]
+    view.metric.value = task
+    assert list(traces(view.figure)["Pareto front"].customdata) == [ids["dense"], ids["wanda"], ids["magnitude"]]
+    assert list(view.front["run_id"]) == [ids["dense"], ids["wanda"], ids["magnitude"]]
+    assert view.figure.layout.yaxis.title.text == f"{task} (higher is better)"
+
+
 def test_compare_view_adds_a_run_once_the_picker_rereads_the_store(tmp_path):
     store = api.open_store(tmp_path / "w.duckdb")
     write_run(store, method="magnitude", sparsity=0.5, metrics={"sparsity": 0.5, "perplexity": 30.0})

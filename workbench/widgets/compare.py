@@ -2,7 +2,8 @@
 
 The figure is ``workbench.figures.quality_traces``, the one the app's Compare page draws: the front
 holds the runs that no other run beats on both axes (sparser and better), and which way "better"
-points comes from ``workbench.results.LOWER_IS_BETTER``.
+points comes from ``workbench.results.lower_is_better``. The quality is any the filtered runs measured:
+perplexity, embedding fidelity, accuracy, or a downstream task's score (``<task>/acc``, higher is better).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import plotly.graph_objects as go
 
 from workbench import api
 from workbench.figures import quality_traces
-from workbench.results import QUALITY_METRICS, run_labels
+from workbench.results import QUALITY_METRICS, quality_metrics, run_labels
 from workbench.widgets._view import View, new_figure, replace_traces, set_options
 from workbench.widgets.picker import RunPicker
 
@@ -37,7 +38,7 @@ class CompareView(View):
 
     def update(self) -> None:
         frame = self.picker.runs
-        available = api.nonempty(frame, QUALITY_METRICS)
+        available = api.nonempty(frame, quality_metrics(frame.columns))
         with self.quiet():
             set_options(self.metric, available or list(QUALITY_METRICS))
         metric = self.metric.value
