@@ -5,9 +5,11 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from workbench import queries
+from workbench.errors import WorkbenchError
 from workbench.executors.stress import run_stress
 from workbench.records import JobOutput, MaskRecord, Metric
 from workbench.store import Store, claims
@@ -65,3 +67,19 @@ def test_store_bench_with_a_kill_loses_nothing_and_runs_nothing_twice(tmp_path):
     assert report.present_once == 3 and report.missing == 0 and report.duplicated == 0
     assert report.reruns == 0 and report.writer_errors == [] and report.reader_errors == []
     assert report.kills == 1 and report.running_left == 0 and report.claims_left == 0
+
+
+def test_store_bench_through_a_ray_cluster_runs_every_job_once(tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'sparsity-workbench[ray]'")
+    report = run_stress(str(tmp_path / "wb.duckdb"), writers=2, jobs=3, workdir=tmp_path / "bench", progress=False,
+                        executor="ray", ray_cpus=2)
+    assert report.executor == "ray" and report.writers_failed == 0
+    assert report.present_once == 3 and report.missing == 0 and report.duplicated == 0
+    assert report.executions == 3 and report.reruns == 0 and report.cached == 3  # the second writer's three
+    assert report.writer_errors == [] and report.reader_errors == []
+    assert report.running_left == 0 and report.claims_left == 0
+
+
+def test_store_bench_refuses_kills_on_ray(tmp_path):
+    with pytest.raises(WorkbenchError, match="--kills"):
+        run_stress(str(tmp_path / "wb.duckdb"), writers=1, jobs=1, kills=1, executor="ray", progress=False)

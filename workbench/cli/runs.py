@@ -273,6 +273,10 @@ def store_bench(store: Optional[str] = StoreOption,
                 writers: int = typer.Option(8, min=1, help="writer processes, each running every job"),
                 jobs: int = typer.Option(100, min=1, help="tiny prune jobs (new keys on every bench)"),
                 kills: int = typer.Option(0, min=0, help="writers killed with SIGKILL mid-job (each replaced)"),
+                executor: str = typer.Option("local", "--executor",
+                                             help="local (writer processes) | ray (each writer a sweep on a local "
+                                                  "Ray cluster the bench starts)"),
+                ray_cpus: int = typer.Option(2, "--ray-cpus", min=1, help="ray: CPUs of that cluster"),
                 as_json: bool = typer.Option(False, "--json")) -> None:
     """Writers racing over the same jobs while a reader polls `workbench ls --json`; prints jobs present exactly
     once, re-runs, duplicates and the errors writers and the reader saw."""
@@ -280,7 +284,8 @@ def store_bench(store: Optional[str] = StoreOption,
     from workbench.store import Store
 
     location = store or str(Store().location)
-    report = run_stress(location, writers=writers, jobs=jobs, kills=kills, progress=not as_json)
+    report = run_stress(location, writers=writers, jobs=jobs, kills=kills, progress=not as_json, executor=executor,
+                        ray_cpus=ray_cpus)
     if as_json:
         print_json(report.as_dict())
     else:

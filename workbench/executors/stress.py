@@ -40,6 +40,7 @@ class StressReport:
     writers: int
     jobs: int
     kills: int
+    executor: str = "local"  # local: each writer runs its jobs itself; ray: each writer is a sweep on one Ray cluster
     wall_s: float = 0.0
     present_once: int = 0  # keys with exactly one finished run
     missing: int = 0  # keys with none
@@ -61,7 +62,7 @@ class StressReport:
 
     def lines(self) -> list[str]:
         return [
-            f"store {self.store}: {self.writers} writers, {self.jobs} jobs, {self.kills} SIGKILLs "
+            f"store {self.store}: {self.writers} writers ({self.executor}), {self.jobs} jobs, {self.kills} SIGKILLs "
             f"({self.killed_mid_job} mid-job), {self.wall_s:.0f} s",
             f"jobs present exactly once: {self.present_once}/{self.jobs} (missing {self.missing}, "
             f"duplicated {self.duplicated})",
@@ -93,6 +94,57 @@ def _writer(store_location: str, jobs_file: Path, log_file: Path, order_seed: in
                 log.write(json.dumps({"event": "error", "name": spec["name"], "error": error_text(err)}) + "\n")
 
 
+def _ray_writer(store_location: str, jobs_file: Path, log_file: Path, order_seed: int, address: str) -> None:
+    """One writer as a sweep on the Ray cluster at ``address``: every job of the list is a Ray task there."""
+    from workbench.executors import RayCluster
+    from workbench.spec import parse_spec
+    from workbench.store import Store
+    from workbench.sweeps import run_sweep
+
+    specs = json.loads(jobs_file.read_text())
+    random.Random(order_seed).shuffle(specs)
+    with open(log_file, "a", buffering=1) as log:
+        def logged(spec: Any, result: Any) -> None:
+            if result.status == "failed":
+                log.write(json.dumps({"event": "error", "name": spec.name, "error": result.error}) + "\n")
+            else:
+                log.write(json.dumps({"event": "end", "name": spec.name, "key": result.key, "cached": result.cached,
+                                      "run_id": result.run_id}) + "\n")
+
+        run_sweep([parse_spec(spec) for spec in specs], Store(store_location), progress=False, on_result=logged,
+                  executor=RayCluster(address))
+
+
+# the head makes an auth token (in ~/.ray) and its clients must say that they use one
+RAY_ENV = {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _start_ray_head(cpus: int) -> str:
+    """A local Ray cluster of ``cpus`` CPUs for the writers to share; its address."""
+    import socket
+    import tempfile
+
+    from workbench.errors import WorkbenchError
+
+    with socket.socket() as probe:  # a free port for the head's GCS
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # a short folder of its own: Ray's socket paths must stay under the 107 bytes a Unix socket name may have
+    temp = tempfile.mkdtemp(prefix="wb-ray-")
+    started = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--num-cpus={cpus}",
+                              "--num-gpus=0", f"--port={port}", "--node-ip-address=127.0.0.1",
+                              "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
+                             capture_output=True, text=True, env={**os.environ, **RAY_ENV})
+    if started.returncode != 0:
+        raise WorkbenchError(f"the bench's Ray cluster did not start ({(started.stderr.strip().splitlines() or ['?'])[-1]})",
+                             "check `ray start --head` on this machine, or use --executor local")
+    return f"127.0.0.1:{port}"
+
+
+def _stop_ray() -> None:
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+
+
 def _read_log(path: Path) -> list[dict[str, Any]]:
     events = []
     if path.exists():
@@ -105,9 +157,18 @@ def _read_log(path: Path) -> list[dict[str, Any]]:
 
 
 def run_stress(store_location: str, writers: int = 8, jobs: int = 100, kills: int = 0, workdir: Path | None = None,
-               poll_s: float = 0.5, progress: bool = True) -> StressReport:
-    """Run the bench (see the module docstring) and return its figures."""
+               poll_s: float = 0.5, progress: bool = True, executor: str = "local", ray_cpus: int = 2) -> StressReport:
+    """Run the bench (see the module docstring) and return its figures. ``executor="ray"``: each writer is a
+    sweep of all the jobs on one local Ray cluster of ``ray_cpus`` CPUs that the bench starts (no kills)."""
     import tempfile
+
+    from workbench.errors import WorkbenchError
+
+    if executor not in ("local", "ray"):
+        raise WorkbenchError(f"unknown executor {executor!r}", "use local or ray")
+    if executor == "ray" and kills:
+        raise WorkbenchError("--kills needs writers of their own (the local executor)",
+                             "drop --kills with --executor ray")
 
     from workbench import queries
     from workbench.spec import job_key, parse_spec
@@ -120,8 +181,11 @@ def run_stress(store_location: str, writers: int = 8, jobs: int = 100, kills: in
     jobs_file = workdir / "jobs.json"
     jobs_file.write_text(json.dumps(specs))
     keys = {job_key(parse_spec(spec)) for spec in specs}
-    report = StressReport(store_location, writers, jobs, kills)
+    report = StressReport(store_location, writers, jobs, kills, executor)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    address = _start_ray_head(ray_cpus) if executor == "ray" else ""
+    if address:
+        env.update(RAY_ENV)
 
     def say(text: str) -> None:
         if progress:
@@ -132,8 +196,10 @@ def run_stress(store_location: str, writers: int = 8, jobs: int = 100, kills: in
     def start_writer() -> subprocess.Popen:
         log = workdir / f"writer-{len(logs)}.jsonl"
         logs.append(log)
-        return subprocess.Popen([sys.executable, "-m", "workbench.executors.stress", "writer", store_location,
-                                 str(jobs_file), str(log), str(len(logs))], env=env, stderr=subprocess.DEVNULL)
+        role = ["ray-writer"] if address else ["writer"]
+        return subprocess.Popen([sys.executable, "-m", "workbench.executors.stress", *role, store_location,
+                                 str(jobs_file), str(log), str(len(logs)), *([address] if address else [])],
+                                env=env, stderr=subprocess.DEVNULL)
 
     stop_reader = threading.Event()
 
@@ -179,6 +245,8 @@ def run_stress(store_location: str, writers: int = 8, jobs: int = 100, kills: in
             say(f"  {len(done)}/{jobs} jobs done, {killed} kills, {report.reader_polls} reader polls")
     stop_reader.set()
     reading.join(timeout=120)
+    if address:
+        _stop_ray()
     report.wall_s = time.monotonic() - started
     report.kills = killed
     report.writers_failed = sum(p.returncode not in (0, -signal.SIGKILL) for p in procs)
@@ -215,8 +283,14 @@ def main(argv: list[str] | None = None) -> None:
     writer.add_argument("jobs_file", type=Path)
     writer.add_argument("log", type=Path)
     writer.add_argument("seed", type=int)
+    ray_writer = sub.add_parser("ray-writer")
+    for name, kind in (("store", str), ("jobs_file", Path), ("log", Path), ("seed", int), ("address", str)):
+        ray_writer.add_argument(name, type=kind)
     args = parser.parse_args(argv)
-    _writer(args.store, args.jobs_file, args.log, args.seed)
+    if args.command == "ray-writer":
+        _ray_writer(args.store, args.jobs_file, args.log, args.seed, args.address)
+    else:
+        _writer(args.store, args.jobs_file, args.log, args.seed)
 
 
 if __name__ == "__main__":
