@@ -4,7 +4,9 @@
 The store keeps masks, not weights (a 135M-parameter model is 0.5 GB per run), so the export rebuilds the
 run's model: it prunes the run's spec again (its key proves the model, data and code are the ones the run
 used), checks that every mask equals the stored one bit for bit, and saves the result. That is exact for
-methods that update kept weights too (SparseGPT), where applying masks to dense weights would not be.
+methods that update kept weights too (SparseGPT), where applying masks to dense weights would not be. A
+structured recovery (a train run that fine-tunes a pruned run's shrunk model) is trained again from its spec,
+and its final perplexity must match the stored one.
 
 The folder holds ``config.json`` and ``model.safetensors`` (dense storage: pruned weights are zeros, or
 the shrunk model for structured runs), the tokenizer where the model has a Hugging Face one,
@@ -15,6 +17,7 @@ metrics) and a short ``README.md`` model card.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +29,9 @@ from safetensors.torch import save_file
 
 from workbench import queries
 from workbench.errors import SpecError, StoreError
-from workbench.jobs import JobContext
+from workbench.jobs import JobContext, stored_spec
 from workbench.jobs import prune as prune_job
 from workbench.results import HEADLINE_METRICS
-from workbench.spec import job_key, parse_spec
 from workbench.store import Store
 from workbench.store.transfer import TransferError, cannot_write
 
@@ -54,10 +56,34 @@ def _exportable_run(store: Store, run_id: str) -> dict[str, Any]:
     if record["status"] != "finished":
         raise StoreError(f"run {record['run_id']} is {record['status']}, not finished",
                          "export a finished run (see `workbench ls`)")
-    if record["kind"] != "prune":
-        raise SpecError(f"run {record['run_id']} is a {record['kind']} run; only prune runs export a model",
-                        "give the id of a prune run")
+    if record["kind"] != "prune" and not _is_recovery(record):
+        raise SpecError(f"run {record['run_id']} is a {record['kind']} run; only prune runs and structured "
+                        "recoveries export a model", "give the id of a prune run or of a structured-recovery run")
     return record
+
+
+def _is_recovery(record: dict[str, Any]) -> bool:
+    if record["kind"] != "train":
+        return False
+    from workbench.training.registry import METHODS, resolve_method
+
+    method = record["spec"].get("method")
+    return method in METHODS and resolve_method(method).starts_from_run
+
+
+def _retrained(store: Store, record: dict[str, Any], spec: Any, progress: bool) -> tuple[Any, Any]:
+    """A recovery's model and tokenizer, trained again from its spec; the final perplexity must be the stored one."""
+    from workbench.jobs import train as train_job
+
+    context = JobContext(store=store, progress=progress)
+    prepared = train_job.prepare(spec, context)
+    measured = train_job.execute(prepared, context).metric_dict()["perplexity"]
+    stored = record["metrics"]["perplexity"]
+    if not math.isclose(measured, stored, rel_tol=1e-3):
+        raise StoreError(f"training run {record['run_id']}'s spec again gave perplexity {measured:.6g}, not the "
+                         f"stored {stored:.6g}", "the installed code or libraries differ from the run's; re-run the "
+                                                 "spec and export that run")
+    return prepared.model, prepared.tokenizer
 
 
 def sparsity_report(record: dict[str, Any], layer_rows: Any) -> dict[str, Any]:
@@ -90,32 +116,24 @@ def _model_card(report: dict[str, Any]) -> str:
 
 
 def export_model(store: Store, run_id: str, out: str | Path, progress: bool = False) -> ExportedModel:
-    """Rebuild a finished prune run's model and save it as a Hugging Face folder (see the module doc)."""
+    """Rebuild a finished prune run's (or structured recovery's) model and save it as a Hugging Face folder (see
+    the module doc)."""
     out = Path(out)
     _check_target(out)
     record = _exportable_run(store, run_id)
-    spec = parse_spec(record["spec"])
-    if job_key(spec) != record["key"]:
-        raise StoreError(f"run {record['run_id']} was made from another model, data set or method version than "
-                         "the ones installed now", "re-run its spec, then export the new run")
-    prepared = prune_job.prepare(spec, JobContext(store=store))  # a search allocation reads its run here
-    pruned = prune_job.prune_model(prepared)
-    stored = queries.load_masks(store, record["run_id"])
-    rebuilt = {name: mask.cpu() for name, mask in pruned.outcome.masks.items()}
-    differing = sorted(name for name in stored if name not in rebuilt or not torch.equal(stored[name], rebuilt[name]))
-    if differing or set(rebuilt) != set(stored):
-        raise StoreError(f"pruning run {record['run_id']}'s spec again gave other masks than the stored ones "
-                         f"({(differing or sorted(set(rebuilt) ^ set(stored)))[0]})",
-                         "the installed code or libraries differ from the run's; re-run the spec and export that run")
-    loaded = prepared.loaded
+    if record["kind"] == "prune":
+        loaded = prune_job.rebuild_run(store, record)[0].loaded
+        model, tokenizer = loaded.model, loaded.tokenizer
+    else:
+        model, tokenizer = _retrained(store, record, stored_spec(record), progress)
     out.mkdir(parents=True, exist_ok=True)
-    loaded.model.save_pretrained(out, safe_serialization=True)
-    if hasattr(loaded.tokenizer, "save_pretrained"):
-        loaded.tokenizer.save_pretrained(out)
+    model.save_pretrained(out, safe_serialization=True)
+    if hasattr(tokenizer, "save_pretrained"):
+        tokenizer.save_pretrained(out)
     report = sparsity_report(record, queries.layer_stats(store, [record["run_id"]]))
     (out / "sparsity.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
     (out / "README.md").write_text(_model_card(report))
-    parameters = sum(p.numel() for p in loaded.model.parameters())
+    parameters = sum(p.numel() for p in model.parameters())
     return ExportedModel(out, record["run_id"], parameters, sorted(p.name for p in out.iterdir()))
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from workbench.errors import WorkbenchError
 from workbench.faults import faultpoint
-from workbench.jobs import JobContext, executor_for
+from workbench.jobs import JobContext, executor_for, run_key
 from workbench.records import INCOMPLETE
 from workbench.spec import JobSpec, job_key, parse_spec
 from workbench.store import Store, claims
@@ -90,6 +90,12 @@ def _wait_for(store: Store, key: str, holder: claims.Claim, progress: bool) -> N
         delay = min(delay * 1.5, 2.0, claims.lease_seconds() / 4)
 
 
+def with_run_keys(spec: JobSpec, store: Store) -> JobSpec:
+    """``spec`` with the earlier runs it builds on named by their keys, looked up in ``store`` (a run id is
+    one store's; the key, and with it this job's key, is the same in every store)."""
+    return spec.with_run_keys(lambda reference: run_key(store, reference))
+
+
 def run_job(spec: JobSpec | dict[str, Any], store: Store | None = None, force: bool = False,
             progress: bool = False, owner: str | None = None) -> RunResult:
     """Run one job (or return its cached run, or wait for the worker that runs it now).
@@ -97,6 +103,7 @@ def run_job(spec: JobSpec | dict[str, Any], store: Store | None = None, force: b
     spec = parse_spec(spec)
     store = store or Store()
     store.check_writable()
+    spec = with_run_keys(spec, store)
     key = job_key(spec)
     if not force and (done := cached_result(store, key)) is not None:
         return done

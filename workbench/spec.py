@@ -15,7 +15,7 @@ import hashlib
 import itertools
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -108,6 +108,12 @@ class JobSpec(StrictModel):
     def identity_parts(self) -> dict[str, str]:
         """Identities of what the job reads (model weights, data, method version); overridden per kind."""
         return {}
+
+    def with_run_keys(self, key_of: Callable[[str], str]) -> "JobSpec":
+        """This spec with every earlier run it builds on named by its key (``key_of`` maps a run id, a unique
+        prefix of one, or a key to the key), so that its own key is the same in every store; overridden by
+        kinds that name runs."""
+        return self
 
     def summary(self) -> dict[str, Any]:
         """Columns the store keeps beside the JSON so that tables filter without parsing it."""

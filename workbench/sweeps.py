@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from workbench.errors import WorkbenchError
 from workbench.executors import Executor, InProcess, Task
-from workbench.runner import RunResult, cached_result
+from workbench.runner import RunResult, cached_result, with_run_keys
 from workbench.spec import JobSpec, job_key
 from workbench.store import Store, claims
 
@@ -78,7 +78,7 @@ def run_sweep(specs: Iterable[JobSpec], store: Store | None = None, force: bool 
     Every job's key is computed before the first one runs, so a sweep naming an unknown model or data
     file fails at once, with nothing run and nothing stored."""
     store = store or Store()
-    specs = list(specs)
+    specs = [with_run_keys(spec, store) for spec in specs]
     keys = [job_key(spec) for spec in specs]
     store.check_writable()
     results: list[RunResult | None] = [None] * len(specs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.table import Table
@@ -99,6 +99,13 @@ def _age_seconds(seconds: int) -> str:
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
 
 
+def _source_run(store: Any, spec: dict[str, Any]) -> str | None:
+    """The finished run a run was made from, which its spec names by key (a recovery's pruned run)."""
+    key = (spec.get("params") or {}).get("from_run")
+    found = store.finished_run(key) if isinstance(key, str) else None
+    return found["run_id"] if found else None
+
+
 @app.command()
 @handles_errors
 def show(run_id: str = typer.Argument(..., help="run id or a unique prefix"),
@@ -110,12 +117,13 @@ def show(run_id: str = typer.Argument(..., help="run id or a unique prefix"),
     from workbench import queries
 
     record = queries.run(open_store(store), run_id)
+    record["source_run"] = _source_run(open_store(store), record["spec"])
     layer_frame = queries.layer_stats(open_store(store), [record["run_id"]]) if (layers or as_json) else None
     if as_json:
         record["layers"] = json.loads(layer_frame.to_json(orient="records"))
         print_json(record)
         return
-    for field in ("run_id", "key", "status", "error", "created_at", "finished_at", "wall_s", "host"):
+    for field in ("run_id", "key", "status", "error", "created_at", "finished_at", "wall_s", "host", "source_run"):
         if record.get(field) is not None:
             typer.echo(f"{field:>12}: {record[field]}")
     typer.echo("        spec: " + json.dumps(record["spec"], sort_keys=True))
@@ -152,10 +160,11 @@ def methods() -> None:
 
 @app.command("export-model")
 @handles_errors
-def export_model(run_id: str = typer.Argument(..., help="a finished prune run (id or unique prefix)"),
+def export_model(run_id: str = typer.Argument(..., help="a finished prune run or structured recovery (id or prefix)"),
                  out: Path = typer.Argument(..., help="new or empty folder for the Hugging Face model"),
                  store: Optional[str] = StoreOption) -> None:
-    """Rebuild a prune run's model (masks checked against the stored ones) and save it as a Hugging Face folder."""
+    """Rebuild a prune run's model (masks checked against the stored ones), or train a structured recovery again
+    (its perplexity checked), and save it as a Hugging Face folder."""
     # deferred (start-up time): rebuilding the model imports torch and transformers
     from workbench.model_export import export_model as export
 

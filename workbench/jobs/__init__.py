@@ -49,6 +49,30 @@ class Executor(Protocol):
     def execute(self, prepared: Any, context: JobContext) -> JobOutput: ...
 
 
+def run_key(store: Store, reference: str) -> str:
+    """The key of the run ``reference`` names: a key (64 hex digits) as it is, else a run id or a unique prefix
+    of one, looked up in ``store``."""
+    reference = reference.strip()
+    if len(reference) == 64 and all(c in "0123456789abcdef" for c in reference):
+        return reference
+    from workbench import queries
+
+    return queries.run(store, reference)["key"]
+
+
+def stored_spec(record: dict[str, Any]) -> JobSpec:
+    """The spec of a stored run (``record`` as ``queries.run`` reads it), refused when the model, data or code
+    installed now give it another key: what is rebuilt from it would not be the run's."""
+    from workbench.errors import StoreError
+    from workbench.spec import job_key, parse_spec
+
+    spec = parse_spec(record["spec"])
+    if job_key(spec) != record["key"]:
+        raise StoreError(f"run {record['run_id']} was made from another model, data set or method version than "
+                         "the ones installed now", "re-run its spec, then use the new run")
+    return spec
+
+
 def executor_for(kind: str) -> Executor:
     """The executor module of a job kind (a module with ``prepare`` and ``execute`` is an ``Executor``)."""
     return cast(Executor, importlib.import_module(EXECUTORS[kind]))

@@ -147,6 +147,27 @@ def _shrink_model(prepared: PreparedPrune) -> PrunedModel:
     return PrunedModel(PruneOutcome(masks), prune_seconds, peak, result)
 
 
+def rebuild_run(store: Any, record: dict[str, Any]) -> tuple[PreparedPrune, PrunedModel]:
+    """The model of a finished prune run (``record`` as ``queries.run`` reads it), pruned again from its spec:
+    the key proves the model, data and code are the run's, and every mask must equal the stored one bit for
+    bit. The store keeps masks, not weights; this is exact where kept weights change too (SparseGPT's
+    updates, FLAP's bias compensation), where applying stored masks to dense weights would not be."""
+    from workbench import queries
+    from workbench.errors import StoreError
+    from workbench.jobs import stored_spec
+
+    prepared = prepare(stored_spec(record), JobContext(store=store))  # a search allocation reads its run here
+    pruned = prune_model(prepared)
+    stored = queries.load_masks(store, record["run_id"])
+    rebuilt = {name: mask.cpu() for name, mask in pruned.outcome.masks.items()}
+    differing = sorted(name for name in stored if name not in rebuilt or not torch.equal(stored[name], rebuilt[name]))
+    if differing or set(rebuilt) != set(stored):
+        raise StoreError(f"pruning run {record['run_id']}'s spec again gave other masks than the stored ones "
+                         f"({(differing or sorted(set(rebuilt) ^ set(stored)))[0]})",
+                         "the installed code or libraries differ from the run's; re-run the spec and use that run")
+    return prepared, pruned
+
+
 def _structured_records(spec: PruneSpec, loaded: LoadedModel, pruned: PrunedModel) -> tuple[list, list, dict]:
     """Layer rows per structure mask (a block's heads or channels; one row per block for depth) and the masks."""
     result, pattern = pruned.shrink, f"structured:{spec.structure}"

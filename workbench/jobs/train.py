@@ -1,15 +1,17 @@
 """The train job: model and data -> a sparse-training method's hooks around a small loop -> records.
 
-``prepare`` loads and checks what the job reads (model, data, N:M widths) before the run is
-registered. ``execute`` runs the loop, resuming from the job's newest checkpoint when a killed run of
-the same key left one (the runner's ``JobContext.workdir``, ``<store dir>/checkpoints/<key>``), and returns
-per-step metrics, mask snapshots and the SAD between consecutive snapshots for the store.
+``prepare`` loads and checks what the job reads (model, data, N:M widths; for a recovery the structured
+prune run it starts from, rebuilt from the store) before the run is registered. ``execute`` runs the loop,
+resuming from the job's newest checkpoint when a killed run of the same key left one (the runner's
+``JobContext.workdir``, ``<store dir>/checkpoints/<key>``), and returns per-step metrics, mask snapshots and
+the SAD between consecutive snapshots for the store.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,6 +37,19 @@ class PreparedTrain:
     layers: dict[str, nn.Module]
     task: Task
     calibration: torch.Tensor | None = None
+    teacher: nn.Module | None = None  # a recovery's dense model (``model`` is the pruned run's)
+    teacher_blocks: tuple[int, ...] | None = None
+    tokenizer: Any = None
+
+
+@dataclass
+class PrunedStart:
+    """Where a recovery starts: a structured prune run's shrunk model, the teacher block under each of its
+    blocks, and the run's evaluation windows."""
+
+    model: nn.Module
+    teacher_blocks: tuple[int, ...]
+    eval_windows: torch.Tensor
 
 
 def resolve_device(name: str) -> torch.device:
@@ -47,7 +62,7 @@ def resolve_device(name: str) -> torch.device:
 
 def prepare(spec: TrainSpec, job: JobContext | None = None) -> PreparedTrain:
     device = resolve_device(spec.device)
-    calibration = None
+    calibration = teacher = teacher_blocks = eval_windows = tokenizer = None
     if spec.is_image:
         from workbench.models.fashion_cnn import build_fashion_cnn, fashion_cnn_prunable
 
@@ -66,11 +81,15 @@ def prepare(spec: TrainSpec, job: JobContext | None = None) -> PreparedTrain:
         if spec.seq_len > loaded.max_seq_len:
             raise SpecError(f"seq_len {spec.seq_len} exceeds {spec.model}'s {loaded.max_seq_len} positions",
                             f"set seq_len to at most {loaded.max_seq_len}")
-        model = loaded.model.to(device)
+        model, tokenizer = loaded.model.to(device), loaded.tokenizer
+        params = resolve_method(spec.method).Params.model_validate(spec.params)
+        if resolve_method(spec.method).starts_from_run:  # the student is the pruned run's; the dense model teaches
+            start = pruned_start(spec, params.from_run, tokenizer, job)
+            teacher, model = model, start.model.to(device)
+            teacher_blocks, eval_windows = start.teacher_blocks, start.eval_windows
         layers = prunable_layers(model)
         _check_nm_widths(spec, layers)
-        task = TextTask.from_spec(spec, loaded.tokenizer, device)
-        params = resolve_method(spec.method).Params.model_validate(spec.params)
+        task = TextTask.from_spec(spec, tokenizer, device, eval_windows)
         if getattr(params, "prune_method", None):
             from workbench.data import calibration_windows
             from workbench.pruning.registry import resolve_method as resolve_prune
@@ -79,7 +98,44 @@ def prepare(spec: TrainSpec, job: JobContext | None = None) -> PreparedTrain:
                 calibration = calibration_windows(spec.data, loaded.tokenizer, params.calibration_samples,
                                                   spec.seq_len, spec.seed)
     _check_nm_widths(spec, layers)
-    return PreparedTrain(spec, model, layers, task, calibration)
+    return PreparedTrain(spec, model, layers, task, calibration, teacher, teacher_blocks, tokenizer)
+
+
+def pruned_start(spec: TrainSpec, reference: str, tokenizer: Any, job: JobContext | None) -> PrunedStart:
+    """The finished structured prune run that ``reference`` names (key, run id or prefix), of the spec's model
+    and data, rebuilt exactly as it was stored (``prune.rebuild_run``)."""
+    from workbench import queries
+    from workbench.data import evaluation_windows
+    from workbench.jobs import prune as prune_job
+    from workbench.jobs import run_key
+    from workbench.models import model_identity
+    from workbench.models.layers import transformer_blocks
+    from workbench.store import Store
+    from workbench.training.recovery import kept_blocks
+
+    store = (job.store if job is not None else None) or Store()
+    key = run_key(store, reference)
+    found = store.finished_run(key)
+    if found is None:
+        raise SpecError(f"no finished run has key {key[:12]}... in {store.location}",
+                        "run the structured prune spec first (workbench run), or name a finished run in params.from_run")
+    record = queries.run(store, found["run_id"])
+    pruned = record["spec"]
+    if record["kind"] != "prune" or not pruned.get("structure"):
+        raise SpecError(f"run {record['run_id']} is a {record['kind']} run without `structure:`, not a structured "
+                        "prune run", "name a finished prune run with structure: heads, channels, blocks or "
+                                     "heads+channels in params.from_run")
+    if pruned["model"] != spec.model or record["identity"].get("model") != model_identity(spec.model):
+        raise SpecError(f"run {record['run_id']} pruned model {pruned['model']}, not {spec.model}",
+                        f"set model: {pruned['model']}")
+    if pruned["data"] != spec.data:
+        raise SpecError(f"run {record['run_id']} was pruned and evaluated on {pruned['data']}, not {spec.data}",
+                        f"set data: {pruned['data']}")
+    prepared, outcome = prune_job.rebuild_run(store, record)
+    student = prepared.loaded.model
+    prefix, blocks = transformer_blocks(student)
+    windows = evaluation_windows(spec.data, tokenizer, pruned["evaluation"]["windows"], pruned["evaluation"]["seq_len"])
+    return PrunedStart(student, kept_blocks(outcome.outcome.masks.get(prefix), len(blocks)), windows)
 
 
 def _check_nm_widths(spec: TrainSpec, layers: dict[str, nn.Module]) -> None:
@@ -94,7 +150,7 @@ def execute(prepared: PreparedTrain, job: JobContext | None = None) -> JobOutput
         model=prepared.model, layers=prepared.layers, sparsity=spec.sparsity, pattern=spec.pattern,
         density=spec.density, total_steps=spec.steps, seed=spec.seed,
         params=method_class.Params.model_validate(spec.params), calibration=prepared.calibration,
-        family=prepared.task.family)
+        family=prepared.task.family, teacher=prepared.teacher, teacher_blocks=prepared.teacher_blocks)
     loop = TrainLoop(spec, prepared.task, method_class(context), Checkpoints(job.workdir), job.progress)
     started = time.perf_counter()
     with PeakMemory() as peak:
@@ -135,6 +191,8 @@ def _records(spec: TrainSpec, prepared: PreparedTrain, loop: TrainLoop, train_se
     }
     if spec.pattern.is_nm:
         final["nm_valid"] = float(all(nm_ok))
+    if prepared.teacher is not None:  # a recovery: the shrunk model's size, beside its pruned run's
+        final["parameters"] = float(sum(p.numel() for p in prepared.model.parameters()))
     metrics = loop.metrics + [Metric(name, float(value)) for name, value in final.items()]
     return JobOutput(metrics=metrics, layers=layers, masks=loop.evolution.mask_records(),
                      divergence=loop.evolution.divergence)

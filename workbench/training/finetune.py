@@ -61,7 +61,7 @@ class SparseFinetune(TrainingMethod):
 
         context, params = self.context, self.params
         self.teacher: nn.Module | None = None
-        self.feature_names = feature_names(context.model, context.layers)
+        self.feature_names = self.teacher_feature_names = feature_names(context.model, context.layers)
         if params.distill == "squarehead":
             self.teacher = copy.deepcopy(context.model).eval().requires_grad_(False)
         method = resolve_method(params.prune_method)
@@ -77,8 +77,8 @@ class SparseFinetune(TrainingMethod):
         self.mask = {name: outcome.masks[name].to(m.weight.device).bool() for name, m in context.layers.items()}
         apply_masks(context.layers, self.mask)
 
-    def features(self, model: nn.Module) -> list[nn.Module]:
-        return [model.get_submodule(name) for name in self.feature_names]
+    def features(self, model: nn.Module, names: list[str] | None = None) -> list[nn.Module]:
+        return [model.get_submodule(name) for name in (names or self.feature_names)]
 
     @contextmanager
     def watch(self) -> Iterator[None]:
@@ -94,6 +94,6 @@ class SparseFinetune(TrainingMethod):
         """SquareHead against the dense teacher on the batch the student just saw."""
         if self.teacher is None:
             return {}
-        with torch.no_grad(), capture_features(self.features(self.teacher)) as teacher_features:
+        with torch.no_grad(), capture_features(self.features(self.teacher, self.teacher_feature_names)) as teacher:
             run_model(self.teacher)
-        return {"distill": self.params.distill_weight * squarehead_loss(self.student_features, teacher_features)}
+        return {"distill": self.params.distill_weight * squarehead_loss(self.student_features, teacher)}

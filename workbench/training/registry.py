@@ -38,6 +38,7 @@ METHODS: dict[str, str] = {
     "set": "workbench.training.dst:SET",
     "rigl": "workbench.training.dst:RigL",
     "sparse-finetune": "workbench.training.finetune:SparseFinetune",
+    "structured-recovery": "workbench.training.recovery:StructuredRecovery",
 }
 
 
@@ -56,6 +57,8 @@ class TrainContext:
     optimizer: torch.optim.Optimizer | None = None
     calibration: torch.Tensor | None = None  # token windows for one-shot methods that need them
     family: str = "image"
+    teacher: nn.Module | None = None  # a recovery's dense model (``model`` is then a pruned run's shrunk model)
+    teacher_blocks: tuple[int, ...] | None = None  # the teacher's block under each student block
 
 
 class TrainingMethod(HasParams):
@@ -64,6 +67,8 @@ class TrainingMethod(HasParams):
 
     supports_nm: ClassVar[bool] = True
     nm_only: ClassVar[bool] = False
+    # trains the model of an earlier structured prune run (``params.from_run``), dense, evaluated as that run
+    starts_from_run: ClassVar[bool] = False
     what: ClassVar[str] = "training method"
 
     def __init__(self, context: TrainContext):

@@ -4,7 +4,7 @@
 kind: train
 model: fashion-cnn            # or smollm2-135m / tiny-llama / a folder (sparse fine-tuning)
 data: fashion-mnist           # or shakespeare / pydoc / a text file (language modelling)
-method: sr-ste                # dense | ste | sr-ste | gmp | set | rigl | sparse-finetune
+method: sr-ste                # dense | ste | sr-ste | gmp | set | rigl | sparse-finetune | structured-recovery
 pattern: "2:4"
 epochs: 3
 ```
@@ -15,7 +15,7 @@ the validator, so the canonical spec, and with it the key, always holds the valu
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -71,7 +71,8 @@ class TrainSpec(JobSpec):
     kind: Literal["train"] = "train"
     model: str = Field("fashion-cnn", description="fashion-cnn, or a causal LM (built-in, hub id, folder)")
     data: str = Field("fashion-mnist", description="fashion-mnist for the CNN, else a corpus for the LM")
-    method: str = Field("dense", description="dense | ste | sr-ste | gmp | set | rigl | sparse-finetune")
+    method: str = Field("dense", description="dense | ste | sr-ste | gmp | set | rigl | sparse-finetune | "
+                                             "structured-recovery")
     params: dict[str, Any] = Field(default_factory=dict, description="the method's parameters")
     sparsity: float | None = Field(None, description="target fraction of zeros (default 0.5; N:M implies it)")
     pattern: Pattern = Field(default_factory=lambda: Pattern(name="unstructured"))
@@ -82,7 +83,8 @@ class TrainSpec(JobSpec):
     steps: int | None = Field(None, ge=1, le=10**9, description="optimizer steps (default 3 epochs, or 20 for text)")
     seq_len: int = Field(128, ge=8, description="tokens per training and evaluation window (text)")
     train_subset: int | None = Field(None, ge=1, description="use only the first N training images")
-    eval_subset: int | None = Field(None, ge=1, description="test images (default all 10k) or text windows (16)")
+    eval_subset: int | None = Field(None, ge=1, description="test images (default all 10k) or text windows (16; a "
+                                                           "recovery: its pruned run's evaluation)")
     eval_every: int = Field(100, ge=1, description="evaluate every k steps (and at the first and last)")
     snapshot_every: int = Field(50, ge=1, description="snapshot every layer's mask every k steps")
     log_every: int = Field(10, ge=1, description="log the mean training loss every k steps")
@@ -118,6 +120,12 @@ class TrainSpec(JobSpec):
                              "fashion-cnn trains on fashion-mnist, a language model on a text corpus")
         method = resolve_method(self.method)
         fill("params", method.validate_params(self.params))
+        if method.starts_from_run and self.is_image:
+            raise ValueError(f"method {self.method!r} recovers a structurally pruned language model: set model and "
+                             "data to the pruned run's")
+        if method.starts_from_run and self.eval_subset is not None:
+            raise ValueError(f"method {self.method!r} is evaluated on its pruned run's evaluation windows, so that the "
+                             "two perplexities compare; drop eval_subset")
         if self.pattern.is_nm:
             implied = self.pattern.sparsity
             if self.sparsity is not None and abs(self.sparsity - implied) > 1e-9:
@@ -130,7 +138,7 @@ class TrainSpec(JobSpec):
                 raise ValueError("density 'erk' needs an unstructured pattern; N:M fixes every layer's sparsity")
         elif self.sparsity is None:
             fill("sparsity", 0.5)
-        if method.name == "dense":
+        if method.name == "dense" or method.starts_from_run:  # no mask: a recovery trains a smaller dense model
             fill("sparsity", 0.0)
             fill("pattern", Pattern(name="unstructured"))
         if method.nm_only and not self.pattern.is_nm:
@@ -150,7 +158,7 @@ class TrainSpec(JobSpec):
             else:
                 fill("steps", 20)
             fill("epochs", None)
-        if self.eval_subset is None and not self.is_image:
+        if self.eval_subset is None and not self.is_image and not method.starts_from_run:
             fill("eval_subset", 16)
         return self
 
@@ -159,6 +167,14 @@ class TrainSpec(JobSpec):
         for name in self.RUNTIME_FIELDS:
             data.pop(name, None)
         return data
+
+    def with_run_keys(self, key_of: Callable[[str], str]) -> "TrainSpec":
+        """A method's ``from_run`` parameter (a recovery's pruned run) is kept as the run's key."""
+        if not isinstance(self.params.get("from_run"), str):
+            return self
+        key = key_of(self.params["from_run"])
+        return self if key == self.params["from_run"] else self.model_copy(
+            update={"params": {**self.params, "from_run": key}})
 
     def identity_parts(self) -> dict[str, str]:
         from workbench.training.registry import resolve_method

@@ -116,7 +116,9 @@ class TextTask(Task):
     quality: str = "perplexity"
 
     @classmethod
-    def from_spec(cls, spec: TrainSpec, tokenizer: object, device: torch.device) -> "TextTask":
+    def from_spec(cls, spec: TrainSpec, tokenizer: object, device: torch.device,
+                  eval_windows: torch.Tensor | None = None) -> "TextTask":
+        """``eval_windows``: evaluate on these (a recovery: its pruned run's) instead of the spec's."""
         from workbench.data import evaluation_windows, token_ids
         from workbench.errors import AssetError
 
@@ -124,8 +126,9 @@ class TextTask(Task):
         if len(train_ids) <= spec.seq_len:
             raise AssetError(f"the training text of {spec.data!r} has {len(train_ids)} tokens, fewer than one "
                              f"window of {spec.seq_len}", "use a shorter seq_len or a longer corpus")
-        windows = evaluation_windows(spec.data, tokenizer, spec.eval_subset, spec.seq_len)
-        return cls(train_ids, windows, spec.batch_size, spec.seq_len, spec.seed, device)
+        if eval_windows is None:
+            eval_windows = evaluation_windows(spec.data, tokenizer, spec.eval_subset, spec.seq_len)
+        return cls(train_ids, eval_windows, spec.batch_size, spec.seq_len, spec.seed, device)
 
     def batch(self, step: int) -> torch.Tensor:
         starts = torch.randint(0, len(self.train_ids) - self.seq_len, (self.batch_size,),
