@@ -122,7 +122,9 @@ def test_a_prune_spec_must_name_a_finished_search_of_its_model_and_sparsity(stor
 
 @pytest.mark.parametrize("change, message", [
     ({"space": "nm"}, "search space 'nm' is not supported .*space: unstructured"),
-    ({"space": "depth"}, "not supported"),
+    ({"space": "structured"}, "not supported"),
+    ({"evaluation": {"tasks": "shakespeare-nextline"}}, "a search does not score evaluation.tasks"),
+    ({"blocks": 3}, "blocks applies to space: depth"),
     ({"budget": {"survivors": [2, 2], "tokens": [64, 128]}}, "last stage keeps one"),
     ({"budget": {"survivors": [4], "tokens": [64, 128]}}, "same number of selection stages"),
     ({"budget": {"offspring": 2, "survivors": [4, 1], "tokens": [64, 128]}}, "cannot keep 4 of 2"),

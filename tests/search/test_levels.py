@@ -89,8 +89,8 @@ def test_every_candidate_keeps_the_total_sparsity_exact(tiny, tmp_path, method):
     assert [zeros[name] for name in geometry.names] == list(geometry.base)
 
     rng = random.Random(0)
-    candidates = [random_candidate(geometry.low, geometry.high, rng) for _ in range(6)]
-    candidates += [mutate(candidates[0], geometry.low, geometry.high, rng) for _ in range(6)]
+    candidates = [random_candidate(geometry.space(), rng) for _ in range(6)]
+    candidates += [mutate(candidates[0], geometry.space(), rng) for _ in range(6)]
     for candidate in candidates:
         swapper.apply(candidate)
         pruned = [int((layers[name].weight == 0).sum()) for name in geometry.names]

@@ -73,7 +73,11 @@ def prepare(spec: PruneSpec, job: JobContext | None = None) -> PreparedPrune:
                            params=method.Params.model_validate(spec.params), seed=spec.calibration.seed,
                            calibration=calibration, heldout=heldout, family=loaded.family, progress=progress,
                            allocation_params=spec.allocation_params, precision=spec.calibration.precision)
-    if spec.allocation == "search":  # a search run's per-layer targets, read here: pruning never reads the store
+    if spec.allocation == "search" and spec.structure is not None:  # a depth search's kept blocks, read here
+        from workbench.jobs.search import search_blocks
+
+        context.allocation_params = {**spec.allocation_params, "blocks_kept": search_blocks(spec, loaded.model, job)}
+    elif spec.allocation == "search":  # a search run's per-layer targets, read here: pruning never reads the store
         from workbench.jobs.search import search_targets
 
         context.allocation_params = {**spec.allocation_params, "targets": search_targets(spec, layers, job)}
@@ -140,7 +144,8 @@ def _shrink_model(prepared: PreparedPrune) -> PrunedModel:
     with PeakMemory() as peak:
         result = structured_prune(prepared.loaded.model, context.calibration, spec.method, spec.structure,
                                   spec.sparsity, params=spec.params, head_unit=spec.head_unit,
-                                  channel_multiple=spec.channel_multiple)
+                                  channel_multiple=spec.channel_multiple,
+                                  blocks_kept=context.allocation_params.get("blocks_kept"))
     prune_seconds = time.perf_counter() - started
     check_finite(prepared.loaded.model)
     masks = {name: mask.reshape(1, -1).cpu() for name, mask in result.masks.items()}

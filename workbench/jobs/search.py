@@ -1,7 +1,8 @@
 """The search job: level database -> dense reference -> EvoPress or random search -> the winning allocation.
 
-``prepare`` loads the model and the windows and lays out the level geometry (an impossible step or a
-model the search cannot prune fails there, before the run is registered). ``execute`` builds the level
+``prepare`` loads the model and the windows and lays out the level geometry, or for the depth space the
+number of blocks to drop (an impossible step or count, or a model the search cannot prune, fails there,
+before the run is registered). ``execute`` builds the level
 database or finds it built (``<store folder>/search-levels/<database key>/``: the key covers model, data,
 method and its parameters, sparsity, levels and calibration, not the search's budget or seed, so every
 search over the same levels shares one), measures the dense model once on the fitness windows, runs the
@@ -17,7 +18,14 @@ continues from there and ends where an uninterrupted one would), and returns:
 - layer_stats: per layer the winner's target sparsity (what a prune job hands its method), the sparsity
   it prunes exactly, and ``extra``: level, pruned count, admissible levels.
 
-``search_targets`` is the prune job's side: the per-layer targets of a finished search run.
+The depth space has no database: a candidate's blocks are taken out of the model's block list for each
+fitness pass. Its metrics replace ``uniform_fitness`` with ``start_fitness`` (the best of the start round),
+``uniform_perplexity``, ``level_step``, ``layers_moved`` and the database's with ``blocks_dropped``; its
+layer_stats have one row per block (``model.layers.<i>``, target and achieved sparsity 1 when dropped, 0
+when kept, ``extra.kept``), as a structured prune run of blocks has.
+
+``search_targets`` and ``search_blocks`` are the prune job's side: the per-layer targets, or the kept
+blocks, of a finished search run.
 """
 
 from __future__ import annotations
@@ -44,7 +52,8 @@ from workbench.metrics.language import perplexity
 from workbench.models import LoadedModel, check_finite, load_model, model_identity
 from workbench.models.layers import block_index, prunable_layers
 from workbench.records import JobOutput, LayerStat, Metric
-from workbench.search.evolution import Plan, SearchState, search
+from workbench.search.depth import BlockDropper, blocks_for_sparsity, depth_space, kept_mask
+from workbench.search.evolution import Plan, SearchState, Space, search
 from workbench.search.fitness import TOP_K, dense_reference, kl_fitness
 from workbench.search.levels import (
     DATABASE_VERSION,
@@ -56,6 +65,7 @@ from workbench.search.levels import (
     method_counter,
 )
 from workbench.search.spec import SearchSpec
+from workbench.structured.layout import model_layout
 
 STATE_FILE = "search-state.json"
 
@@ -64,11 +74,12 @@ STATE_FILE = "search-state.json"
 class PreparedSearch:
     spec: SearchSpec
     loaded: LoadedModel
-    layers: dict[str, nn.Module]
-    geometry: LevelGeometry
+    space: Space
     calibration: torch.Tensor
     fitness_windows: torch.Tensor
-    database: Path
+    layers: dict[str, nn.Module] | None = None  # the level spaces: prunable layers, geometry and database
+    geometry: LevelGeometry | None = None
+    database: Path | None = None
 
 
 def database_key(spec: SearchSpec) -> str:
@@ -102,15 +113,19 @@ def prepare(spec: SearchSpec, job: JobContext | None = None) -> PreparedSearch:
         if window > loaded.max_seq_len:
             raise SpecError(f"a window of {window} tokens exceeds {spec.model}'s {loaded.max_seq_len} positions",
                             f"set calibration.seq_len and evaluation.seq_len to at most {loaded.max_seq_len}")
-    layers = prunable_layers(loaded.model)
-    shapes = [tuple(module.weight.shape) for module in layers.values()]
-    geometry = level_geometry(list(layers), shapes, spec.sparsity, spec.levels.max, spec.levels.step,
-                              method_counter(spec.prune_method, spec.prune_params))
     samples = spec.calibration.samples
     windows = calibration_windows(spec.data, loaded.tokenizer, samples + spec.fitness_windows,
                                   spec.calibration.seq_len, spec.calibration.seed)
     evaluation_windows(spec.data, loaded.tokenizer, 1, spec.evaluation.seq_len)  # fails early if too short
-    return PreparedSearch(spec, loaded, layers, geometry, windows[:samples], windows[samples:],
+    if spec.space == "depth":
+        blocks = model_layout(loaded.model).block_parameters()
+        dropped = spec.blocks if spec.blocks is not None else blocks_for_sparsity(blocks, spec.sparsity)
+        return PreparedSearch(spec, loaded, depth_space(len(blocks), dropped), windows[:samples], windows[samples:])
+    layers = prunable_layers(loaded.model)
+    shapes = [tuple(module.weight.shape) for module in layers.values()]
+    geometry = level_geometry(list(layers), shapes, spec.sparsity, spec.levels.max, spec.levels.step,
+                              method_counter(spec.prune_method, spec.prune_params))
+    return PreparedSearch(spec, loaded, geometry.space(), windows[:samples], windows[samples:], layers, geometry,
                           _database_root(job) / database_key(spec))
 
 
@@ -134,21 +149,31 @@ def _save_state(workdir: Path | None, spec: SearchSpec, state: SearchState) -> N
     faultpoint(f"search:generation={state.generation}")
 
 
-def execute(prepared: PreparedSearch, job: JobContext | None = None) -> JobOutput:
+def _open_levels(prepared: PreparedSearch, progress: bool) -> tuple[LevelSwapper, dict[str, float]]:
+    """The level database, built unless found, and a swapper over it."""
     spec, geometry, model = prepared.spec, prepared.geometry, prepared.loaded.model
-    progress = bool(job and job.progress)
-    workdir = job.workdir if job else None
-
     started = time.perf_counter()
     cached = load_geometry(prepared.database) == geometry
     if not cached:
         build_database(model, prepared.layers, prepared.calibration, geometry, spec.prune_method, spec.prune_params,
                        prepared.database, spec.calibration.precision, progress)
-    levels_seconds = time.perf_counter() - started
+    swapper = LevelSwapper(prepared.layers, geometry, prepared.database)
+    return swapper, {"levels_cached": float(cached), "levels_seconds": time.perf_counter() - started}
+
+
+def execute(prepared: PreparedSearch, job: JobContext | None = None) -> JobOutput:
+    spec, space, model = prepared.spec, prepared.space, prepared.loaded.model
+    progress = bool(job and job.progress)
+    workdir = job.workdir if job else None
+
+    swapper: LevelSwapper | BlockDropper
+    if prepared.geometry is None:
+        swapper, extra = BlockDropper(model), {}
+    else:
+        swapper, extra = _open_levels(prepared, progress)
 
     started = time.perf_counter()
     reference = dense_reference(model, prepared.fitness_windows, TOP_K)
-    swapper = LevelSwapper(prepared.layers, geometry, prepared.database)
 
     def evaluate(candidate: tuple[int, ...], windows: Any) -> float:
         swapper.apply(candidate)
@@ -157,7 +182,7 @@ def execute(prepared: PreparedSearch, job: JobContext | None = None) -> JobOutpu
     budget, seq_len = spec.budget, spec.calibration.seq_len
     plan = Plan(budget.generations, budget.offspring, tuple(budget.survivors),
                 tuple(tokens // seq_len for tokens in budget.tokens))
-    state = _load_state(workdir, spec, geometry.size)
+    state = _load_state(workdir, spec, space.size)
     resumed_from = state.generation if state is not None else 0
     bar = tqdm(total=plan.generations, initial=resumed_from, desc=f"search ({spec.method})", unit="generation",
                disable=not progress, leave=False)
@@ -168,37 +193,37 @@ def execute(prepared: PreparedSearch, job: JobContext | None = None) -> JobOutpu
         _save_state(workdir, spec, current)
 
     try:
-        state = search(spec.method, geometry.low, geometry.high, plan, evaluate, spec.seed, state, checkpoint)
+        state = search(spec.method, space, plan, evaluate, spec.seed, state, checkpoint)
     finally:
         bar.close()
     search_seconds = time.perf_counter() - started
 
     windows = evaluation_windows(spec.data, prepared.loaded.tokenizer, spec.evaluation.windows, spec.evaluation.seq_len)
     swapper.apply(state.parent)
-    candidate_perplexity = perplexity(model, windows, progress=progress)
-    swapper.apply((0,) * geometry.size)
-    uniform_perplexity = perplexity(model, windows, progress=progress)
+    extra["candidate_perplexity"] = perplexity(model, windows, progress=progress)
+    uniform = space.uniform()
+    if uniform is not None:
+        swapper.apply(uniform)
+        extra["uniform_perplexity"] = perplexity(model, windows, progress=progress)
     swapper.restore()
 
-    output = _records(spec, geometry, state, {
-        "levels_cached": float(cached), "levels_seconds": levels_seconds, "search_seconds": search_seconds,
-        "candidate_perplexity": candidate_perplexity, "uniform_perplexity": uniform_perplexity,
-        "resumed_from_generation": float(resumed_from)})
+    extra.update({"search_seconds": search_seconds, "resumed_from_generation": float(resumed_from)})
+    if prepared.geometry is None:
+        output = _depth_records(model, state, extra)
+    else:
+        output = _level_records(prepared.geometry, state, extra)
     if workdir is not None:
         (workdir / STATE_FILE).unlink(missing_ok=True)  # the store now holds the result
     return output
 
 
-def _records(spec: SearchSpec, geometry: LevelGeometry, state: SearchState, extra: dict[str, float]) -> JobOutput:
-    winner = state.parent
+def _search_metrics(state: SearchState, start: str, extra: dict[str, float]) -> list[Metric]:
+    """What every space records: the budget spent, the fitness trace and the spread of the last stage."""
     measured = state.final_stage or [state.fitness]
     values = {
         "evaluations": float(state.evaluations),
         "best_fitness": state.fitness,
-        "uniform_fitness": state.history[0],
-        "sparsity": geometry.sparsity_of(winner),
-        "level_step": float(geometry.step),
-        "layers_moved": float(sum(level != 0 for level in winner)),
+        f"{start}_fitness": state.history[0],
         "final_stage_count": float(len(state.final_stage)),
         "final_stage_min": min(measured),
         "final_stage_median": statistics.median(measured),
@@ -207,7 +232,14 @@ def _records(spec: SearchSpec, geometry: LevelGeometry, state: SearchState, extr
         **extra,
     }
     metrics = [Metric(name, float(value)) for name, value in values.items()]
-    metrics += [Metric("fitness", value, step) for step, value in enumerate(state.history)]
+    return metrics + [Metric("fitness", value, step) for step, value in enumerate(state.history)]
+
+
+def _level_records(geometry: LevelGeometry, state: SearchState, extra: dict[str, float]) -> JobOutput:
+    winner = state.parent
+    metrics = _search_metrics(state, "uniform", {
+        "sparsity": geometry.sparsity_of(winner), "level_step": float(geometry.step),
+        "layers_moved": float(sum(level != 0 for level in winner)), **extra})
     layers = []
     for index, (name, level) in enumerate(zip(geometry.names, winner)):
         count = geometry.count(index, level)
@@ -219,10 +251,22 @@ def _records(spec: SearchSpec, geometry: LevelGeometry, state: SearchState, extr
     return JobOutput(metrics=metrics, layers=layers)
 
 
-def search_targets(spec: Any, layers: dict[str, nn.Module], job: JobContext | None = None) -> dict[str, float]:
-    """The per-layer targets of the finished search run that a prune spec names in ``allocation_params.run``
-    (a run id, a unique prefix of one, or a key), checked against the prune spec: same model and sparsity,
-    the same layers."""
+def _depth_records(model: nn.Module, state: SearchState, extra: dict[str, float]) -> JobOutput:
+    """One row per block, as a structured prune run of blocks records them (1 = dropped)."""
+    layout = model_layout(model)
+    parameters = layout.block_parameters()
+    dropped = sum(parameters[i] for i, level in enumerate(state.parent) if level)
+    metrics = _search_metrics(state, "start", {
+        "sparsity": dropped / sum(parameters), "blocks_dropped": float(sum(state.parent)), **extra})
+    layers = [LayerStat(layer=f"{layout.prefix}.{block}", block=block, shape=(1, 1), target_sparsity=float(level),
+                        achieved_sparsity=float(level), pattern="structured:blocks", extra={"kept": int(not level)})
+              for block, level in enumerate(state.parent)]
+    return JobOutput(metrics=metrics, layers=layers)
+
+
+def _finished_search(spec: Any, space: str, job: JobContext | None) -> tuple[Any, dict[str, Any]]:
+    """The finished search run that a prune spec names in ``allocation_params.run`` (a run id, a unique prefix
+    of one, or a key), checked against the prune spec: the same model, and a search of ``space``."""
     from workbench import queries
     from workbench.store import Store
 
@@ -242,6 +286,22 @@ def search_targets(spec: Any, layers: dict[str, nn.Module], job: JobContext | No
     if searched["model"] != spec.model or record["identity"].get("model") != model_identity(spec.model):
         raise SpecError(f"search run {record['run_id']} searched model {searched['model']}, not {spec.model}",
                         f"prune model {searched['model']}, or search {spec.model}")
+    searched_space = searched.get("space", "unstructured")
+    if searched_space != space:
+        fix = ("name it from a prune spec with structure: blocks" if searched_space == "depth"
+               else f"name a search of space {space}")
+        raise SpecError(f"search run {record['run_id']} searched space {searched_space}, which this prune spec "
+                        f"cannot apply", fix)
+    return store, record
+
+
+def search_targets(spec: Any, layers: dict[str, nn.Module], job: JobContext | None = None) -> dict[str, float]:
+    """The per-layer targets of the finished unstructured search run that a prune spec names, checked against
+    it: same model and sparsity, the same layers."""
+    from workbench import queries
+
+    store, record = _finished_search(spec, "unstructured", job)
+    searched = record["spec"]
     if abs(float(searched["sparsity"]) - float(spec.sparsity)) > 1e-12:
         raise SpecError(f"search run {record['run_id']} searched sparsity {searched['sparsity']:g}, "
                         f"not {spec.sparsity:g}", f"set sparsity: {searched['sparsity']:g}")
@@ -252,3 +312,22 @@ def search_targets(spec: Any, layers: dict[str, nn.Module], job: JobContext | No
         raise SpecError(f"search run {record['run_id']} and this prune spec differ in layer {odd}",
                         "prune the same layers the search searched (no prune_embeddings / prune_head)")
     return targets
+
+
+def search_blocks(spec: Any, model: nn.Module, job: JobContext | None = None) -> torch.Tensor:
+    """The blocks kept by the finished depth search run that a structured prune spec (``structure: blocks``)
+    names: one bool per block, True = kept. The prune spec's sparsity must drop as many blocks."""
+    from workbench import queries
+
+    store, record = _finished_search(spec, "depth", job)
+    frame = queries.layer_stats(store, [record["run_id"]]).sort_values("block")
+    levels = [int(round(sparsity)) for sparsity in frame["achieved_sparsity"]]
+    parameters = model_layout(model).block_parameters()
+    if len(levels) != len(parameters):
+        raise SpecError(f"search run {record['run_id']} searched {len(levels)} blocks; {spec.model} has "
+                        f"{len(parameters)}", "prune the model the search searched")
+    dropped, count = sum(levels), blocks_for_sparsity(parameters, spec.sparsity)
+    if count != dropped:
+        raise SpecError(f"search run {record['run_id']} dropped {dropped} of {len(levels)} blocks; sparsity "
+                        f"{spec.sparsity:g} drops {count}", f"set sparsity: {dropped / len(levels):g}")
+    return kept_mask(tuple(levels))

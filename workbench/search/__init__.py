@@ -1,4 +1,5 @@
-"""Searching the layer-wise sparsity allocation (EvoPress, and random search at the same budget).
+"""Searching how a model is pruned at a fixed total (EvoPress, and random search at the same budget): the
+per-layer sparsity allocation (``space: unstructured``) or which blocks to drop (``space: depth``).
 
 - ``spec.py``: the ``search`` job kind (``SearchSpec``).
 - ``levels.py``: the level database: every prunable layer pruned at levels -L..+L around the target,
@@ -7,10 +8,12 @@
   statistics (Wanda or SparseGPT), kept on disk in safetensors, swapped into the model per candidate.
 - ``fitness.py``: the fitness, KL divergence of a candidate's next-token distribution to the dense
   model's on held-out calibration windows (the dense top-k log-probabilities computed once).
+- ``depth.py``: the depth space: 0/1 levels per block (1 = dropped) with a fixed count, no database;
+  ``BlockDropper`` runs the model without a candidate's dropped blocks.
 - ``evolution.py``: EvoPress (mutation, multi-stage selection, elitism) and random search, pure: they see
-  candidates as level vectors and the fitness as a function.
-- ``allocation.py``: the ``search`` allocation of a prune spec (per-layer targets that the prune job
-  reads from a finished search run and hands in).
+  candidates as level vectors in a ``Space`` and the fitness as a function.
+- ``allocation.py``: the ``search`` allocation of a prune spec (per-layer targets, or a depth search's kept
+  blocks for a structured prune spec, that the prune job reads from a finished search run and hands in).
 
 Nothing here reads or writes the store: the executor (``workbench/jobs/search.py``) does.
 """

@@ -13,6 +13,10 @@ Pruning never reads the store: the prune job resolves ``run`` into the search's 
 With the database's own method (and its parameters) the run prunes exactly the winning candidate's
 number of weights in every layer; its masks come from the usual sequential pipeline, not from the
 database (whose levels were all computed from dense activations).
+
+A depth search is named the same way from a structured prune spec (``structure: blocks``); the prune job
+reads its kept blocks (``workbench.jobs.search.search_blocks``) and the structured prune drops exactly
+those, so this class never sees it.
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ from torch import nn
 from workbench.errors import PruningError
 from workbench.pruning.masks import pack_bits, pruned_count
 from workbench.pruning.pipeline import GroupPruner, InputStatistics, LayerResult, Needs, run_pipeline
+from workbench.search.evolution import Space
 from workbench.values import Pattern
 
 DATABASE_VERSION = "1"  # bumped when a database's content for the same inputs changes
@@ -132,6 +133,10 @@ class LevelGeometry:
 
     def sparsity_of(self, candidate: tuple[int, ...]) -> float:
         return self.pruned(candidate) / self.total()
+
+    def space(self) -> Space:
+        """The search space of these levels: each layer in its range, all levels summing to zero."""
+        return Space(self.low, self.high)
 
     def allocation(self, candidate: tuple[int, ...]) -> dict[str, float]:
         """Per-layer targets (what a prune job hands its method) of a candidate."""

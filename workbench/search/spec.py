@@ -1,9 +1,9 @@
-"""The ``search`` job kind: search the per-layer sparsity allocation of a model at a fixed total sparsity.
+"""The ``search`` job kind: search how a model is pruned at a fixed total (``SearchSpec``).
 
 ```yaml
 kind: search
 method: evopress             # or random: the same number of fitness evaluations on the same token stages
-space: unstructured          # the only space searched so far
+space: unstructured          # unstructured | depth (which blocks to drop)
 model: smollm2-135m
 data: shakespeare
 sparsity: 0.7                # total fraction of zeros, kept exactly by every candidate
@@ -18,6 +18,15 @@ The database's calibration statistics come from ``calibration.samples`` windows;
 ``budget.tokens[-1] / calibration.seq_len`` further windows drawn with the same seed (held out of the
 statistics). Its result is the winning allocation (``layer_stats.target_sparsity`` per layer), which a
 prune spec uses with ``allocation: search`` and ``allocation_params: {run: <run id or key>}``.
+
+``space: depth`` searches which blocks to drop: ``blocks: 6`` (or ``sparsity:``, the fraction of the
+decoder's parameters, as a structured prune spec gives it); no level database, so no ``prune_method``,
+``prune_params`` or ``levels``. Its fitness windows are drawn after ``calibration.samples`` windows as
+above, so they stay out of what a block-influence prune run with the same calibration reads. A structured
+prune spec (``structure: blocks``) with ``allocation: search`` drops the searched blocks.
+
+``evaluation.tasks`` is refused: a search scores candidates by KL and reports perplexity; the tasks belong
+to the prune spec that applies its allocation (the model the tasks should score).
 """
 
 from __future__ import annotations
@@ -32,8 +41,9 @@ from workbench.values import StrictModel
 
 # bumped when what a search computes from the same spec changes (levels, fitness, the algorithms)
 SEARCH_VERSION = "1"
-SPACES = ("unstructured",)
-LATER_SPACES = ("nm", "structured", "depth")
+SPACES = ("unstructured", "depth")
+LATER_SPACES = ("nm", "structured")
+LEVEL_FIELDS = ("prune_method", "prune_params", "levels")  # the level database's: no meaning for depth
 
 
 class Levels(StrictModel):
@@ -66,11 +76,13 @@ class Budget(StrictModel):
             raise ValueError(f"tokens {list(self.tokens)} must be positive and never shrink from stage to stage")
         return self
 
-    def evaluations(self) -> int:
-        """Fitness evaluations of a whole search: the uniform start once, then per generation every offspring
-        in the first stage and the survivors of each stage in the next (the parent's fitness on the fixed last
-        stage is known)."""
-        return 1 + self.generations * (self.offspring + sum(self.survivors[:-1]))
+    def evaluations(self, uniform_start: bool = True) -> int:
+        """Fitness evaluations of a whole search: the start (the uniform allocation once, or a start round of
+        ``offspring`` random candidates through the stages), then per generation every offspring in the first
+        stage and the survivors of each stage in the next (the parent's fitness on the fixed last stage is
+        known)."""
+        round_ = self.offspring + sum(self.survivors[:-1])
+        return (1 if uniform_start else round_) + self.generations * round_
 
 
 class SearchSpec(JobSpec):
@@ -79,10 +91,14 @@ class SearchSpec(JobSpec):
     KIND: ClassVar[str] = "search"
     kind: Literal["search"] = "search"
     method: Literal["evopress", "random"] = Field("evopress", description="evopress | random (same budget)")
-    space: str = Field("unstructured", description="what is searched: per-layer unstructured sparsity")
+    space: str = Field("unstructured", description="what is searched: unstructured (per-layer sparsity) or depth "
+                                                   "(which blocks to drop)")
     model: str = Field("smollm2-135m", description="built-in name, hub id or local folder")
     data: str = Field("shakespeare", description="corpus of the calibration and fitness windows")
-    sparsity: float = Field(0.5, gt=0, lt=1, description="total fraction of zeros over the prunable layers")
+    sparsity: float | None = Field(None, gt=0, lt=1, description="total fraction of zeros over the prunable layers "
+                                                                 "(default 0.5); depth: fraction of the decoder's "
+                                                                 "parameters dropped as whole blocks")
+    blocks: int | None = Field(None, ge=1, le=100_000, description="depth: how many blocks to drop (or sparsity:)")
     prune_method: Literal["wanda", "sparsegpt"] = Field("wanda", description="method of the level database")
     prune_params: dict[str, Any] = Field(default_factory=dict, description="the database method's parameters")
     levels: Levels = Field(default_factory=Levels)
@@ -91,11 +107,13 @@ class SearchSpec(JobSpec):
     evaluation: Evaluation = Field(default_factory=Evaluation)
     seed: int = Field(0, ge=0, le=MAX_SEED, description="mutations, random candidates and stage windows")
 
+    KEY_OMITS_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"blocks"})
+
     @field_validator("space")
     @classmethod
     def _check_space(cls, value: str) -> str:
         if value not in SPACES:
-            later = " (N:M, structured and depth spaces are not searched yet)" if value in LATER_SPACES else ""
+            later = " (N:M and structured spaces are not searched yet)" if value in LATER_SPACES else ""
             raise SpecError(f"search space {value!r} is not supported{later}",
                             f"use space: {' | '.join(SPACES)}")
         return value
@@ -104,13 +122,51 @@ class SearchSpec(JobSpec):
     def _check(self) -> "SearchSpec":
         from workbench.pruning.registry import resolve_method
 
-        object.__setattr__(self, "prune_params", resolve_method(self.prune_method).validate_params(self.prune_params))
+        if self.evaluation.tasks:
+            raise SpecError("a search does not score evaluation.tasks (it compares candidates by KL and reports "
+                            "perplexity)", "drop evaluation.tasks here and name them in the prune spec that "
+                                           "applies the search's allocation")
+        if self.space == "depth":
+            self._check_depth()
+        else:
+            if self.blocks is not None:
+                raise SpecError(f"blocks applies to space: depth, not {self.space}", "drop blocks, or set space: depth")
+            if self.sparsity is None:
+                object.__setattr__(self, "sparsity", 0.5)
+            object.__setattr__(self, "prune_params",
+                               resolve_method(self.prune_method).validate_params(self.prune_params))
         seq_len = self.calibration.seq_len
         ragged = [t for t in self.budget.tokens if t % seq_len]
         if ragged:
             raise ValueError(f"budget.tokens {ragged[0]} is not a whole number of calibration windows of {seq_len} "
                              f"tokens; use multiples of calibration.seq_len")
         return self
+
+    def _check_depth(self) -> None:
+        given = [name for name in LEVEL_FIELDS if name in self.model_fields_set]
+        if given:
+            raise SpecError(f"space depth has no level database, so {given[0]} does not apply",
+                            f"drop {', '.join(given)}")
+        if (self.blocks is None) == (self.sparsity is None):
+            raise SpecError("space depth needs how many blocks to drop: blocks or sparsity, one of them"
+                            + (" (both are given)" if self.blocks is not None else ""),
+                            "give blocks: 6 (a count) or sparsity: 0.2 (the fraction of the decoder's parameters)")
+
+    def canonical(self) -> dict[str, Any]:
+        data = super().canonical()
+        if self.space == "depth":
+            for name in LEVEL_FIELDS:
+                data.pop(name, None)
+        return data
+
+    @property
+    def uniform_start(self) -> bool:
+        """Whether the search starts from the uniform allocation (level spaces), not from a start round."""
+        return self.space != "depth"
+
+    def evaluations(self) -> int:
+        """Fitness evaluations of the whole search (``budget.evaluations`` with the space's start)."""
+        return self.budget.evaluations(self.uniform_start)
 
     @property
     def fitness_windows(self) -> int:
@@ -122,14 +178,19 @@ class SearchSpec(JobSpec):
         from workbench.models import model_identity
         from workbench.pruning.registry import resolve_method
 
-        return {
+        parts = {
             "model": model_identity(self.model),
             "data": data_identity(self.data),
-            "method": f"{self.prune_method}@{resolve_method(self.prune_method).version}",
             "search": f"{self.method}@{SEARCH_VERSION}",
         }
+        if self.space != "depth":
+            parts["method"] = f"{self.prune_method}@{resolve_method(self.prune_method).version}"
+        return parts
 
     def summary(self) -> dict[str, Any]:
+        if self.space == "depth":
+            return {"model": self.model, "data": self.data, "method": None, "pattern": "structured:blocks",
+                    "allocation": self.method, "target_sparsity": self.sparsity}
         return {"model": self.model, "data": self.data, "method": self.prune_method, "pattern": self.space,
                 "allocation": self.method, "target_sparsity": self.sparsity}
 

@@ -169,12 +169,15 @@ def check_request(model: nn.Module, criterion: str | Criterion, structure: str, 
 
 def structured_prune(model: nn.Module, calibration: torch.Tensor | None, criterion: str | Criterion, structure: str,
                      sparsity: float, params: dict[str, Any] | None = None, head_unit: str = "group",
-                     tokens_per_batch: int = 2048, channel_multiple: int = 1) -> ShrinkResult:
+                     tokens_per_batch: int = 2048, channel_multiple: int = 1,
+                     blocks_kept: torch.Tensor | None = None) -> ShrinkResult:
     """Remove ``structure`` ("heads", "channels", "blocks" or "heads+channels") from ``model`` in place, ranked
     by ``criterion`` (a name in ``CRITERIA``) on ``calibration`` windows ((samples, seq_len) token ids; the
     data-free magnitude-sp takes None), until about ``sparsity`` of the decoder's parameters are gone.
     ``params``: the criterion's parameters; ``head_unit``: "group" or "query" (see the module docstring);
-    ``channel_multiple``: each layer keeps a multiple of this many channels (``allocate.round_kept``)."""
+    ``channel_multiple``: each layer keeps a multiple of this many channels (``allocate.round_kept``);
+    ``blocks_kept``: the blocks to keep (one bool per block, a depth search's answer) instead of the
+    criterion's choice, which is then not computed."""
     crit = resolve_criterion(criterion) if isinstance(criterion, str) else criterion
     kinds = _check_request(crit, structure, sparsity, head_unit)
     _check_multiple(channel_multiple)
@@ -182,12 +185,18 @@ def structured_prune(model: nn.Module, calibration: torch.Tensor | None, criteri
     layout = model_layout(model)
     before = sum(layout.block_parameters())
     target = sparsity * before
+    if blocks_kept is not None and kinds != ("blocks",):
+        raise SpecError(f"kept blocks were given for structure {structure!r}", "give them with structure 'blocks'")
     stats: Statistics | None = None
-    if crit.needs_inputs or crit.needs_blocks:
+    if (crit.needs_inputs or crit.needs_blocks) and blocks_kept is None:
         check_calibration(calibration, f"criterion {crit.name!r}")
         stats = collect_statistics(model, calibration, inputs=crit.needs_inputs, blocks=crit.needs_blocks,
                                    tokens_per_batch=tokens_per_batch)
-    if kinds == ("blocks",):
+    if blocks_kept is not None:
+        keep = blocks_kept.reshape(-1).bool()
+        masks, scores = {layout.prefix: keep}, {layout.prefix: keep.float()}
+        shrink_blocks(model, keep)
+    elif kinds == ("blocks",):
         keep, block_scores = _block_masks(crit, layout, stats, target, parsed)
         masks, scores = {layout.prefix: keep}, {layout.prefix: block_scores}
         shrink_blocks(model, keep)
