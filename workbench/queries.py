@@ -11,15 +11,17 @@ from __future__ import annotations
 import json
 import numbers
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import pandas as pd
-import torch
 
 from workbench.errors import StoreError, WorkbenchError
 from workbench.results import HEADLINE_METRICS, TASK_SEPARATOR, is_task_score
 from workbench.store import Store, is_stale
 from workbench.store.masks import decode_mask
+
+if TYPE_CHECKING:  # masks decode to tensors; every other query starts without torch
+    import torch
 
 RUN_COLUMNS = ["run_id", "key", "kind", "name", "model", "data", "method", "pattern", "allocation",
                "target_sparsity", "status", "error", "created_at", "finished_at", "wall_s", "host", "pid"]

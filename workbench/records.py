@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # masks are tensors, but the store and its readers start without torch
+    import torch
 
 # A metric > 0 that a job's output may carry: the job left part of its work out (a time budget ran out).
 # The run is stored, but the runner runs its key again rather than serving it as a complete run.

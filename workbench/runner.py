@@ -1,7 +1,8 @@
 """The runner: cache lookup, claims, lifecycle (running -> finished | failed) of one job.
 
 A job whose key already finished in the store returns that run at once: the key is computed from
-the spec and file hashes, so the model is never loaded. Otherwise the job is prepared (everything it
+the spec and file hashes, so the model is never loaded (nor torch imported: a job's executor is
+imported only when the job runs). Otherwise the job is prepared (everything it
 reads is loaded and checked: bad input fails here and leaves the store untouched), its key is claimed
 (``workbench.store.claims``: one worker at a time per key, under a lease renewed while it runs),
 registered as ``running``, executed, and written in one transaction that flips it to ``finished`` and
@@ -58,22 +59,12 @@ def error_text(err: BaseException) -> str:
     return str(err) if isinstance(err, WorkbenchError) else f"{type(err).__name__}: {err}"
 
 
-def _final_metrics(store: Store, run_id: str) -> dict[str, float]:
-    from workbench import queries
-
-    frame = queries.metrics(store, [run_id])
-    if frame.empty:
-        return {}
-    frame = frame.assign(order=frame["step"].fillna(-1)).sort_values("order")
-    return {name: float(value) for name, value in frame.groupby("name")["value"].last().items()}
-
-
 def cached_result(store: Store, key: str) -> RunResult | None:
     """The key's finished (and complete) run as a cached result, or None."""
     done = store.finished_run(key)
     if done is None:
         return None
-    metrics = _final_metrics(store, done["run_id"])
+    metrics = store.final_metrics(done["run_id"])
     if metrics.get(INCOMPLETE):
         return None
     return RunResult(done["run_id"], key, True, "finished", metrics, done["wall_s"])

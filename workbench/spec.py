@@ -221,7 +221,7 @@ class PruneSpec(JobSpec):
     def _resolve_criterion(self) -> "PruneSpec":
         """Structured pruning: the method is a criterion; whole structures go, so no N:M and no allocation
         (each criterion spreads the removals over layers its own way)."""
-        from workbench.structured.prune import STRUCTURES
+        from workbench.structured.criteria import STRUCTURES
 
         criterion = resolve_prune_method(self.method, self.structure)
         missing = sorted(set(STRUCTURES[self.structure]) - criterion.structures)

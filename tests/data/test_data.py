@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from workbench.data import SHAKESPEARE_EVAL_PLAYS, calibration_windows, evaluation_windows, load_corpus
+from workbench.data import SHAKESPEARE_EVAL_PLAYS, calibration_windows, data_identity, evaluation_windows, load_corpus
 from workbench.errors import AssetError
 from workbench.models import ByteTokenizer
 
@@ -42,3 +42,17 @@ def test_text_shorter_than_one_window_is_a_clear_error(tmp_path):
         load_corpus(str(empty))
     with pytest.raises(AssetError, match="unknown corpus"):
         load_corpus("klingon-opera")
+
+
+def test_data_identity_is_remembered_until_the_text_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "corpus.txt"
+    path.write_text("the first text of the corpus\n" * 50)
+    first = data_identity(str(path))
+    assert first == load_corpus(str(path)).identity
+    assert data_identity(str(path)) == first and (tmp_path / "cache" / "file-hashes.json").is_file()
+    path.write_text("a different text altogether\n" * 60)
+    changed = data_identity(str(path))  # while load_corpus still holds the old text
+    load_corpus.cache_clear()
+    assert changed == load_corpus(str(path)).identity != first
+    assert data_identity("shakespeare") == load_corpus("shakespeare").identity

@@ -1,5 +1,5 @@
 """`workbench bench ...`: benchmarks that print figures (the app's pages, kernels, latency, the training
-sweep, pruning speed against llmcompressor)."""
+sweep, pruning speed against llmcompressor, the start-up of the read-only commands)."""
 
 from __future__ import annotations
 
@@ -204,3 +204,27 @@ def bench_prune(
     out.write_text(json.dumps({"environment": {**env, "load_average_end": os.getloadavg()}, "cases": summaries},
                               indent=2))
     typer.echo(f"wrote {out}")
+
+
+@app.command("startup")
+@handles_errors
+def bench_startup(repeat: int = typer.Option(5, min=1, help="fresh processes timed per command (median shown)")) -> None:
+    """Time the read-only commands (ls, show, methods, a spec's validation, a cached run) in fresh processes
+    against `import torch`, and check that none of them imports torch or transformers (exit 1 if one does)."""
+    # deferred (start-up time): building the store runs a tiny job (torch), in this process only
+    import tempfile
+
+    from workbench.benchmarks.startup import HEAVY, TARGET_S, build_store, format_table, measure, read_only_commands
+
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="workbench-startup-") as tmp:
+        store, run_id = build_store(Path(tmp))
+        timings = measure(read_only_commands(store, run_id, Path(tmp)), repeat)
+    typer.echo(f"python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.node()}, load average "
+               f"{load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after; {repeat} fresh processes per command, "
+               f"target {TARGET_S:g} s each on an idle machine")
+    typer.echo(format_table(timings))
+    heavy = [t.label for t in timings if t.heavy]
+    if heavy:
+        typer.echo(f"imported {' or '.join(HEAVY)}: {', '.join(heavy)}", err=True)
+        raise typer.Exit(1)

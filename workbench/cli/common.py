@@ -42,7 +42,7 @@ def handles_errors(command: Command) -> Command:
 
 
 def open_store(path: Optional[str | Path]) -> Any:
-    # deferred (start-up time): the store imports torch
+    # deferred (start-up time): the store imports DuckDB
     from workbench.store import Store
 
     return Store(path)

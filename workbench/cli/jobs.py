@@ -23,7 +23,7 @@ AddressOption = typer.Option(None, "--address", help="ray: the cluster to join (
 def _run_suite(specs: list, store: Optional[str], force: bool, progress: bool, executor: str, workers: int,
                address: Optional[str], title: str = "", as_json: bool = False) -> list:
     """Run a sweep's specs on the chosen executor; Ctrl-C prints what ended and exits 130 (run again to resume)."""
-    # deferred (start-up time): the runner imports torch; Ray is imported only when asked for
+    # deferred (start-up time): the runner and the store (DuckDB); Ray is imported only when asked for
     from workbench.executors import make_executor
     from workbench.sweeps import SweepInterrupted, run_sweep
 
@@ -53,11 +53,14 @@ def run(spec_file: Path = typer.Argument(..., help="YAML job spec"),
         as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bars")) -> None:
     """Run one job (or return its cached run)."""
-    # deferred (start-up time): the runner imports torch, the spec pydantic models
-    from workbench.runner import run_job
+    # deferred (start-up time): the spec's pydantic models; then the runner and the store (DuckDB). A cached
+    # run never imports torch: the runner imports a job's executor only when the job runs.
     from workbench.spec import load_spec
 
-    result = run_job(load_spec(spec_file), open_store(store), force=force, progress=not quiet and not as_json)
+    spec = load_spec(spec_file)
+    from workbench.runner import run_job
+
+    result = run_job(spec, open_store(store), force=force, progress=not quiet and not as_json)
     if as_json:
         print_json(result.as_dict())
     else:

@@ -25,7 +25,7 @@ def list_runs(store: Optional[str] = StoreOption,
     """List runs with their headline metrics; a running row shows its host, pid and age, its lease (how long
     ago its worker last renewed its claim, or "expired"), and "running (stale)" when a killed job of this host
     left it (`workbench gc` removes those)."""
-    # deferred (start-up time): queries import torch and pandas
+    # deferred (start-up time): queries import pandas
     from workbench import queries
     from workbench.results import QUALITY_METRICS
 
@@ -113,7 +113,7 @@ def show(run_id: str = typer.Argument(..., help="run id or a unique prefix"),
          as_json: bool = typer.Option(False, "--json"),
          layers: bool = typer.Option(False, "--layers", help="also list per-layer stats")) -> None:
     """Show one run: spec, status, metrics (and per-layer stats)."""
-    # deferred (start-up time): queries import torch and pandas
+    # deferred (start-up time): queries import pandas
     from workbench import queries
 
     record = queries.run(open_store(store), run_id)
@@ -137,7 +137,7 @@ def show(run_id: str = typer.Argument(..., help="run id or a unique prefix"),
 @handles_errors
 def methods() -> None:
     """List pruning methods and allocations with their parameters and versions."""
-    # deferred (start-up time): the pruning registries import torch
+    # deferred (start-up time): the registries import every method's module (torch only inside its functions)
     from workbench.pruning.allocation import ALLOCATIONS, resolve_allocation
     from workbench.pruning.registry import METHODS, resolve_method
 
@@ -201,7 +201,7 @@ def export(out: Path = typer.Argument(..., help="a .duckdb file, or a folder for
            kind: Optional[str] = typer.Option(None, help="only runs of this kind (prune, train, bench)"),
            store: Optional[str] = StoreOption) -> None:
     """Write finished runs and all their rows (metrics, layers, masks, kernel results) to a file."""
-    # deferred (start-up time): queries and the transfer import torch
+    # deferred (start-up time): queries import pandas, the transfer DuckDB
     from workbench import queries
     from workbench.store.transfer import export_store
 
@@ -217,7 +217,7 @@ def import_runs(source: Path = typer.Argument(..., help="a file or folder writte
                 replace: bool = typer.Option(False, "--replace", help="replace local finished runs of the same keys"),
                 store: Optional[str] = StoreOption) -> None:
     """Merge an export into the store without duplicating keys."""
-    # deferred (start-up time): the transfer imports torch
+    # deferred (start-up time): the transfer imports DuckDB
     from workbench.store.transfer import import_store
 
     summary = import_store(open_store(store), source, replace)
@@ -262,7 +262,7 @@ def store_copy(source: str = typer.Argument(..., help="store to copy finished ru
                kind: Optional[str] = typer.Option(None, help="only runs of this kind (prune, train, bench)")) -> None:
     """Copy finished runs with all their rows from one store to another, either way between a file and a
     shared store; runs and keys already there are skipped, so copying again changes nothing."""
-    # deferred (start-up time): the transfer imports torch
+    # deferred (start-up time): the transfer imports DuckDB
     import tempfile
 
     from workbench.store import Store

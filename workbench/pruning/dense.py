@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from workbench.pruning.registry import PruneContext, PruneOutcome, PruningMethod
 
 
@@ -12,6 +10,8 @@ class Dense(PruningMethod):
     version = "1"
 
     def prune(self, context: PruneContext) -> PruneOutcome:
+        import torch
+
         return PruneOutcome({name: torch.ones_like(m.weight, dtype=torch.bool) for name, m in context.layers.items()})
 
 

@@ -26,16 +26,20 @@ authors' OPT code does.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
 
-from workbench.pruning.pipeline import CalibratedMethod, GroupPruner, InputStatistics, LayerNeeds, LayerResult, Needs
-from workbench.pruning.registry import PruneContext
+from workbench.pruning.calibrated import CalibratedMethod
+from workbench.pruning.registry import Needs, PruneContext
 from workbench.pruning.wanda import wanda_mask, wanda_scores
 from workbench.values import Pattern
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from workbench.pruning.pipeline import GroupPruner, InputStatistics, LayerNeeds, LayerResult
 
 
 class DSnoTParams(BaseModel):
@@ -54,6 +58,8 @@ def skipped(name: str, skip: str) -> bool:
 
 def _ranked(scores: torch.Tensor, candidates: torch.Tensor, descending: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row, the candidate columns ordered by score, and how many candidates each row has."""
+    import torch
+
     fill = float("-inf") if descending else float("inf")
     order = torch.sort(torch.where(candidates, scores, fill), dim=1, descending=descending, stable=True).indices
     return order, candidates.sum(1)
@@ -69,6 +75,8 @@ def dsnot_mask(weight: torch.Tensor, initial: torch.Tensor, mean: torch.Tensor, 
                sq_norm: torch.Tensor, pattern: Pattern, threshold: float = 0.1,
                max_cycles: int = 50) -> tuple[torch.Tensor, dict[str, float]]:
     """Prune-and-grow from ``initial`` (True = kept). Returns the new mask and a summary of the swaps."""
+    import torch
+
     W = weight.float()
     rows = torch.arange(W.shape[0], device=W.device)
     mask = initial.clone()
@@ -125,6 +133,8 @@ def dsnot_mask(weight: torch.Tensor, initial: torch.Tensor, mean: torch.Tensor, 
 
 
 def dsnot_pruner(targets: dict[str, float], pattern: Pattern, params: DSnoTParams) -> GroupPruner:
+    from workbench.pruning.pipeline import LayerResult
+
     def prune(modules: dict[str, nn.Linear], stats: InputStatistics) -> dict[str, LayerResult]:
         results = {}
         for name, module in modules.items():

@@ -7,14 +7,15 @@ so layers end with different sparsities. N:M: in every M consecutive inputs of a
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict
 
 from workbench.errors import PruningError
-from workbench.pruning.masks import nm_mask, pruned_count, topk_mask
 from workbench.pruning.registry import PruneContext, PruneOutcome, PruningMethod
+
+if TYPE_CHECKING:
+    import torch
 
 
 class MagnitudeParams(BaseModel):
@@ -24,6 +25,10 @@ class MagnitudeParams(BaseModel):
 
 def global_magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
     """One exact ranking of |W| over all layers (concatenated in order, like global_unstructured)."""
+    import torch
+
+    from workbench.pruning.masks import pruned_count
+
     flat = torch.cat([w.detach().abs().reshape(-1) for w in weights.values()])
     keep = torch.ones(flat.numel(), dtype=torch.bool)
     prune = pruned_count(flat.numel(), sparsity)
@@ -42,6 +47,8 @@ class Magnitude(PruningMethod):
     Params = MagnitudeParams
 
     def prune(self, context: PruneContext) -> PruneOutcome:
+        from workbench.pruning.masks import nm_mask, topk_mask
+
         weights = {name: m.weight.detach() for name, m in context.layers.items()}
         if context.params.scope == "global":
             if context.pattern.is_nm:

@@ -14,16 +14,20 @@ of the spec (magnitude, Wanda, SparseGPT, DSnoT).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
 
 from workbench.errors import PruningError
 from workbench.pruning.allocation import Allocation
-from workbench.pruning.pipeline import InputStatistics, LayerResult, Needs, block_layers, run_pipeline
+from workbench.pruning.registry import Needs
 from workbench.pruning.wanda import wanda_scores
+
+if TYPE_CHECKING:  # a spec names an allocation: this module imports without torch (see pruning/registry.py)
+    import torch
+    from torch import nn
+
+    from workbench.pruning.pipeline import InputStatistics, LayerResult
 
 
 class OWLParams(BaseModel):
@@ -50,6 +54,8 @@ def owl_sparsities(ratios: list[float], sizes: list[int], sparsity: float, lam: 
     if sparsity + lam >= 1 or sparsity - lam < 0:
         raise PruningError(f"OWL with sparsity {sparsity:g} and lambda {lam:g} would ask for a block sparsity "
                            "outside [0, 1)", f"use lambda below {min(sparsity, 1 - sparsity):g}")
+    import torch
+
     D = torch.tensor(ratios, dtype=torch.float64)
     weights = torch.tensor(sizes, dtype=torch.float64)
     spread = float(D.max() - D.min())
@@ -78,6 +84,8 @@ class OWL(Allocation):
 def owl_targets(context: Any, sparsity: float, params: OWLParams) -> dict[str, float]:
     """Run the dense statistics pass and turn the outlier ratios into per-layer targets; the ratios go to
     ``context.extras`` so that the layer stats show why each block got its sparsity."""
+    from workbench.pruning.pipeline import block_layers, run_pipeline
+
     sq_norms: dict[str, torch.Tensor] = {}
 
     def observe(modules: dict[str, nn.Linear], stats: InputStatistics) -> dict[str, LayerResult]:

@@ -20,6 +20,8 @@ stay on the device of the model.
 
 A few held-out windows (not in the statistics) ride along: their inputs give each layer's relative output
 error ``||WX - W'X|| / ||WX||`` (``recon_error`` in the layer stats).
+
+The methods it runs subclass ``CalibratedMethod`` (``workbench/pruning/calibrated.py``).
 """
 
 from __future__ import annotations
@@ -29,10 +31,9 @@ import ctypes
 import math
 import platform
 import time
-from abc import abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -40,17 +41,8 @@ from tqdm.auto import tqdm
 
 from workbench.errors import PruningError
 from workbench.models.layers import transformer_blocks
-from workbench.pruning.masks import check_pattern_fits, input_widths, pack_bits, unpack_bits
-from workbench.pruning.registry import PruneContext, PruneOutcome, PruningMethod
-
-
-@dataclass(frozen=True)
-class Needs:
-    """Which statistics of a layer's input a method reads."""
-
-    sq_norm: bool = False  # Wanda: running mean over sequences of sum_t x_tj^2
-    hessian: bool = False  # SparseGPT: H = 2/n sum_sequences X^T X
-    moments: bool = False  # DSnoT: per-column mean and variance over tokens
+from workbench.pruning.masks import pack_bits, unpack_bits
+from workbench.pruning.registry import Needs, PruneOutcome
 
 
 class InputStatistics:
@@ -510,26 +502,3 @@ def _forward_precision(precision: str, device: torch.device) -> contextlib.Abstr
     if precision == "bfloat16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     raise PruningError(f"unknown calibration precision {precision!r}", "use calibration.precision: model or bfloat16")
-
-
-class CalibratedMethod(PruningMethod):
-    """A method that the pipeline runs: it names the statistics it reads (``needs``) and how it prunes a
-    group of layers that share one input (``pruner``)."""
-
-    needs_calibration = True
-    needs: ClassVar[Needs]
-
-    @abstractmethod
-    def pruner(self, context: PruneContext) -> GroupPruner:
-        """The per-group pruning step for this context's targets, pattern and parameters."""
-
-    def layer_needs(self, context: PruneContext) -> LayerNeeds:
-        """What the pipeline collects for each layer (default: ``needs`` for all)."""
-        return self.needs
-
-    def prune(self, context: PruneContext) -> PruneOutcome:
-        check_pattern_fits(input_widths(context.layers), context.pattern)
-        result = run_pipeline(context.model, context.layers, context.calibration, self.layer_needs(context),
-                              self.pruner(context), heldout=context.heldout, progress=context.progress, desc=self.name,
-                              precision=context.precision)
-        return result.outcome()

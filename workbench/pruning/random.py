@@ -7,9 +7,6 @@ random N of every M.
 
 from __future__ import annotations
 
-import torch
-
-from workbench.pruning.masks import nm_mask, topk_mask
 from workbench.pruning.registry import PruneContext, PruneOutcome, PruningMethod
 
 
@@ -18,6 +15,10 @@ class RandomPruning(PruningMethod):
     version = "1"
 
     def prune(self, context: PruneContext) -> PruneOutcome:
+        import torch
+
+        from workbench.pruning.masks import nm_mask, topk_mask
+
         generator = torch.Generator().manual_seed(context.seed)
         masks = {}
         for name, module in context.layers.items():

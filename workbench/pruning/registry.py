@@ -3,6 +3,10 @@
 Each module defines ``METHOD``, an instance of a ``PruningMethod`` subclass with a ``name``, a
 ``version`` (bump it when the algorithm's output changes: it enters the cache key), a pydantic
 ``Params`` model and ``prune(context) -> PruneOutcome``.
+
+A spec names a method, so validating a spec imports its module: a method module imports torch (and the
+mask helpers, the pipeline) inside the functions that compute, never at its top, so that specs validate
+and cached jobs answer without torch (tests/test_startup.py checks every registered method).
 """
 
 from __future__ import annotations
@@ -10,15 +14,17 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
 from pydantic import BaseModel
-from torch import nn
 
 from workbench.errors import SpecError
 from workbench.params import HasParams, NoParams  # noqa: F401 - NoParams re-exported for methods
 from workbench.values import Pattern
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 METHODS: dict[str, str] = {
     "dense": "workbench.pruning.dense",
@@ -54,6 +60,15 @@ class PruneOutcome:
     masks: dict[str, torch.Tensor]  # bool, True = kept, same shape as the weight
     layer_extras: dict[str, dict[str, Any]] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Needs:
+    """Which statistics of a layer's input a calibrated method reads (``pipeline.InputStatistics``)."""
+
+    sq_norm: bool = False  # Wanda: running mean over sequences of sum_t x_tj^2
+    hessian: bool = False  # SparseGPT: H = 2/n sum_sequences X^T X
+    moments: bool = False  # DSnoT: per-column mean and variance over tokens
 
 
 class PruningMethod(HasParams, ABC):

@@ -28,15 +28,20 @@ the block is updated by one matrix product per sub-block.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
 
 from workbench.errors import PruningError
-from workbench.pruning.masks import nm_prune_mask, topk_mask
-from workbench.pruning.pipeline import CalibratedMethod, GroupPruner, InputStatistics, LayerResult, Needs
-from workbench.pruning.registry import PruneContext
+from workbench.pruning.calibrated import CalibratedMethod
+from workbench.pruning.registry import Needs, PruneContext
 from workbench.values import Pattern
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from workbench.pruning.pipeline import GroupPruner, InputStatistics, LayerResult
 
 SUB_BLOCK = 16
 MAX_DAMPING_STEPS = 6  # dampening x 10 each time: 0.01 -> 1e4 times the mean diagonal
@@ -52,6 +57,8 @@ class InverseHessianFactor:
     """U (upper Cholesky factor of the damped H^-1) with a record of what it took to get it."""
 
     def __init__(self, hessian: torch.Tensor, dampening: float):
+        import torch
+
         H = hessian.clone()
         self.dead = torch.diag(H) == 0
         H[self.dead, self.dead] = 1
@@ -77,6 +84,10 @@ def _prune_columns(block: torch.Tensor, Ub: torch.Tensor, pattern: Pattern, segm
                    sub_block: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Algorithm 1's loop over the columns of one block, in place on ``block`` (transposed: columns x rows,
     so that each column is one contiguous vector). Returns (keep mask, errors), both columns x rows."""
+    import torch
+
+    from workbench.pruning.masks import topk_mask
+
     count = block.shape[0]
     d = torch.diag(Ub).unsqueeze(1)
     if pattern.is_nm:
@@ -94,7 +105,7 @@ def _prune_columns(block: torch.Tensor, Ub: torch.Tensor, pattern: Pattern, segm
         for i in range(j1, j2):
             if pattern.is_nm and i % pattern.group == 0:
                 group = slice(i, i + pattern.group)
-                chosen = nm_prune_mask(((block[group] / d[group]) ** 2).t(), pattern.keep, pattern.group).t()
+                chosen = _nm_choice(((block[group] / d[group]) ** 2).t(), pattern, segments).t()
                 keep[group] = chosen
                 scale[group] = (~chosen) / d[group]
             torch.mul(block[i], scale[i], out=errors[i])
@@ -103,6 +114,20 @@ def _prune_columns(block: torch.Tensor, Ub: torch.Tensor, pattern: Pattern, segm
         if j2 < count:
             block[j2:].addmm_(Ub[j1:j2, j2:].t(), errors[j1:j2], alpha=-1)
     return keep, errors
+
+
+def _nm_choice(scores: torch.Tensor, pattern: Pattern, segments: list[tuple[int, int, float]]) -> torch.Tensor:
+    """N:M keep mask of one group of columns (rows x M): each stacked layer keeps ``nm_kept`` of its target
+    (the pattern's N, unless a searched allocation gives the layer its own)."""
+    import torch
+
+    from workbench.pruning.masks import nm_kept, nm_prune_mask
+
+    kept = [nm_kept(pattern, sparsity) for _, _, sparsity in segments]
+    if len(set(kept)) == 1:
+        return nm_prune_mask(scores, kept[0], pattern.group)
+    return torch.cat([nm_prune_mask(scores[start:end], keep, pattern.group)
+                      for (start, end, _), keep in zip(segments, kept)])
 
 
 class _CapturedColumns:
@@ -117,6 +142,8 @@ class _CapturedColumns:
 
     def __init__(self, count: int, rows: int, pattern: Pattern, segments: list[tuple[int, int, float]],
                  sub_block: int, device: torch.device):
+        import torch
+
         self.block = torch.zeros(count, rows, dtype=torch.float32, device=device)
         self.Ub = torch.eye(count, dtype=torch.float32, device=device)  # warm-up values, overwritten per replay
         with torch.cuda.device(device):  # capture on the weight's GPU, whichever is current
@@ -130,6 +157,8 @@ class _CapturedColumns:
                 self.keep, self.errors = _prune_columns(self.block, self.Ub, pattern, segments, sub_block)
 
     def __call__(self, block: torch.Tensor, Ub: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        import torch
+
         self.block.copy_(block)
         self.Ub.copy_(Ub)
         with torch.cuda.device(self.block.device):
@@ -147,6 +176,8 @@ def sparsegpt_prune(weight: torch.Tensor, upper: torch.Tensor, segments: list[tu
     (default: on a CUDA device). Returns (updated weight with pruned entries zeroed, keep mask,
     predicted loss per row).
     """
+    import torch
+
     W = weight.float().clone()
     rows, columns = W.shape
     if pattern.is_nm and (blocksize % pattern.group or columns % pattern.group):
@@ -177,6 +208,10 @@ def sparsegpt_prune(weight: torch.Tensor, upper: torch.Tensor, segments: list[tu
 
 
 def sparsegpt_pruner(targets: dict[str, float], pattern: Pattern, blocksize: int, dampening: float) -> GroupPruner:
+    import torch
+
+    from workbench.pruning.pipeline import LayerResult
+
     def prune(modules: dict[str, nn.Linear], stats: InputStatistics) -> dict[str, LayerResult]:
         factor = InverseHessianFactor(stats.hessian, dampening)
         stacked = torch.cat([m.weight.detach().float() for m in modules.values()])

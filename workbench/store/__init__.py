@@ -453,6 +453,8 @@ class Store:
             return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
 
     # ------------------------------------------------------------ run lifecycle
+    # The two look-ups of a cached run take their key and run id as quoted literals, not bound parameters:
+    # DuckDB imports pandas to bind a Python value (half a second), and a cached run answers without it.
     def finished_run(self, key: str) -> dict[str, Any] | None:
         """The finished run with this key, if any (no write lock taken)."""
         with self.read() as con:
@@ -460,11 +462,20 @@ class Store:
                 return None
             try:
                 row = con.execute(
-                    "SELECT run_id, status, wall_s FROM runs WHERE key = ? AND status = 'finished' "
-                    "ORDER BY finished_at DESC LIMIT 1", [key]).fetchone()
+                    f"SELECT run_id, status, wall_s FROM runs WHERE key = {sql_literal(key)} AND status = 'finished' "
+                    "ORDER BY finished_at DESC LIMIT 1").fetchone()
             except duckdb.CatalogException:
                 return None
         return None if row is None else {"run_id": row[0], "status": row[1], "wall_s": row[2]}
+
+    def final_metrics(self, run_id: str) -> dict[str, float]:
+        """Each metric of the run at its last step (where it is logged over steps), by name."""
+        with self.read() as con:
+            if con is None:
+                return {}
+            rows = con.execute("SELECT name, arg_max(value, coalesce(step, -1)) FROM metrics "
+                               f"WHERE run_id = {sql_literal(run_id)} GROUP BY name ORDER BY name").fetchall()
+        return {name: float("nan") if value is None else float(value) for name, value in rows}
 
     def start_run(self, key: str, kind: str, spec_json: str, summary: dict[str, Any], identity: dict[str, str],
                   name: str | None = None) -> str:

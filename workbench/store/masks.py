@@ -8,9 +8,11 @@ from __future__ import annotations
 import hashlib
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+# numpy and torch are imported where masks are encoded or decoded: the store and its readers start without them
+if TYPE_CHECKING:
+    import torch
 
 ENCODING = "packbits-zlib-v1"
 
@@ -31,6 +33,9 @@ def _shape2d(mask: torch.Tensor) -> tuple[int, int]:
 
 
 def encode_mask(mask: torch.Tensor) -> EncodedMask:
+    import numpy as np
+    import torch
+
     bits = mask.detach().to("cpu", torch.bool).contiguous()
     rows, cols = _shape2d(bits)
     packed = np.packbits(bits.reshape(-1).numpy())
@@ -40,6 +45,9 @@ def encode_mask(mask: torch.Tensor) -> EncodedMask:
 
 
 def decode_mask(data: bytes, rows: int, cols: int) -> torch.Tensor:
+    import numpy as np
+    import torch
+
     packed = np.frombuffer(zlib.decompress(data), dtype=np.uint8)
     bits = np.unpackbits(packed, count=rows * cols).astype(bool)
     return torch.from_numpy(bits.reshape(rows, cols))

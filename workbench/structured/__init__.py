@@ -6,26 +6,30 @@ of the stock class (faster everywhere, loadable with ``from_pretrained``).
   index forms, ``load_shrunk`` for models with per-layer widths).
 * ``criteria``: the scores (``CRITERIA``: magnitude-sp, wanda-sp, flap, cfsp, block-influence).
 * ``stats``: one calibration pass collecting what the criteria read.
+
+The names below are imported on first use: a spec that names a criterion imports
+``workbench.structured.criteria`` (and with it this package) without torch.
 """
 
-from workbench.structured.criteria import CRITERIA, Criterion, resolve_criterion
-from workbench.structured.layout import config_parameter_count, model_layout
-from workbench.structured.prune import STRUCTURES, ShrinkResult, check_request, shrink_to_masks, structured_prune
-from workbench.structured.shrink import (
-    load_shrunk,
-    plain_loadable,
-    remove_blocks,
-    remove_channels,
-    remove_heads,
-    shrink_blocks,
-    shrink_channels,
-    shrink_heads,
-)
-from workbench.structured.stats import Statistics, collect_statistics
+from __future__ import annotations
 
-__all__ = [
-    "CRITERIA", "STRUCTURES", "Criterion", "ShrinkResult", "Statistics", "check_request", "collect_statistics",
-    "config_parameter_count", "load_shrunk", "model_layout", "plain_loadable", "remove_blocks", "remove_channels",
-    "remove_heads", "resolve_criterion", "shrink_blocks", "shrink_channels", "shrink_heads", "shrink_to_masks",
-    "structured_prune",
-]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "workbench.structured.criteria": ["CRITERIA", "STRUCTURES", "Criterion", "resolve_criterion"],
+    "workbench.structured.layout": ["config_parameter_count", "model_layout"],
+    "workbench.structured.prune": ["ShrinkResult", "check_request", "shrink_to_masks", "structured_prune"],
+    "workbench.structured.shrink": ["load_shrunk", "plain_loadable", "remove_blocks", "remove_channels",
+                                    "remove_heads", "shrink_blocks", "shrink_channels", "shrink_heads"],
+    "workbench.structured.stats": ["Statistics", "collect_statistics"],
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+__all__ = sorted(_HOME_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOME_OF[name]), name)

@@ -22,17 +22,10 @@ from torch import nn
 from workbench.errors import SpecError
 from workbench.structured import allocate
 from workbench.structured.allocate import Units
-from workbench.structured.criteria import CRITERIA, Criterion, resolve_criterion
+from workbench.structured.criteria import CRITERIA, STRUCTURES, Criterion, resolve_criterion
 from workbench.structured.layout import Attention, Layout, model_layout
 from workbench.structured.shrink import group_keep_to_heads, shrink_blocks, shrink_channels, shrink_heads
 from workbench.structured.stats import Statistics, check_calibration, collect_statistics
-
-STRUCTURES: dict[str, tuple[str, ...]] = {
-    "heads": ("heads",),
-    "channels": ("channels",),
-    "blocks": ("blocks",),
-    "heads+channels": ("heads", "channels"),
-}
 
 
 @dataclass

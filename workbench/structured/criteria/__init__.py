@@ -10,22 +10,37 @@ instance of a ``Criterion`` subclass with a ``name``, a ``version`` (bump it whe
 
 Scores are higher for more important structures. Head scores are per key/value group (``unit="group"``: the
 kv head with all its query heads) or per query head (``unit="query"``).
+
+A spec names a criterion, so validating a spec imports its module: criterion modules import torch (and the
+layout, statistics and surgery modules) inside the functions that compute, never at their top, so that specs
+validate without torch (tests/test_startup.py checks every registered criterion).
 """
 
 from __future__ import annotations
 
 import importlib
 from abc import ABC
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
 from pydantic import BaseModel
-from torch import nn
 
 from workbench.errors import SpecError
 from workbench.params import HasParams, NoParams  # noqa: F401 - NoParams re-exported for criteria
-from workbench.structured.layout import MLP, Attention
-from workbench.structured.stats import LayerStatistics, Statistics
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from workbench.structured.layout import MLP, Attention
+    from workbench.structured.stats import LayerStatistics, Statistics
+
+# what a spec's `structure` removes: the kinds of units a criterion must score for it
+STRUCTURES: dict[str, tuple[str, ...]] = {
+    "heads": ("heads",),
+    "channels": ("channels",),
+    "blocks": ("blocks",),
+    "heads+channels": ("heads", "channels"),
+}
 
 CRITERIA: dict[str, str] = {
     "magnitude-sp": "workbench.structured.criteria.magnitude_sp",

@@ -10,11 +10,16 @@ parameters come closest to the target.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel
 
 from workbench.structured.criteria import Criterion, NoParams
-from workbench.structured.stats import Statistics
+
+if TYPE_CHECKING:
+    import torch
+
+    from workbench.structured.stats import Statistics
 
 
 class BlockInfluence(Criterion):

@@ -33,12 +33,17 @@ released code only MLP channels are pruned (``allocation = "by_block"``).
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from workbench.structured.criteria import Criterion
-from workbench.structured.layout import MLP
-from workbench.structured.stats import LayerStatistics, Statistics
+
+if TYPE_CHECKING:
+    import torch
+
+    from workbench.structured.layout import MLP
+    from workbench.structured.stats import LayerStatistics, Statistics
 
 
 class CFSPParams(BaseModel):
@@ -50,6 +55,8 @@ class CFSPParams(BaseModel):
 
 def block_keep_ratios(importance: torch.Tensor, sparsity: float, slope: float) -> torch.Tensor:
     """r_l from the block importances I_l: mean exactly 1 - sparsity, every ratio inside (0, 1)."""
+    import torch
+
     importance = importance.double()
     keep = 1.0 - sparsity
     sig = torch.sigmoid(slope * (importance - importance.mean()))

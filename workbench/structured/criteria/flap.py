@@ -30,14 +30,18 @@ reproduces that (off by default: the formula above).
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict
-from torch import nn
 
 from workbench.structured.criteria import Criterion
-from workbench.structured.layout import MLP, Attention, model_layout
-from workbench.structured.shrink import ensure_output_bias
-from workbench.structured.stats import LayerStatistics, Statistics
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from workbench.structured.layout import MLP, Attention
+    from workbench.structured.stats import LayerStatistics, Statistics
 
 
 class FLAPParams(BaseModel):
@@ -54,6 +58,8 @@ def fluctuation(variance: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 def standardize(scores: torch.Tensor) -> torch.Tensor:
     """(S - mean) / std over one layer's module (std with Bessel's correction, as ``torch.std``); all zeros
     when every score is equal."""
+    import torch
+
     scores = scores.double()
     std = scores.std() if scores.numel() > 1 else scores.new_zeros(())
     if not std > 0:
@@ -87,27 +93,32 @@ class FLAP(Criterion):
     def channel_scores(self, mlp: MLP, stats: LayerStatistics | None, params: FLAPParams) -> torch.Tensor:
         return standardize(fluctuation(stats.channels.var, mlp.output.weight))
 
-    @torch.no_grad()
     def before_shrink(self, model: nn.Module, stats: Statistics | None, head_keep: dict[int, torch.Tensor],
                       channel_keep: dict[int, torch.Tensor], params: FLAPParams) -> None:
         if not params.compensate:
             return
-        layout = model_layout(model)
-        if any(not keep.all() for keep in head_keep.values()):
-            ensure_output_bias(model, "heads")
-        if any(not keep.all() for keep in channel_keep.values()):
-            ensure_output_bias(model, "channels")
-        for layer, keep in head_keep.items():
-            o = layout.attention(layer).o
-            removed = ~keep.repeat_interleave(layout.attention(layer).head_dim)
-            if removed.any():
-                delta = bias_compensation(o.weight, stats.layers[layer].heads_output.mean, removed)
-                o.bias.add_(delta.to(o.bias.dtype))
-        for layer, keep in channel_keep.items():
-            down = layout.mlp(layer).output
-            if (~keep).any():
-                delta = bias_compensation(down.weight, stats.layers[layer].channels.mean, ~keep)
-                down.bias.add_(delta.to(down.bias.dtype))
+        import torch
+
+        from workbench.structured.layout import model_layout
+        from workbench.structured.shrink import ensure_output_bias
+
+        with torch.no_grad():
+            layout = model_layout(model)
+            if any(not keep.all() for keep in head_keep.values()):
+                ensure_output_bias(model, "heads")
+            if any(not keep.all() for keep in channel_keep.values()):
+                ensure_output_bias(model, "channels")
+            for layer, keep in head_keep.items():
+                o = layout.attention(layer).o
+                removed = ~keep.repeat_interleave(layout.attention(layer).head_dim)
+                if removed.any():
+                    delta = bias_compensation(o.weight, stats.layers[layer].heads_output.mean, removed)
+                    o.bias.add_(delta.to(o.bias.dtype))
+            for layer, keep in channel_keep.items():
+                down = layout.mlp(layer).output
+                if (~keep).any():
+                    delta = bias_compensation(down.weight, stats.layers[layer].channels.mean, ~keep)
+                    down.bias.add_(delta.to(down.bias.dtype))
 
 
 CRITERION = FLAP()

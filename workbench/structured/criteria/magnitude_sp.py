@@ -14,12 +14,17 @@ compared within a layer (uniform allocation).
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel
 
 from workbench.structured.criteria import Criterion, NoParams, head_blocks_of_columns, head_blocks_of_rows, per_unit
-from workbench.structured.layout import MLP, Attention
-from workbench.structured.stats import LayerStatistics
+
+if TYPE_CHECKING:
+    import torch
+
+    from workbench.structured.layout import MLP, Attention
+    from workbench.structured.stats import LayerStatistics
 
 
 def head_squared_norms(attention: Attention) -> tuple[torch.Tensor, torch.Tensor]:

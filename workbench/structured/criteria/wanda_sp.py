@@ -14,12 +14,17 @@ with the structure are counted here too.) Scores are compared within a layer (un
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel
 
 from workbench.structured.criteria import Criterion, NoParams, per_unit
-from workbench.structured.layout import MLP, Attention
-from workbench.structured.stats import LayerStatistics
+
+if TYPE_CHECKING:
+    import torch
+
+    from workbench.structured.layout import MLP, Attention
+    from workbench.structured.stats import LayerStatistics
 
 
 def wanda_rows(weight: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
