@@ -46,8 +46,8 @@ def _styles(frame: pd.DataFrame, column: str | None, styles: list[str]) -> dict[
     return {value: styles[i % len(styles)] for i, value in enumerate(sorted(frame[column].astype(str).unique()))}
 
 
-def _hover(x: str, y: str, hover: list[str]) -> str:
-    extra = "".join(f"<br>{name}: %{{customdata[{i}]}}" for i, name in enumerate(hover))
+def _hover(x: str, y: str, hover: list[str], first: int = 0) -> str:
+    extra = "".join(f"<br>{name}: %{{customdata[{first + i}]}}" for i, name in enumerate(hover))
     return f"<b>%{{text}}</b><br>{x}: %{{x}}<br>{y}: %{{y}}{extra}<extra></extra>"
 
 
@@ -65,19 +65,24 @@ def _error_bars(series: pd.Series) -> dict:
 def grouped_traces(frame: pd.DataFrame, x: str, y: str, *, color: str | None = None, symbol: str | None = None,
                    dash: str | None = None, line_group: str | None = None, mode: str = "markers",
                    hover: list[str] = (), label: str = "label", error_x: str | None = None,
-                   error_y: str | None = None, style_frame: pd.DataFrame | None = None) -> list[dict]:
+                   error_y: str | None = None, style_frame: pd.DataFrame | None = None,
+                   ids: str | None = None) -> list[dict]:
     """One trace (a plain dict) per combination of the ``color`` / ``symbol`` / ``dash`` columns, styled
     consistently across figures of the same data (``style_frame``, default ``frame``, fixes which value
     gets which style: pass the whole table when drawing a part of it). ``line_group`` splits a trace's
     line into one line per value (NaN breaks between them) without adding traces. ``error_x`` /
-    ``error_y`` name columns of spreads drawn as error bars (markers only)."""
+    ``error_y`` name columns of spreads drawn as error bars (markers only). ``ids`` names a column of run ids
+    (or of lists of them: a point that stands for several runs) that each point carries first in its
+    ``customdata``, separated by spaces, so that a selection of points names its runs."""
     keys = list(dict.fromkeys(c for c in (color, symbol, dash) if c))
     styled = frame if style_frame is None else style_frame
     colors, symbols, dashes = _styles(styled, color, COLORS), _styles(styled, symbol, SYMBOLS), _styles(styled, dash, DASHES)
     hover = [h for h in dict.fromkeys(hover) if h in frame and h not in (x, y)]
     errors = [e for e in (error_x, error_y) if e and e in frame]
+    ids = ids if ids in frame else None
     # copy only the columns drawn (frames read from the store are wide) and sort once
-    frame = frame[list(dict.fromkeys([*keys, *([line_group] if line_group else []), x, y, label, *hover, *errors]))]
+    frame = frame[list(dict.fromkeys([*keys, *([line_group] if line_group else []), x, y, label, *hover, *errors,
+                                      *([ids] if ids else [])]))]
     if "lines" in mode:
         frame = frame.sort_values([line_group, x] if line_group else [x], kind="stable")
     groups = frame.groupby([frame[k].astype(str) for k in keys], sort=True) if keys else [((), frame)]
@@ -87,8 +92,9 @@ def grouped_traces(frame: pd.DataFrame, x: str, y: str, *, color: str | None = N
         # numbers stay float arrays (plotly ships them as compact binary); text is an object array
         columns = {axis: _values(group[column]) for axis, column in (("x", x), ("y", y))}
         columns["text"] = group[label].astype(str).to_numpy(dtype=object)
-        if hover:
-            columns["customdata"] = group[hover].astype(str).to_numpy(dtype=object)
+        carried = ([group[ids].map(_id_text)] if ids else []) + [group[h].astype(str) for h in hover]
+        if carried:
+            columns["customdata"] = np.column_stack([c.to_numpy(dtype=object) for c in carried])
         if line_group:  # a gap (NaN, or None in text) between two lines of one trace breaks the line there
             owner = group[line_group].astype(str).to_numpy()
             cuts = np.flatnonzero(owner[1:] != owner[:-1]) + 1
@@ -98,7 +104,7 @@ def grouped_traces(frame: pd.DataFrame, x: str, y: str, *, color: str | None = N
         name = ", ".join(named.values()) or y
         trace = dict(
             type="scattergl" if webgl else "scatter", mode=mode, name=name, legendgroup=name,
-            hovertemplate=_hover(x, y, hover), **columns,
+            hovertemplate=_hover(x, y, hover, first=1 if ids else 0), **columns,
             marker=dict(color=colors.get(named.get(color)), symbol=symbols.get(named.get(symbol))),
             line=dict(color=colors.get(named.get(color)), dash=dashes.get(named.get(dash))))
         if not line_group:
@@ -108,6 +114,11 @@ def grouped_traces(frame: pd.DataFrame, x: str, y: str, *, color: str | None = N
                 trace["error_y"] = _error_bars(group[error_y])
         traces.append(trace)
     return traces
+
+
+def _id_text(value: Any) -> str:
+    """A run id, or the ids of a list of runs separated by spaces."""
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple, np.ndarray)) else str(value)
 
 
 def figure_of(traces: list[dict], layout: Any = None) -> go.Figure:
@@ -252,15 +263,16 @@ def quality_traces(frame: pd.DataFrame, x: str, y: str, *, color: str = "method"
                    fronts: str = "all runs", label: str = "label", x_title: str | None = None,
                    title: str | None = None, log_y: bool = False, height: int | None = None,
                    baseline: float | None = None, error_x: str | None = None, error_y: str | None = None,
-                   style_frame: pd.DataFrame | None = None) -> tuple[list[dict], dict]:
+                   style_frame: pd.DataFrame | None = None, ids: str | None = None) -> tuple[list[dict], dict]:
     """(traces, layout) of ``y`` (a quality metric) against ``x`` (a sparsity, a speedup or a parameter
     count): one trace per ``color`` (and ``symbol``) group, the Pareto front of ``fronts``: ``"all
     runs"``, ``"each colour group"`` or ``"off"``, and, given ``baseline``, the dense run's value as a
-    dashed line. ``error_x`` / ``error_y`` name columns of spreads (over seeds) drawn as error bars.
-    Both axes carry titles; the y title says which way is better."""
+    dashed line. ``error_x`` / ``error_y`` name columns of spreads (over seeds) drawn as error bars; ``ids``
+    a column of the run ids each point carries (``grouped_traces``). Both axes carry titles; the y title
+    says which way is better."""
     # the label names method, pattern, sparsity, model and the run id's first characters: no more hover data
     traces = grouped_traces(frame, x, y, color=color, symbol=symbol, label=label, error_x=error_x, error_y=error_y,
-                            style_frame=style_frame)
+                            style_frame=style_frame, ids=ids)
     if fronts == "all runs":
         traces.append(front_trace(frame, x, y, FRONT, label=label))
     elif fronts == "each colour group":

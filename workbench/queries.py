@@ -13,12 +13,14 @@ import numbers
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+import duckdb
 import pandas as pd
 
 from workbench.errors import StoreError, WorkbenchError
 from workbench.results import HEADLINE_METRICS, TASK_SEPARATOR, is_task_score
 from workbench.store import Store, is_stale
 from workbench.store.masks import decode_mask
+from workbench.store.notes import merged_tags, parse_tags
 
 if TYPE_CHECKING:  # masks decode to tensors; every other query starts without torch
     import torch
@@ -46,8 +48,9 @@ def runs(store: Store | str | Path | None = None, *, status: str | None = None, 
          model: str | None = None, method: str | None = None, limit: int | None = None) -> pd.DataFrame:
     """One row per run with its headline metrics (``results.HEADLINE_METRICS``) as columns, newest first,
     then a column per downstream task score any of them has (``<task>/acc``, ``<task>/acc_norm``...; see
-    ``results.is_task_score``), and ``stale``: True for a ``running`` row left by a killed job of this host
-    (`workbench gc` removes it). ``limit``: the newest so many runs (None or 0: all)."""
+    ``results.is_task_score``), ``stale``: True for a ``running`` row left by a killed job of this host
+    (`workbench gc` removes it), ``tags`` (a tuple: the spec's, then those the user added) and the user's
+    ``note`` (see `run_notes`). ``limit``: the newest so many runs (None or 0: all)."""
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 0):
         raise WorkbenchError(f"limit {limit!r} is not a count of runs", "give a limit of 1 or more, or 0 for every run")
     where, params = [], []
@@ -70,7 +73,38 @@ def runs(store: Store | str | Path | None = None, *, status: str | None = None, 
     frame["stale"] = [is_stale(state, host, None if pd.isna(pid) else int(pid), None if pd.isna(created) else created)
                       for state, host, pid, created in zip(frame["status"], frame["host"], frame["pid"],
                                                           frame["created_at"])]
-    return _with_task_scores(store, frame)
+    return _with_notes(store, _with_task_scores(store, frame))
+
+
+NOTE_COLUMNS = ["run_id", "spec_tags", "user_tags", "note", "updated_at"]
+
+
+def run_notes(store: Store | str | Path | None = None, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """(run_id, spec_tags, user_tags, note, updated_at) of every run (or these): the tags its spec gave and
+    those the user added (tuples), and the user's note (``workbench.store.notes``). A store written before
+    annotations existed reads as runs without any."""
+    where, params = "", []
+    if run_ids is not None:
+        where, params = "WHERE r.run_id IN (SELECT unnest(?))", [list(run_ids)]
+    try:
+        frame = _frame(store, "SELECT r.run_id, r.tags AS spec_tags, n.tags AS user_tags, n.note, n.updated_at "
+                              f"FROM runs r LEFT JOIN run_notes n ON n.run_id = r.run_id {where}", params, NOTE_COLUMNS)
+    except (duckdb.CatalogException, duckdb.BinderException):  # no run_notes table or runs.tags column yet
+        frame = pd.DataFrame(columns=NOTE_COLUMNS)
+    for column in ("spec_tags", "user_tags"):
+        frame[column] = frame[column].map(parse_tags).astype(object)
+    frame["note"] = frame["note"].astype(object).where(frame["note"].notna(), None)
+    return frame
+
+
+def _with_notes(store: Store | str | Path | None, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (runs) with ``tags`` (the spec's, then the user's) and ``note`` columns."""
+    notes = run_notes(store, None if frame.empty else frame["run_id"]).set_index("run_id")
+    spec_tags, user_tags = notes["spec_tags"].to_dict(), notes["user_tags"].to_dict()
+    notes_by_run = notes["note"].to_dict()
+    return frame.assign(tags=pd.Series([merged_tags(spec_tags.get(r, ()), user_tags.get(r, ())) for r in frame["run_id"]],
+                                       index=frame.index, dtype=object),
+                        note=pd.Series([notes_by_run.get(r) for r in frame["run_id"]], index=frame.index, dtype=object))
 
 
 def _with_task_scores(store: Store | str | Path | None, frame: pd.DataFrame) -> pd.DataFrame:
@@ -90,7 +124,8 @@ def _with_task_scores(store: Store | str | Path | None, frame: pd.DataFrame) -> 
 
 
 def run(store: Store | str | Path | None, run_id: str) -> dict[str, Any]:
-    """One run (a unique prefix of its id is enough): its row, parsed spec and final metrics."""
+    """One run (a unique prefix of its id is enough): its row, parsed spec, final metrics, the spec's ``tags``,
+    the ``user_tags`` added since and the user's ``note``."""
     found = _frame(store, "SELECT * FROM runs WHERE starts_with(run_id, ?) ORDER BY created_at DESC", [run_id])
     if found.empty:
         raise StoreError(f"no run matches {run_id!r}", "list runs with `workbench ls`")
@@ -99,6 +134,10 @@ def run(store: Store | str | Path | None, run_id: str) -> dict[str, Any]:
     row = found.iloc[0].to_dict()
     row["spec"] = json.loads(row["spec"])
     row["identity"] = json.loads(row["identity"]) if row.get("identity") else {}
+    notes = run_notes(store, [row["run_id"]])
+    row["tags"] = list(notes["spec_tags"].iloc[0]) if len(notes) else []
+    row["user_tags"] = list(notes["user_tags"].iloc[0]) if len(notes) else []
+    row["note"] = notes["note"].iloc[0] if len(notes) else None
     final = metrics(store, [row["run_id"]])
     row["metrics"] = (final.sort_values("step", na_position="first").groupby("name")["value"].last().to_dict()
                       if not final.empty else {})

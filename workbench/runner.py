@@ -122,7 +122,7 @@ def run_job(spec: JobSpec | dict[str, Any], store: Store | None = None, force: b
         if not force and (done := cached_result(store, key)) is not None:
             return done  # it finished between the first look and the claim
         run_id = store.start_run(key, spec.kind, spec.canonical_json(), spec.summary(), spec.identity_parts(),
-                                 spec.name)
+                                 spec.name, spec.tags)
         try:
             faultpoint("run:started")
             output = executor.execute(prepared, context)

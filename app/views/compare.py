@@ -14,7 +14,9 @@ from workbench_app.specs import numeric_fields, setting_fields, varying
 from workbench_app.ui import (
     choose,
     number_columns,
+    open_in_runs,
     page_start,
+    selected_runs,
     selection,
     show_figure,
     store_option,
@@ -65,10 +67,11 @@ def group_names(frame: pd.DataFrame) -> pd.Series:
 
 
 def summarised(frame: pd.DataFrame, settings: list[str], values: list[str], by_seed: bool) -> pd.DataFrame:
-    """Runs averaged over seeds (``results.seed_summary``: mean, ``_std``, ``seeds``), labelled by their
-    setting; or each run on its own (``seeds`` 1, no spread)."""
+    """Runs averaged over seeds (``results.seed_summary``: mean, ``_std``, ``seeds``, ``run_ids``), labelled by
+    their setting; or each run on its own (``seeds`` 1, no spread, ``run_ids`` its own)."""
     if not by_seed:
-        return frame.assign(seeds=1, **{f"{v}_std": float("nan") for v in values})
+        return frame.assign(seeds=1, run_ids=[[run_id] for run_id in frame["run_id"]],
+                            **{f"{v}_std": float("nan") for v in values})
     summary = seed_summary(frame, settings, values)
     labels = []
     for row, label in zip(summary.itertuples(index=False), summary["label"]):
@@ -169,7 +172,7 @@ st.caption(f"{len(data):,} finished runs of {shown_models} with {metric}"
 def figure_options(x: str, frame: pd.DataFrame) -> dict:
     return dict(facet=GROUP, baselines=baselines, color=color, symbol=symbol, fronts=fronts, log_y=log_y,
                 x_title=X_TITLES.get(x, x.replace("_", " ")), height=520 if len(chosen_groups) == 1 else 380,
-                error_y=f"{y}_std", error_x=f"{x}_std" if x == "speedup" else None)
+                error_y=f"{y}_std", error_x=f"{x}_std" if x == "speedup" else None, ids="run_ids")
 
 
 def sweep_table(summary: pd.DataFrame, x: str) -> None:
@@ -186,7 +189,18 @@ def sweep_table(summary: pd.DataFrame, x: str) -> None:
 
 def against_sparsity() -> None:
     summary = summarised(data, [GROUP, *settings], [y, x_axis], by_seed)
-    show_figure(quality_figure(summary, x_axis, y, **figure_options(x_axis, summary)), key="compare_quality")
+    event = show_figure(quality_figure(summary, x_axis, y, **figure_options(x_axis, summary)), key="compare_quality",
+                        select=True)
+    chosen = selected_runs(event)
+    if chosen:
+        left, right = st.columns([3, 1], vertical_alignment="center")
+        left.caption(f"**{len(chosen):,} runs selected** on the chart (a point that is a mean over seeds selects "
+                     "each of its runs; double-click the chart to clear).")
+        if right.button("Open in Runs", key="compare_open_runs", icon=":material/table_rows:",
+                        help="make them the selection and show them on the Runs page"):
+            open_in_runs(chosen)
+    else:
+        st.caption("Click a point, or draw a box or lasso around several (the chart's toolbar), to select their runs.")
     sweep_table(summary, x_axis)
 
 

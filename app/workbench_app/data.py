@@ -164,6 +164,10 @@ class Reader:
     def raw_specs(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
         return self._read(_raw_specs, tuple(run_ids))
 
+    def notes(self) -> pd.DataFrame:
+        """(run_id, spec_tags, user_tags, note, updated_at) of every run (``queries.run_notes``)."""
+        return self._read(_query, "run_notes")
+
     def layers(self, run_ids: list[str]) -> pd.DataFrame:
         return self._read(_query, "layer_stats", tuple(run_ids))
 

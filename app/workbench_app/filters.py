@@ -5,7 +5,8 @@
 Terms are separated by spaces, commas or the word ``and``; every term must hold. A term is
 ``field op value`` with op one of ``= == != < <= > >= ~`` (``~``: contains), or a bare word that must
 appear in one of the text columns. ``|`` separates alternatives (``=`` / ``~`` only); ``50%`` means 0.5.
-Text compares case-insensitively; numbers numerically; times as timestamps.
+Text compares case-insensitively; numbers numerically; times as timestamps; tags one by one
+(``tags=baseline``: runs with that tag, ``tags!=baseline``: runs without it).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from workbench.errors import WorkbenchError
 OPERATORS = ("<=", ">=", "!=", "==", "=", "<", ">", "~")
 ALIASES = {"target": "target_sparsity", "achieved": "achieved_sparsity", "ppl": "perplexity",
            "sparsity": "achieved_sparsity", "id": "run_id", "run": "run_id"}
-TEXT_COLUMNS = ("run_id", "name", "kind", "model", "data", "method", "pattern", "allocation", "status", "error", "label")
+TEXT_COLUMNS = ("run_id", "name", "kind", "model", "data", "method", "pattern", "allocation", "status", "error", "label",
+                "tags", "note")
 
 _TERM = re.compile(
     r"""\s*(?:(?P<field>[A-Za-z_][\w.]*)\s*(?P<op><=|>=|!=|==|=|<|>|~)\s*)?
@@ -80,6 +82,16 @@ def _compare(series: pd.Series, op: str, value: object) -> pd.Series:
     return {"<": series < value, "<=": series <= value, ">": series > value, ">=": series >= value}[op]
 
 
+def _tag_mask(tags: pd.Series, term: Term) -> pd.Series:
+    """Runs with a tag that equals (``=``, ``!=``: none does) or contains (``~``) one of the term's values."""
+    if term.op not in ("=", "==", "!=", "~"):
+        raise FilterError(f"tags compare with = != ~ only, not {term.op}", "write tags=baseline or tags~base")
+    wanted = [a.lower() for a in term.value.split("|")]
+    hit = (lambda tag, value: value in tag) if term.op == "~" else (lambda tag, value: tag == value)
+    mask = tags.map(lambda each: any(hit(str(t).lower(), v) for t in each for v in wanted)).astype(bool)
+    return ~mask if term.op == "!=" else mask
+
+
 def _term_mask(frame: pd.DataFrame, term: Term) -> pd.Series:
     if term.field is None:
         needle = term.value.lower()
@@ -89,6 +101,8 @@ def _term_mask(frame: pd.DataFrame, term: Term) -> pd.Series:
         return mask
     column = _resolve(term.field, list(frame.columns))
     series = frame[column]
+    if column == "tags":
+        return _tag_mask(series, term)
     alternatives = term.value.split("|")
     if len(alternatives) > 1 and term.op not in ("=", "==", "~"):
         raise FilterError(f"alternatives ({term.value!r}) work with = and ~ only", f"write {column}=a|b")

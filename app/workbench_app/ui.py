@@ -14,6 +14,7 @@ from workbench_app.access import allowed
 from workbench_app.data import STORE_KEY, Reader, clear_caches, store_location
 
 SELECTION = "selection"  # the runs chosen on any page, shared by all pages (not a widget key)
+RUNS_PICK = "runs_pick"  # the Runs page's picker of selected runs
 MAX_OPTIONS = 1000  # run pickers list the newest runs only: a browser drop-down of 10,000 entries is no help
 FILL_HINT = ("Fill it with `workbench demo` (the default comparison suite), run a spec with "
              "`workbench run SPEC.yaml`, or start a job on the **Launch** page.")
@@ -140,8 +141,43 @@ def store_option(reader: Reader) -> str:
     return f" --store {shlex.quote(str(reader.location))}"
 
 
-def show_figure(figure: go.Figure, key: str) -> None:
-    """A figure with the app's margins; log axes labelled with whole numbers (``workbench.figures.readable``)."""
+def show_figure(figure: go.Figure, key: str, select: bool = False) -> Any:
+    """A figure with the app's margins; log axes labelled with whole numbers (``workbench.figures.readable``).
+    With ``select``, clicking a point or drawing a box or lasso around points reruns the page, and the
+    selection is returned (`selected_runs` reads the runs it names)."""
     readable(figure)
     figure.update_layout(margin=dict(l=10, r=10, t=40, b=10), legend_title_text=figure.layout.legend.title.text)
-    st.plotly_chart(figure, key=key, config={"displaylogo": False})
+    selecting = dict(on_select="rerun", selection_mode=("points", "box", "lasso")) if select else {}
+    return st.plotly_chart(figure, key=key, config={"displaylogo": False}, **selecting)
+
+
+def selected_runs(event: Any) -> list[str]:
+    """The run ids that a chart selection's points carry, each once, in the order selected: a point's
+    ``customdata`` is a run id, or the ids of the runs it stands for separated by spaces, alone or first in a
+    row of hover values (``workbench.figures.grouped_traces``). Points without one (a baseline) add none."""
+    try:
+        points = event["selection"]["points"]
+    except (KeyError, TypeError):
+        return []
+    ids: list[str] = []
+    for point in points:
+        carried = point.get("customdata") if isinstance(point, dict) else None
+        if isinstance(carried, list):
+            carried = carried[0] if carried else None
+        if isinstance(carried, str):
+            ids += carried.split()
+    return list(dict.fromkeys(ids))
+
+
+def open_in_runs(run_ids: list[str]) -> None:
+    """Make ``run_ids`` the selection and show them on the Runs page."""
+    set_selection(run_ids)
+    st.session_state[RUNS_PICK] = list(dict.fromkeys(run_ids))
+    st.switch_page("views/runs.py")
+
+
+def table_csv(frame: pd.DataFrame) -> str:
+    """``frame`` as CSV, as a table shows it: its rows and columns in their order, lists of tags joined by commas."""
+    joined = {c: frame[c].map(lambda v: ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
+              for c in frame.columns if frame[c].dtype == object}
+    return frame.assign(**joined).to_csv(index=False)

@@ -319,3 +319,36 @@ def task_store(path: Path) -> tuple[Store, dict[str, str]]:
     ids["encoder"] = _write(store, _prune_spec("minilm-l6", "magnitude", 0.5), summary,
                             JobOutput(metrics=[Metric("sparsity", 0.5), Metric("embedding_cosine", 0.9)]))
     return store, ids
+
+
+# ---------------------------------------------------------------- tags, notes and deletions
+
+def notes_store(path: Path) -> tuple[Store, dict[str, object]]:
+    """SmolLM2 prune runs to annotate and delete: a dense run whose spec gave the tag ``baseline``, Wanda at
+    50% over two calibration seeds (one point on the Compare chart), magnitude at 50% with layer stats and a
+    mask it shares with no other run, and a run still running."""
+    store = Store(path)
+    ids: dict[str, object] = {"wanda": []}
+    for name, method, sparsity, seed, perplexity in (("dense", "dense", 0.0, 0, 20.0), ("wanda", "wanda", 0.5, 0, 24.0),
+                                                     ("wanda", "wanda", 0.5, 1, 26.0),
+                                                     ("magnitude", "magnitude", 0.5, 0, 60.0)):
+        spec = _prune_spec("smollm2-135m", method, sparsity, seed)
+        text = json.dumps(spec, sort_keys=True)
+        key = hashlib.sha256(text.encode()).hexdigest()
+        summary = {"model": "smollm2-135m", "data": "shakespeare", "method": method, "pattern": "unstructured",
+                   "allocation": "uniform", "target_sparsity": sparsity}
+        run_id = store.start_run(key, "prune", text, summary, {"model": "synthetic"}, None,
+                                 ("baseline",) if method == "dense" else ())
+        mask = torch.arange(64).view(8, 8) % (seed + 3) != 0
+        output = JobOutput(metrics=[Metric("sparsity", sparsity), Metric("perplexity", perplexity)],
+                           layers=[LayerStat("model.layers.0.mlp.up_proj", 0, (8, 8), sparsity, sparsity, "unstructured")],
+                           masks=[MaskRecord("model.layers.0.mlp.up_proj", mask)] if method == "magnitude" else [])
+        store.finish_run(run_id, key, output, 10.0)
+        if name == "wanda":
+            ids["wanda"].append(run_id)
+        else:
+            ids[name] = run_id
+    ids["running"] = _start(store, "r" * 64, "prune", _prune_spec("smollm2-135m", "sparsegpt", 0.5),
+                            {"model": "smollm2-135m", "data": "shakespeare", "method": "sparsegpt",
+                             "pattern": "unstructured", "target_sparsity": 0.5})
+    return store, ids

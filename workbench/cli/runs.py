@@ -1,5 +1,5 @@
-"""Commands that read or move stored runs: `workbench ls`, `show`, `methods`, `export-masks`, `export-model`,
-`gc`, `export`, `import`, and the `workbench store` group (init, copy, bench)."""
+"""Commands that read, annotate or move stored runs: `workbench ls`, `show`, `methods`, `export-masks`,
+`export-model`, `gc`, `tag`, `rm`, `export`, `import`, and the `workbench store` group (init, copy, bench)."""
 
 from __future__ import annotations
 
@@ -192,6 +192,54 @@ def gc(store: Optional[str] = StoreOption) -> None:
     removed = open_store(store).collect_garbage()
     typer.echo(f"removed {len(removed.stale_runs)} stale running runs of this host, {removed.mask_blobs} "
                f"unreferenced mask blobs, {len(removed.checkpoints)} checkpoint folders of finished keys")
+
+
+@app.command()
+@handles_errors
+def tag(run_id: str = typer.Argument(..., help="run id or a unique prefix"),
+        add: Optional[list[str]] = typer.Option(None, "--add", help="a tag to add (repeat for more)"),
+        remove: Optional[list[str]] = typer.Option(None, "--remove", help="a tag to remove (repeat for more)"),
+        note: Optional[str] = typer.Option(None, "--note", help="the run's note (replaces it; '' clears it)"),
+        store: Optional[str] = StoreOption) -> None:
+    """Add and remove a run's tags and set its note (the spec's tags stay as they are); without options, show them."""
+    # deferred (start-up time): queries import pandas
+    from workbench import queries
+    from workbench.store.notes import annotate, merged_tags
+
+    opened = open_store(store)
+    record = queries.run(opened, run_id)
+    spec_tags, user_tags, text = record["tags"], record["user_tags"], record["note"]
+    if add or remove or note is not None:
+        changed = annotate(opened, record["run_id"], add=add or (), remove=remove or (), note=note)
+        spec_tags, user_tags, text = changed.spec_tags, changed.tags, changed.note
+    tags = ", ".join(merged_tags(spec_tags, user_tags)) or "none"
+    typer.echo(f"{record['run_id']}: tags {tags}" + (f" (from its spec: {', '.join(spec_tags)})" if spec_tags else ""))
+    if text:
+        typer.echo(f"note: {text}")
+
+
+@app.command("rm")
+@handles_errors
+def remove_runs(run_ids: list[str] = typer.Argument(..., help="run ids or unique prefixes"),
+                yes: bool = typer.Option(False, "--yes", "-y", help="delete without asking"),
+                store: Optional[str] = StoreOption) -> None:
+    """Delete runs with their metrics, layer stats, mask references and notes in one transaction (a running run
+    cannot be deleted); `workbench gc` then drops the mask blobs no other run uses."""
+    # deferred (start-up time): queries import pandas
+    from workbench import queries
+    from workbench.store import check_deletable
+
+    opened = open_store(store)
+    records = [queries.run(opened, run_id) for run_id in run_ids]
+    for record in records:  # before asking: the transaction checks again
+        check_deletable(record["run_id"], record["status"])
+    ids = list(dict.fromkeys(record["run_id"] for record in records))
+    if not yes:
+        typer.confirm(f"Delete {len(ids)} run{'s' if len(ids) > 1 else ''} ({', '.join(ids)}) with all "
+                      f"{'their' if len(ids) > 1 else 'its'} rows?", abort=True)
+    deleted = opened.delete_runs(ids)
+    typer.echo(f"deleted {len(deleted)} run{'s' if len(deleted) > 1 else ''}: {' '.join(deleted)} "
+               "(`workbench gc` drops the mask blobs no other run uses)")
 
 
 @app.command("export")

@@ -27,7 +27,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import duckdb
 
@@ -146,6 +146,15 @@ def process_gone(pid: Any, since: Any = None) -> bool:
 def is_stale(status: Any, host: Any, pid: Any, created_at: Any) -> bool:
     """A ``running`` row left by a killed job: registered on this host by a process that is gone."""
     return status == "running" and host == platform.node() and pid is not None and process_gone(pid, created_at)
+
+
+def check_deletable(run_id: str, status: str | None) -> None:
+    """Refuse deleting a run that is not there (``status`` None) or still running."""
+    if status is None:
+        raise StoreError(f"no run {run_id}", "list runs with `workbench ls`")
+    if status == "running":
+        raise StoreError(f"run {run_id} is running and cannot be deleted",
+                         "wait for it to end, or stop it; a running row a killed job left goes with `workbench gc`")
 
 
 @dataclass
@@ -478,17 +487,19 @@ class Store:
         return {name: float("nan") if value is None else float(value) for name, value in rows}
 
     def start_run(self, key: str, kind: str, spec_json: str, summary: dict[str, Any], identity: dict[str, str],
-                  name: str | None = None) -> str:
+                  name: str | None = None, tags: Sequence[str] = ()) -> str:
+        """Register a ``running`` row; ``name`` and ``tags`` are the spec's labels (not in ``spec_json``)."""
         from workbench import __version__
 
         run_id = f"{key[:10]}-{uuid.uuid4().hex[:6]}"
         self.transaction(lambda con: con.execute(
                 """INSERT INTO runs (run_id, key, kind, name, model, data, method, pattern, allocation,
-                   target_sparsity, spec, identity, status, created_at, code_version, host, pid)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)""",
+                   target_sparsity, spec, identity, status, created_at, code_version, host, pid, tags)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)""",
                 [run_id, key, kind, name, summary.get("model"), summary.get("data"), summary.get("method"),
                  summary.get("pattern"), summary.get("allocation"), summary.get("target_sparsity"), spec_json,
-                 json.dumps(identity, sort_keys=True), _now(), __version__, platform.node(), os.getpid()]))
+                 json.dumps(identity, sort_keys=True), _now(), __version__, platform.node(), os.getpid(),
+                 json.dumps(list(tags)) if tags else None]))
         return run_id
 
     def fail_run(self, run_id: str, error: str, claim_id: str | None = None) -> None:
@@ -510,6 +521,7 @@ class Store:
         With ``claim_id`` the key's claim is released in it too, and the write is refused
         (``ClaimLostError``) when the claim was taken over meanwhile (workbench/store/claims.py)."""
         from workbench.store.claims import ClaimLostError, release_in
+        from workbench.store.notes import carry_notes
 
         encoded = [(record, encode_mask(record.mask)) for record in output.masks]
 
@@ -523,6 +535,7 @@ class Store:
                                  "nothing to do: the other run's results are in the store")
             stale = [r[0] for r in con.execute("SELECT run_id FROM runs WHERE key = ? AND run_id <> ?",
                                                [key, run_id]).fetchall()]
+            carry_notes(con, stale, run_id)  # the user's tags and note stay with the key's result
             for old in stale:
                 self._delete_run_rows(con, old)
             if output.metrics:
@@ -585,8 +598,23 @@ class Store:
         con.execute("DELETE FROM divergence WHERE run_a = ? OR run_b = ?", [run_id, run_id])
         con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
 
-    def delete_run(self, run_id: str) -> None:
-        self.transaction(lambda con: self._delete_run_rows(con, run_id))
+    def delete_runs(self, run_ids: Sequence[str]) -> list[str]:
+        """Delete these runs (exact ids) with every row that hangs off them, in one transaction; mask blobs
+        no other run uses stay until `collect_garbage`. An unknown or running run refuses it all."""
+        ids = list(dict.fromkeys(run_ids))
+        if ids and not self.exists():
+            raise StoreError(f"no run {ids[0]} (store {self.location} does not exist)", "list runs with `workbench ls`")
+
+        def delete(con: duckdb.DuckDBPyConnection) -> list[str]:
+            status = dict(con.execute("SELECT run_id, status FROM runs WHERE run_id IN (SELECT unnest(?))",
+                                      [ids]).fetchall())
+            for run_id in ids:
+                check_deletable(run_id, status.get(run_id))
+            for run_id in ids:
+                self._delete_run_rows(con, run_id)
+            return ids
+
+        return self.transaction(delete) if ids else []
 
     def add_divergence(self, records: list) -> None:
         """Cache on-demand divergence rows (SAD/IoU between two runs) in their own short transaction."""

@@ -70,9 +70,20 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE TABLE claim_guard (epoch BIGINT NOT NULL)",
         "INSERT INTO claim_guard VALUES (0)",
     ]),
+    (4, "runs.tags: the spec's tags; run_notes: the tags and note a user gives a run (workbench/store/notes.py)", [
+        "ALTER TABLE runs ADD COLUMN tags VARCHAR",  # JSON list of the spec's tags, as the spec gave them
+        # at most one row per run; the user's tags sit beside the spec's, which never change
+        """CREATE TABLE run_notes (
+            run_id VARCHAR NOT NULL,
+            tags VARCHAR NOT NULL,          -- JSON list of the user's tags, in the order added
+            note VARCHAR,
+            updated_at TIMESTAMP NOT NULL
+        )""",
+    ]),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 # Tables that hang off a run, and the column that names it (deleted with the run it belongs to).
-RUN_CHILD_TABLES = {"metrics": "run_id", "layer_stats": "run_id", "masks": "run_id", "kernel_results": "run_id"}
+RUN_CHILD_TABLES = {"metrics": "run_id", "layer_stats": "run_id", "masks": "run_id", "kernel_results": "run_id",
+                    "run_notes": "run_id"}
