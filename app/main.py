@@ -39,6 +39,7 @@ PAGES = [
     st.Page("views/training.py", title="Training", icon=":material/show_chart:"),
     st.Page("views/kernels.py", title="Kernels", icon=":material/speed:"),
     st.Page("views/launch.py", title="Launch", icon=":material/rocket_launch:"),
+    st.Page("views/running.py", title="Running", icon=":material/pending:"),
 ]
 
 page = st.navigation(PAGES)

@@ -167,3 +167,19 @@ def test_starting_the_cli_imports_neither_torch_nor_transformers():
     code = "import sys, workbench.cli; print(sorted({'torch', 'transformers', 'pandas'} & set(sys.modules)))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+def test_run_and_sweep_warn_when_the_achieved_sparsity_misses_the_target(tmp_path, tiny_spec):
+    """Wanda prunes int(0.7 * 64) = 44 of every 64-input row of tiny-llama: 0.6892 of a 70% target."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**tiny_spec, "method": "wanda", "sparsity": 0.7}))
+    store = tmp_path / "s" / "wb.duckdb"
+    ran = workbench("run", spec, store=store, check=True)
+    run_id = ran.stdout.split()[0]
+    warning = (f"warning: run {run_id}: achieved sparsity 0.6892 is 1.08 percentage points below the target 0.7")
+    assert warning in ran.stderr.splitlines()
+    assert "sparsity_shortfall=0.01076" in ran.stdout  # stored with the run
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"base": {**tiny_spec, "method": "wanda", "sparsity": 0.7}}))
+    swept = workbench("sweep", sweep, store=store, check=True)  # served from the store, and said again
+    assert warning in swept.stderr.splitlines()

@@ -123,6 +123,26 @@ def _with_task_scores(store: Store | str | Path | None, frame: pd.DataFrame) -> 
     return frame.join(wide[sorted(wide.columns)], on="run_id")
 
 
+
+def with_leases(store: Store | str | Path | None, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (runs) with the claims of their keys: ``lease_host``, ``lease_age_s`` (seconds since the worker
+    last renewed its lease) and ``lease_expired``; None where a run is not running or its key has no claim."""
+    from datetime import datetime, timezone
+
+    from workbench.store import claims
+
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    held = {}
+    if not frame.empty and (frame["status"] == "running").any():
+        for claim in claims.claims(_store(store)):  # oldest first: a live claim outranks a dead one of the same key
+            if claim.key not in held or held[claim.key].dead(now):
+                held[claim.key] = claim
+    found = [held.get(key) if state == "running" else None for key, state in zip(frame["key"], frame["status"])]
+    return frame.assign(lease_host=[c.host if c else None for c in found],
+                        lease_age_s=[round((now - c.renewed_at).total_seconds(), 1) if c else None for c in found],
+                        lease_expired=[c.dead(now) if c else None for c in found])
+
+
 def run(store: Store | str | Path | None, run_id: str) -> dict[str, Any]:
     """One run (a unique prefix of its id is enough): its row, parsed spec, final metrics, the spec's ``tags``,
     the ``user_tags`` added since and the user's ``note``."""

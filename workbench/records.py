@@ -12,6 +12,27 @@ if TYPE_CHECKING:  # masks are tensors, but the store and its readers start with
 # The run is stored, but the runner runs its key again rather than serving it as a complete run.
 INCOMPLETE = "incomplete"
 
+# A prune run whose achieved sparsity (zeros measured on the weights) is more than SHORTFALL_TOLERANCE off its
+# target carries target - achieved as this metric (positive: fewer zeros than asked for).
+SHORTFALL_METRIC = "sparsity_shortfall"
+SHORTFALL_TOLERANCE = 0.005  # half a percentage point
+
+
+def sparsity_shortfall(target: float, achieved: float) -> float | None:
+    """``target - achieved`` where the two differ by more than ``SHORTFALL_TOLERANCE``, else None."""
+    missed = target - achieved
+    return missed if abs(missed) > SHORTFALL_TOLERANCE else None
+
+
+def shortfall_warning(metrics: dict[str, float]) -> str | None:
+    """A run's ``SHORTFALL_METRIC`` in words, ``achieved sparsity 0.6892 is 1.08 percentage points below the
+    target 0.7``; None for a run without it."""
+    missed, achieved = metrics.get(SHORTFALL_METRIC), metrics.get("sparsity")
+    if missed is None or achieved is None or missed != missed:
+        return None
+    return (f"achieved sparsity {achieved:.4f} is {abs(missed) * 100:.2f} percentage points "
+            f"{'below' if missed > 0 else 'above'} the target {achieved + missed:.4g}")
+
 
 @dataclass
 class Metric:

@@ -243,6 +243,27 @@ def run_labels(frame: pd.DataFrame) -> pd.Series:
     return pd.Series(labels, index=frame.index, dtype=object)
 
 
+
+def age_text(seconds: float) -> str:
+    """A duration as a running row's age or lease shows it: 45s, 12m, 3h05m or 2d04h."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def lease_text(age_s: Any, expired: Any) -> str:
+    """A running row's lease: how long ago its worker renewed it, ``expired``, or ``none`` (no claim: a killed
+    job's leftover)."""
+    if _missing(age_s):
+        return "none"
+    return "expired" if expired else f"{age_text(age_s)} ago"
+
+
 # ---------------------------------------------------------------- Pareto fronts
 
 # Achieved sparsities closer than this are the same sparsity: a 2:4 mask measured over a model is
@@ -476,6 +497,6 @@ __all__ = ["LOWER_IS_BETTER", "UnknownMetricError", "lower_is_better", "better",
            "HEADLINE_METRICS", "VS_DENSE", "DENSE_METHOD", "SEED_FIELDS", "relative_name", "dense_baselines",
            "relative_to_dense", "setting_keys", "seed_summary", "quality_metric", "quality_metrics",
            "TASK_LOWER_IS_BETTER", "TaskMetric", "is_task_score", "task_scores", "job_label", "describe", "run_label",
-           "run_labels",
+           "run_labels", "age_text", "lease_text",
            "SPARSITY_TOLERANCE", "front_positions", "pareto_front", "popcount", "Overlap", "PackedMask",
            "mask_overlap", "overlap", "pairwise_overlap"]

@@ -30,6 +30,7 @@ from typing import Any
 from workbench.errors import WorkbenchError
 from workbench.faults import faultpoint
 from workbench.jobs import JobContext, executor_for, run_key
+from workbench.progress import phase, publish
 from workbench.records import INCOMPLETE
 from workbench.spec import JobSpec, job_key, parse_spec
 from workbench.store import Store, claims
@@ -117,12 +118,13 @@ def run_job(spec: JobSpec | dict[str, Any], store: Store | None = None, force: b
             return done
     lease = claims.Lease(store, mine)
     settled = False  # the claim was released by the transaction that wrote the run
-    run_id = None
+    run_id = publisher = None
     try:
         if not force and (done := cached_result(store, key)) is not None:
             return done  # it finished between the first look and the claim
         run_id = store.start_run(key, spec.kind, spec.canonical_json(), spec.summary(), spec.identity_parts(),
                                  spec.name, spec.tags)
+        publisher = publish(store.artifacts_dir, run_id, key, spec.kind)  # what it does now, for readers
         try:
             faultpoint("run:started")
             output = executor.execute(prepared, context)
@@ -134,6 +136,7 @@ def run_job(spec: JobSpec | dict[str, Any], store: Store | None = None, force: b
         # the lease is renewed until the final transaction has released the claim: on a busy shared store
         # that transaction may be retried for longer than the lease (a renewal and the release conflict
         # on the claim's row, so one of them reruns; a file store's threads take turns anyway)
+        phase("writing results")
         try:
             store.finish_run(run_id, key, output, wall_s, claim_id=mine.claim_id)
         except claims.ClaimLostError as err:
@@ -144,6 +147,8 @@ def run_job(spec: JobSpec | dict[str, Any], store: Store | None = None, force: b
         return RunResult(run_id, key, False, "finished", output.metric_dict(), wall_s)
     finally:
         lease.stop()
+        if publisher is not None:
+            publisher.close()
         if not settled:  # stopped outside the job (Ctrl-C between two steps, a store error): no claim, no running row
             try:
                 if run_id is not None:

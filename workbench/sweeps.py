@@ -17,6 +17,8 @@ from tqdm.auto import tqdm
 
 from workbench.errors import WorkbenchError
 from workbench.executors import Executor, InProcess, Task
+from workbench.progress import Bar
+from workbench.records import shortfall_warning
 from workbench.runner import RunResult, cached_result, with_run_keys
 from workbench.spec import JobSpec, job_key
 from workbench.store import Store, claims
@@ -36,7 +38,7 @@ class SweepProgress:
     def __init__(self, total: int, enabled: bool, desc: str = "sweep"):
         self.done = self.failed = self.cached = self.running = 0
         self.text = ""
-        self.bar = tqdm(total=total, desc=desc, unit="job", disable=not enabled, dynamic_ncols=True)
+        self.bar = Bar(total=total, desc=desc, unit="job", enabled=enabled, every=0)  # plain logs: a line per job
 
     def record(self, result: RunResult) -> None:
         if result.status == "failed":
@@ -45,8 +47,8 @@ class SweepProgress:
             self.cached += 1
         else:
             self.done += 1
+        self.show(max(0, self.running - 1))  # first: a plain line printed by the update carries the counts
         self.bar.update(1)
-        self.show()
 
     def show(self, running: int | None = None) -> None:
         if running is not None:
@@ -87,6 +89,8 @@ def run_sweep(specs: Iterable[JobSpec], store: Store | None = None, force: bool 
     def record(index: int, result: RunResult) -> None:
         results[index] = result
         bar.record(result)
+        if warning := shortfall_warning(result.metrics):
+            bar.write(f"warning: run {result.run_id}: {warning}")
         if on_result:
             on_result(specs[index], result)
 

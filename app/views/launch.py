@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-from workbench_app import forms, launcher
+from workbench_app import forms, launcher, live
 from workbench_app.access import ALLOW_ENV, allowed
 from workbench_app.data import Reader
 from workbench_app.specs import flatten
@@ -199,6 +199,7 @@ def launches_panel() -> None:
         return
     fresh_runs = now.runs() if now.exists else runs
     texts = now.spec_texts() if now.exists else pd.DataFrame(columns=["run_id", "spec"])
+    jobs = live.progress_files(now.location)
     for launch in launcher.list_launches(now.location):
         status = launch.status
         with st.container(border=True, key=f"launch_{launch.id}"):
@@ -213,17 +214,19 @@ def launches_panel() -> None:
                     st.rerun()
             progress = launch.progress()
             st.progress(progress.fraction, text=progress.summary())
-            if progress.step is not None and status == "running":
-                st.progress(progress.step.fraction, text=f"{progress.step.what}: {progress.step.done} of "
-                                                          f"{progress.step.total}")
             rows = launch_rows(fresh_runs, texts, launch)
+            if status == "running":  # the running job's own bars, from its progress file
+                for run_id in rows.loc[rows["status"] == "running", "run_id"]:
+                    live.show_bars(jobs.get(run_id))
             if not rows.empty:
                 shown = rows[[c for c in ROW_COLUMNS if c in rows and (c == "run_id" or rows[c].notna().any())]]
                 st.dataframe(shown, hide_index=True, column_config=number_columns(shown), key=f"rows_{launch.id}")
-            errors = [line[len("failed: "):] for line in launch.log().splitlines() if line.startswith("failed: ")]
-            errors += [line for line in launch.log().splitlines() if line.startswith("error: ")]
-            for error in errors:
-                st.error(error)
+            log = launch.log().splitlines()
+            for line in log:  # a failed job, an error of the command, a run that missed its target sparsity
+                if line.startswith(("failed: ", "error: ")):
+                    st.error(line.removeprefix("failed: "))
+                elif line.startswith("warning: "):
+                    st.warning(line.removeprefix("warning: "))
             with st.expander("Sweep file and log"):
                 st.code(launcher.read_text(launch.folder / "sweep.yaml"), language="yaml")
                 st.code(launch.log()[-3000:] or "(no output yet)")

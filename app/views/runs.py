@@ -21,6 +21,7 @@ from workbench_app.ui import (
     table_csv,
 )
 
+from workbench.records import shortfall_warning
 from workbench.results import quality_metrics, task_scores
 
 FIXED = ["run_id", "status", "kind", "model", "method", "pattern", "target_sparsity", "achieved_sparsity",
@@ -127,6 +128,8 @@ if len(picked) == 1:
     right.markdown("**Final metrics**")
     right.dataframe(final, hide_index=True)
     final_values = dict(zip(final["name"], final["value"]))
+    if warning := shortfall_warning(final_values):
+        st.warning(f"This run's {warning}.", icon=":material/warning:")
     scores = task_scores(final_values)
     if not scores.empty:
         st.markdown("**Downstream task scores** (the spec's `evaluation.tasks`, scored by lm-evaluation-harness "

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
+from workbench.progress import Bar
 from workbench.store import Store
 from workbench.store.masks import ENCODING, encode_mask
 
@@ -231,7 +231,7 @@ def build_store(path: Path, sizes: Sizes = Sizes(), seed: int = 0) -> dict[str, 
     for stale in (path, Path(f"{path}.wal")):
         stale.unlink(missing_ok=True)
     rng = np.random.default_rng(seed)
-    steps = tqdm(total=6, desc="synthetic store", unit="table")
+    steps = Bar(total=6, desc="synthetic store", unit="table")
     runs = _run_table(sizes, rng)
     steps.update()
     metrics = _metric_rows(runs, sizes, rng)
@@ -279,7 +279,7 @@ def time_pages(store: Path, app: Path, repeat: int = 5, timeout: float = 120.0) 
     os.environ["WORKBENCH_STORE"] = str(store)
     _page_run(app, "runs", timeout)  # imports (torch, plotly) once, outside the figures
     rows = []
-    for page in tqdm(PAGES, desc="pages", unit="page"):
+    for page in Bar(PAGES, desc="pages", unit="page"):
         runs = [_page_run(app, page, timeout) for _ in range(repeat)]
         samples = np.array([run[:4] for run in runs])
         errors = sorted({error for run in runs for error in run[4]})
@@ -339,7 +339,7 @@ def time_pages_in_browser(store: Path, app: Path, repeat: int = 3,
                 return time.perf_counter() - started
 
             visit("launch")  # the first session's imports (torch, plotly) are not a page's cost
-            for page in tqdm(PAGES, desc="pages in chromium", unit="page"):
+            for page in Bar(PAGES, desc="pages in chromium", unit="page"):
                 cold, warm = [], []
                 for _ in range(repeat):
                     visit("launch" if page != "launch" else "runs")

@@ -7,11 +7,14 @@ and the app's own process:
 - ``meta.json``: title, start time, process id with the process's own start time and command line
   (Stop signals that process group only while they still match), the canonical JSON of every expanded
   spec (how the launch finds its rows in the store afterwards);
-- ``log.txt``: the command's stderr, where the sweep's progress bar is drawn; ``out.txt``: its stdout;
+- ``log.txt``: the command's stderr, where the sweep writes its progress as plain lines (``sweep: job 2/5 (40%),
+  00:04 elapsed, about 00:06 left [done 2, running 1, failed 0, cached 0]``, see ``workbench.progress``);
+  ``out.txt``: its stdout;
 - ``exit_code``: written by the wrapping shell when the command ends.
 
-The app parses the progress bar from the log and never imports the runner: the job's process owns
-all the work and writes the store through its own short transactions.
+The app reads the sweep's progress from the log, and the running job's own from its progress file beside
+the store; it never imports the runner: the job's process owns all the work and writes the store through
+its own short transactions.
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ from workbench.store import is_lake_url
 
 # sh wrapper: run the CLI with stdout/stderr to files, then record its exit code.
 _WRAPPER = '"$0" -m workbench.cli sweep "$1" --store "$2" > "$3" 2> "$4"; echo $? > "$5"'
-_SWEEP_BAR = re.compile(r"sweep:\s*(\d+)%\|[^|]*\|\s*(\d+)/(\d+)")
-# any tqdm bar: "desc:  40%|####      | 2/5 [00:04<00:06,  2.0s/job, magnitude 50%]"
-_BAR = re.compile(r"^(?P<desc>[^|]*?):\s*\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)(?:\s*\[(?P<info>[^\]]*)\]?)?")
+# a line of the sweep's progress (workbench.progress.Bar.line)
+_SWEEP_LINE = re.compile(r"^sweep: job (?P<done>\d+)/(?P<total>\d+) \(\d+%\)(?:, (?P<elapsed>[\d:]+) elapsed"
+                         r"(?:, about (?P<remaining>[\d:]+) left)?)?(?: \[(?P<counts>[^\]]*)\])?$")
 _PROCESSES: dict[int, subprocess.Popen] = {}  # launched by this app process: polled so none lingers as a zombie
 
 
@@ -47,27 +50,13 @@ def launches_folder(store_location: str) -> Path:
 
 
 @dataclass
-class Step:
-    """The bar of the job's current phase (``perplexity: 3/8``), read from the log."""
-
-    what: str
-    done: int
-    total: int
-
-    @property
-    def fraction(self) -> float:
-        return min(1.0, self.done / self.total) if self.total else 0.0
-
-
-@dataclass
 class Progress:
     done: int
     total: int
-    detail: str  # the latest line any bar drew, as the log holds it
-    elapsed: str = ""  # of the sweep, as tqdm wrote it (00:04)
-    remaining: str = ""  # tqdm's estimate of the rest (00:06)
-    counts: str = ""  # the sweep bar's postfix (done, running, failed, cached)
-    step: Step | None = None  # the current job's own bar, when the latest line is one
+    detail: str  # the latest line of the log
+    elapsed: str = ""  # of the sweep, as its latest line says (00:04)
+    remaining: str = ""  # that line's estimate of the rest (00:06)
+    counts: str = ""  # jobs done, running, failed and cached
 
     @property
     def fraction(self) -> float:
@@ -77,38 +66,20 @@ class Progress:
         """``2 of 5 jobs · 00:04 elapsed, about 00:06 left · done 2, failed 0`` (no bar characters)."""
         parts = [f"{self.done} of {self.total} job{'s' * (self.total != 1)}"]
         if self.elapsed:
-            parts.append(f"{self.elapsed} elapsed" + (f", about {self.remaining} left"
-                                                      if self.remaining and self.remaining != "?" else ""))
+            parts.append(f"{self.elapsed} elapsed" + (f", about {self.remaining} left" if self.remaining else ""))
         if self.counts:
             parts.append(self.counts)
         return " · ".join(parts)
 
 
-def _sweep_info(info: str) -> tuple[str, str, str]:
-    """(elapsed, remaining, postfix) of a tqdm bar's bracket: ``00:02<00:04,  2.0s/job, done 1, failed 0``."""
-    times, _, rest = info.partition(",")
-    elapsed, _, remaining = times.partition("<")
-    postfix = rest.split(",", 1)[1].strip() if "," in rest else ""
-    return elapsed.strip(), remaining.strip(), postfix
-
-
 def parse_progress(log: str, total: int) -> Progress:
-    """The sweep bar's latest ``done/total`` (with its times and counts) and the latest line any bar
-    drew (tqdm redraws with \\r); that line read as the current job's step when it is another bar."""
-    done, info = 0, ""
-    for match in _SWEEP_BAR.finditer(log):
-        done, total = int(match.group(2)), int(match.group(3))
-    lines = [line.strip() for line in re.split(r"[\r\n]+", log) if line.strip()]
-    sweep_lines = [line for line in lines if line.startswith("sweep:")]
-    if sweep_lines:
-        bar = _BAR.match(sweep_lines[-1])
-        info = (bar.group("info") or "") if bar else ""
-    elapsed, remaining, counts = _sweep_info(info) if info else ("", "", "")
-    last = lines[-1] if lines else ""
-    bar = _BAR.match(last)
-    step = (Step(bar.group("desc").strip(), int(bar.group("n")), int(bar.group("total")))
-            if bar and not last.startswith("sweep:") else None)
-    return Progress(done, total, last[:300], elapsed, remaining, counts, step)
+    """The sweep's latest progress line (jobs done of total, its times and counts) and the log's latest line."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    found = next((match for line in reversed(lines) if (match := _SWEEP_LINE.match(line))), None)
+    if found is None:
+        return Progress(0, total, lines[-1][:300] if lines else "")
+    return Progress(int(found["done"]), int(found["total"]), lines[-1][:300], found["elapsed"] or "",
+                    found["remaining"] or "", found["counts"] or "")
 
 
 @dataclass
@@ -213,7 +184,7 @@ def start(sweep: dict[str, Any], canonical_specs: list[str], store_location: str
     (folder / "sweep.yaml").write_text(yaml.safe_dump(sweep, sort_keys=False))
     store = store_location if is_lake_url(store_location) else str(Path(store_location).resolve())
     files = [str((folder / name).resolve()) for name in ("sweep.yaml", "out.txt", "log.txt", "exit_code")]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "160"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(["sh", "-c", _WRAPPER, sys.executable, files[0], store, *files[1:]],
                                env=env, stdin=subprocess.DEVNULL, start_new_session=True)
     _PROCESSES[process.pid] = process

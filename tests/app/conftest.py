@@ -13,7 +13,7 @@ from tests.app.stores import multi_model_store, rich_store, suite_store, task_st
 APP = Path(__file__).resolve().parents[2] / "app"
 sys.path.insert(0, str(APP))  # the app's helper package, for the unit tests of its pure functions
 
-PAGES = ["runs", "compare", "layers", "masks", "training", "kernels", "launch"]
+PAGES = ["runs", "compare", "layers", "masks", "training", "kernels", "launch", "running"]
 
 
 @pytest.fixture(scope="session")

@@ -154,26 +154,20 @@ def test_yaml_form_tells_spec_from_sweep_and_reports_bad_yaml():
         forms.from_yaml("model: a\n  bad: [")
 
 
-def test_progress_is_read_from_the_sweep_bar():
-    log = ("sweep:   0%|          | 0/3 [00:00<?, ?job/s]\rperplexity: 100%|##| 4/4\n"
-           "sweep:  33%|###3      | 1/3 [00:02<00:04,  2.0s/job, magnitude 50%]\rsweep:  67%|######6   | 2/3 [00:04<00:02]")
+def test_progress_is_read_from_the_sweeps_latest_line():
+    log = ("wanda: block 2/2 (100%), 00:01 elapsed\n"
+           "sweep: job 1/3 (33%), 00:02 elapsed, about 00:04 left [done 1, running 0, failed 0, cached 0]\n"
+           "perplexity: batch 4/4 (100%)\n"
+           "sweep: job 2/3 (66%), 00:04 elapsed, about 00:02 left [done 2, running 0, failed 0, cached 0]\n"
+           "warning: run 1fce4adc32-601964: achieved sparsity 0.6892 is 1.08 percentage points below the target 0.7\n")
     progress = parse_progress(log, total=3)
     assert (progress.done, progress.total) == (2, 3)
     assert progress.fraction == pytest.approx(2 / 3)
-    assert progress.detail.startswith("sweep:  67%")
+    assert progress.summary() == "2 of 3 jobs · 00:04 elapsed, about 00:02 left · done 2, running 0, failed 0, cached 0"
+    assert progress.detail.startswith("warning: run 1fce4adc32")
     assert parse_progress("", total=4).done == 0
-
-
-def test_progress_reads_as_words_and_the_current_step_as_its_own_bar():
-    log = ("sweep:  33%|###3      | 1/3 [00:02<00:04,  2.0s/job, done 1, running 1, failed 0, cached 0]\n"
-           "perplexity:  50%|#####     | 4/8 [00:01<00:01,  3.1it/s]")
-    progress = parse_progress(log, total=3)
-    assert progress.summary() == "1 of 3 jobs · 00:02 elapsed, about 00:04 left · done 1, running 1, failed 0, cached 0"
-    assert "|" not in progress.summary()
-    assert (progress.step.what, progress.step.done, progress.step.total) == ("perplexity", 4, 8)
-    assert progress.step.fraction == 0.5
-    assert parse_progress(log.split("\n")[0], total=3).step is None  # the sweep bar itself is no step
     assert parse_progress("loading model\n", total=2).summary() == "0 of 2 jobs"
+    assert parse_progress("sweep: job 1/1 (100%)\n", total=1).summary() == "1 of 1 job"
 
 
 def test_the_time_estimate_follows_the_stores_pace_per_token():

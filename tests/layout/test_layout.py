@@ -9,7 +9,8 @@ METHOD_ROOMS = ["workbench.pruning", "workbench.training", "workbench.kernels", 
                 "workbench.models", "workbench.data", "workbench.structured"]
 UPPER_ROOMS = {"workbench.store", "workbench.runner", "workbench.jobs", "workbench.queries", "workbench.api",
                "workbench.cli", "workbench.widgets"}
-GROUND_FLOOR = ["workbench.values", "workbench.errors", "workbench.records", "workbench.results", "workbench.faults"]
+GROUND_FLOOR = ["workbench.values", "workbench.errors", "workbench.records", "workbench.results", "workbench.faults",
+                "workbench.progress"]
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from workbench.cli.common import StoreOption, handles_errors, open_store, print_json, report_failures, result_table
+from workbench.records import shortfall_warning
 
 app = typer.Typer()
 
@@ -67,6 +68,8 @@ def run(spec_file: Path = typer.Argument(..., help="YAML job spec"),
         state = "cached" if result.cached else f"finished in {result.wall_s:.1f} s"
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())
         typer.echo(f"{result.run_id} {state}: {metrics}")
+    if warning := shortfall_warning(result.metrics):
+        typer.echo(f"warning: run {result.run_id}: {warning}", err=True)
 
 
 @app.command()

@@ -27,10 +27,13 @@ def list_runs(store: Optional[str] = StoreOption,
     left it (`workbench gc` removes those)."""
     # deferred (start-up time): queries import pandas
     from workbench import queries
-    from workbench.results import QUALITY_METRICS
+    from workbench.progress import read_running
+    from workbench.results import QUALITY_METRICS, age_text, lease_text
 
-    frame = _with_leases(open_store(store), queries.runs(open_store(store), status=status, method=method,
-                                                         model=model, limit=limit))
+    frame = queries.with_leases(open_store(store), queries.runs(open_store(store), status=status, method=method,
+                                                                model=model, limit=limit))
+    jobs = read_running(open_store(store).artifacts_dir) if (frame["status"] == "running").any() else {}
+    frame = frame.assign(phase=[jobs[run].summary() if run in jobs else None for run in frame["run_id"]])
     if as_json:
         print_json(json.loads(frame.to_json(orient="records", date_format="iso")))
         return
@@ -42,13 +45,15 @@ def list_runs(store: Optional[str] = StoreOption,
         frame = frame.assign(status=frame["status"].where(~frame["stale"], "running (stale)"),
                              pid=frame["pid"].astype("Int64").astype(str).where(running, ""),
                              host=frame["host"].where(running, ""),
-                             age=[_age(created) if run else "" for created, run in zip(frame["created_at"], running)],
-                             lease=[_lease(age, expired) if run else "" for age, expired, run
-                                    in zip(frame["lease_age_s"], frame["lease_expired"], running)])
+                             age=[age_text(_seconds_since(created)) if run else ""
+                                  for created, run in zip(frame["created_at"], running)],
+                             lease=[lease_text(age, expired) if run else "" for age, expired, run
+                                    in zip(frame["lease_age_s"], frame["lease_expired"], running)],
+                             phase=frame["phase"].where(running, ""))
     columns = [c for c in ["run_id", "status", "model", "method", "pattern", "allocation", "target_sparsity",
-                           "sparsity", *QUALITY_METRICS, "wall_s", "host", "pid", "age", "lease"]
+                           "sparsity", *QUALITY_METRICS, "wall_s", "host", "pid", "age", "lease", "phase"]
                if c in frame and frame[c].notna().any()
-               and (c not in ("host", "pid", "age", "lease") or running.any())]
+               and (c not in ("host", "pid", "age", "lease", "phase") or running.any())]
     table = Table()
     for column in columns:
         table.add_column(column, no_wrap=column in ("run_id", "status"))  # "running (stale)" stays one phrase
@@ -57,46 +62,11 @@ def list_runs(store: Optional[str] = StoreOption,
     console().print(table)
 
 
-def _with_leases(store: object, frame: object) -> object:
-    """The runs with the claims of their keys: ``lease_host``, ``lease_age_s`` (seconds since the worker last
-    renewed its lease) and ``lease_expired``; None where a run is not running or its key has no claim."""
+def _seconds_since(created: object) -> float:
+    """Seconds since a naive UTC timestamp."""
     from datetime import datetime, timezone
 
-    from workbench.store import claims
-
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
-    held = {}
-    if not frame.empty and (frame["status"] == "running").any():
-        for claim in claims.claims(store):  # oldest first: a live claim outranks a dead one of the same key
-            if claim.key not in held or held[claim.key].dead(now):
-                held[claim.key] = claim
-    found = [held.get(key) if state == "running" else None for key, state in zip(frame["key"], frame["status"])]
-    return frame.assign(lease_host=[c.host if c else None for c in found],
-                        lease_age_s=[round((now - c.renewed_at).total_seconds(), 1) if c else None for c in found],
-                        lease_expired=[c.dead(now) if c else None for c in found])
-
-
-def _lease(age: object, expired: object) -> str:
-    if age is None or age != age:  # no claim (NaN once in a frame): a killed job's leftover
-        return "none"
-    return "expired" if expired else f"{_age_seconds(max(0, int(age)))} ago"
-
-
-def _age(created: object) -> str:
-    """How long ago a naive UTC timestamp was, as 45s, 12m, 3h05m or 2d04h."""
-    from datetime import datetime, timezone
-
-    return _age_seconds(max(0, int((datetime.now(timezone.utc).replace(tzinfo=None) - created).total_seconds())))
-
-
-def _age_seconds(seconds: int) -> str:
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+    return (datetime.now(timezone.utc).replace(tzinfo=None) - created).total_seconds()
 
 
 def _source_run(store: Any, spec: dict[str, Any]) -> str | None:

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from lm_eval import utils as harness_utils
 from lm_eval.api.model import TemplateLM
 from torch import nn
-from tqdm.auto import tqdm
+
+from workbench.progress import Bar
 
 
 class WorkbenchLM(TemplateLM):
@@ -102,7 +103,7 @@ class WorkbenchLM(TemplateLM):
         groups = [(list(prefix), members) for prefix, members in shared.items() if len(members) > 1]
         single = [members[0] for members in shared.values() if len(members) == 1]
         results: list[tuple[float, bool] | None] = [None] * len(rows)
-        bar = tqdm(total=len(rows), desc=desc, disable=disable_tqdm or not self.progress, leave=False)
+        bar = Bar(total=len(rows), desc=desc, unit="request", enabled=not disable_tqdm and self.progress, leave=False)
 
         def store(indices: list[int], scores: list[tuple[float, bool]]) -> None:
             for index, result in zip(indices, scores):
@@ -209,7 +210,8 @@ class WorkbenchLM(TemplateLM):
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         """Greedy continuation of each context, cut at the first of its ``until`` strings."""
         out = []
-        for request in tqdm(requests, desc="tasks: generate", disable=disable_tqdm or not self.progress, leave=False):
+        for request in Bar(requests, desc="tasks: generate", unit="request", enabled=not disable_tqdm and self.progress,
+                           leave=False):
             context, gen_kwargs = request.args
             gen_kwargs = dict(gen_kwargs or {})
             until = gen_kwargs.get("until") or []

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from workbench.jobs import JobContext
 from workbench.kernels.backends import make_backend
@@ -35,6 +34,7 @@ from workbench.kernels.measure.isolation import run_isolated
 from workbench.kernels.measure.stats import summarize
 from workbench.kernels.report.selection import headline_metrics, mark_best
 from workbench.kernels.spec import BenchError, BenchSpec, parse_shape
+from workbench.progress import Bar
 from workbench.records import INCOMPLETE, JobOutput, Metric
 from workbench.store import Store
 
@@ -204,7 +204,7 @@ def _run_kernels(spec: BenchSpec, ctx: _Context, deadline: float | None, progres
     rows = []
     info = device_info(spec.device)
     jobs = [(dtype, backend) for dtype in grid.dtypes for backend in grid.backends]
-    for dtype, backend in tqdm(jobs, desc="bench kernels", unit="backend", disable=not progress):
+    for dtype, backend in Bar(jobs, desc="bench kernels", unit="backend", enabled=progress):
         reason = make_backend(backend, grid.block).unsupported(info, dtype)
         if reason is not None:  # known before any process starts: one row per case says why
             records = [{"kind": "case", "case_id": c, "status": "unsupported", "error": reason} for c in cases]
@@ -285,7 +285,7 @@ def _run_latency(prepared: PreparedBench, ctx: _Context, deadline: float | None,
 
             masks_file = str(Path(folder) / "masks.safetensors")
             save_file({k: v.to(torch.uint8).contiguous() for k, v in prepared.masks.items()}, masks_file)
-        for index, variant in enumerate(tqdm(variants, desc="bench latency", unit="variant", disable=not progress)):
+        for index, variant in enumerate(Bar(variants, desc="bench latency", unit="variant", enabled=progress)):
             task = {"mode": "latency", "device": spec.device, "dtype": grid.dtype, "variant": variant,
                     "model": grid.model, "random_weights": grid.random_weights, "masks_file": masks_file,
                     "sparsity": grid.sparsity, "block": grid.block, "decode_context": grid.decode_context,

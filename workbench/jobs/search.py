@@ -42,7 +42,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from workbench.data import calibration_windows, evaluation_windows, load_corpus
 from workbench.errors import SpecError
@@ -51,6 +50,7 @@ from workbench.jobs import JobContext
 from workbench.metrics.language import perplexity
 from workbench.models import LoadedModel, check_finite, load_model, model_identity
 from workbench.models.layers import block_index, prunable_layers
+from workbench.progress import Bar
 from workbench.records import JobOutput, LayerStat, Metric
 from workbench.search.depth import BlockDropper, blocks_for_sparsity, depth_space, kept_mask
 from workbench.search.evolution import Plan, SearchState, Space, search
@@ -184,8 +184,8 @@ def execute(prepared: PreparedSearch, job: JobContext | None = None) -> JobOutpu
                 tuple(tokens // seq_len for tokens in budget.tokens))
     state = _load_state(workdir, spec, space.size)
     resumed_from = state.generation if state is not None else 0
-    bar = tqdm(total=plan.generations, initial=resumed_from, desc=f"search ({spec.method})", unit="generation",
-               disable=not progress, leave=False)
+    bar = Bar(total=plan.generations, initial=resumed_from, desc=f"search ({spec.method})", unit="generation",
+              enabled=progress, leave=False)
 
     def checkpoint(current: SearchState) -> None:
         bar.n = current.generation

@@ -11,14 +11,16 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+
+from workbench.progress import Bar
 
 
 @torch.inference_mode()
 def perplexity(model: nn.Module, windows: torch.Tensor, batch_size: int = 4, progress: bool = False) -> float:
     device = next(model.parameters()).device
     total_loss, total_tokens = 0.0, 0
-    for start in tqdm(range(0, len(windows), batch_size), desc="perplexity", disable=not progress, leave=False):
+    for start in Bar(range(0, len(windows), batch_size), desc="perplexity", unit="batch", enabled=progress,
+                     leave=False):
         batch = windows[start : start + batch_size].to(device)
         logits = model(input_ids=batch).logits[:, :-1].float()
         targets = batch[:, 1:]

@@ -37,10 +37,10 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from workbench.errors import PruningError
 from workbench.models.layers import transformer_blocks
+from workbench.progress import Bar
 from workbench.pruning.masks import pack_bits, unpack_bits
 from workbench.pruning.registry import Needs, PruneOutcome
 
@@ -400,7 +400,7 @@ def run_pipeline(model: nn.Module, layers: dict[str, nn.Module], calibration: to
     try:
         extras: dict[str, dict[str, Any]] = {}
         all_groups: list[list[str]] = []
-        for index in tqdm(range(len(blocks)), desc=desc, unit="block", disable=not progress, leave=False):
+        for index in Bar(range(len(blocks)), desc=desc, unit="block", enabled=progress, leave=False):
             with walk.timed("statistics_s"):
                 hooks = walk.statistics(blocks[index], per_block[index], needs, index)
             with walk.timed("prune_s"):

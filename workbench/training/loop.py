@@ -14,8 +14,8 @@ import math
 import time
 
 import torch
-from tqdm.auto import tqdm
 
+from workbench import progress
 from workbench.faults import faultpoint
 from workbench.records import Metric
 from workbench.training.checkpoint import Checkpoints
@@ -77,6 +77,7 @@ class TrainLoop:
     def log_losses(self, step: int, lr: float) -> None:
         for name, total in self._loss_sums.items():
             self.metrics.append(Metric(name, total / self._loss_count, step))
+            progress.metric(name, total / self._loss_count)
         self.metrics.append(Metric("lr", lr, step))
         self._loss_sums, self._loss_count = {}, 0
 
@@ -112,8 +113,9 @@ class TrainLoop:
             self.snapshot(0)
             self.evaluate(0)
         model.train()
-        bar = tqdm(range(start, spec.steps), desc=f"train {spec.method}", unit="step", disable=not self.progress,
-                   initial=start, total=spec.steps)
+        progress.phase("training")
+        bar = progress.Bar(range(start, spec.steps), desc=f"train {spec.method}", unit="step", enabled=self.progress,
+                           initial=start, total=spec.steps)
         for step in bar:
             method.begin_step(step)
             batch = task.batch(step)
