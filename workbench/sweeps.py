@@ -13,8 +13,6 @@ import uuid
 from collections import deque
 from typing import Callable, Iterable
 
-from tqdm.auto import tqdm
-
 from workbench.errors import WorkbenchError
 from workbench.executors import Executor, InProcess, Task
 from workbench.progress import Bar
