@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from workbench import queries
+from workbench.benchmarks.store_stress import run_stress
 from workbench.errors import WorkbenchError
-from workbench.executors.stress import run_stress
 from workbench.records import JobOutput, MaskRecord, Metric
 from workbench.store import Store, claims
 

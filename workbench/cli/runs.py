@@ -307,7 +307,7 @@ def store_bench(store: Optional[str] = StoreOption,
                 as_json: bool = typer.Option(False, "--json")) -> None:
     """Writers racing over the same jobs while a reader polls `workbench ls --json`; prints jobs present exactly
     once, re-runs, duplicates and the errors writers and the reader saw."""
-    from workbench.executors.stress import run_stress
+    from workbench.benchmarks.store_stress import run_stress
     from workbench.store import Store
 
     location = store or str(Store().location)

@@ -197,7 +197,7 @@ def run_stress(store_location: str, writers: int = 8, jobs: int = 100, kills: in
         log = workdir / f"writer-{len(logs)}.jsonl"
         logs.append(log)
         role = ["ray-writer"] if address else ["writer"]
-        return subprocess.Popen([sys.executable, "-m", "workbench.executors.stress", *role, store_location,
+        return subprocess.Popen([sys.executable, "-m", "workbench.benchmarks.store_stress", *role, store_location,
                                  str(jobs_file), str(log), str(len(logs)), *([address] if address else [])],
                                 env=env, stderr=subprocess.DEVNULL)
 
@@ -276,7 +276,7 @@ def run_stress(store_location: str, writers: int = 8, jobs: int = 100, kills: in
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m workbench.executors.stress")
+    parser = argparse.ArgumentParser(prog="python -m workbench.benchmarks.store_stress")
     sub = parser.add_subparsers(dest="command", required=True)
     writer = sub.add_parser("writer")
     writer.add_argument("store")
