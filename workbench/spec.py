@@ -208,9 +208,9 @@ class PruneSpec(JobSpec):
                     f"drop `sparsity` or set it to {implied:g}"
                 )
             object.__setattr__(self, "sparsity", implied)
-            if self.allocation != "uniform":
+            if self.allocation not in ("uniform", "search"):
                 raise ValueError(f"allocation {self.allocation!r} needs an unstructured pattern; "
-                                 "N:M fixes every layer's sparsity")
+                                 "N:M fixes every layer's sparsity (allocation: search applies an N:M search's)")
         elif self.sparsity is None:
             object.__setattr__(self, "sparsity", 0.5)
         if method.name == "dense":

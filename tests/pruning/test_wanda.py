@@ -57,7 +57,7 @@ def test_every_row_prunes_exactly_int_sparsity_times_columns(sparsity):
 def test_nm_keeps_n_of_every_m_consecutive_inputs(pattern):
     torch.manual_seed(2)
     parsed = Pattern.parse(pattern)
-    mask = wanda_mask(wanda_scores(torch.randn(24, 64), _sq_norm(torch.randn(1, 9, 64))), 0.0, parsed)
+    mask = wanda_mask(wanda_scores(torch.randn(24, 64), _sq_norm(torch.randn(1, 9, 64))), parsed.sparsity, parsed)
     assert nm_valid(mask, parsed.keep, parsed.group)
 
 

@@ -23,12 +23,13 @@ from workbench.models import LoadedModel, check_finite, load_model
 from workbench.models.layers import block_index, prunable_layers
 from workbench.progress import phase
 from workbench.pruning.allocation import resolve_allocation
-from workbench.pruning.masks import check_pattern_fits, input_widths, nm_valid
+from workbench.pruning.masks import check_pattern_fits, input_widths, nm_kept, nm_valid
 from workbench.pruning.pipeline import heldout_count
 from workbench.pruning.registry import PruneContext, PruneOutcome, resolve_method
 from workbench.records import SHORTFALL_METRIC, JobOutput, LayerStat, MaskRecord, Metric, sparsity_shortfall
 from workbench.spec import PruneSpec, resolve_prune_method
 from workbench.structured import ShrinkResult, check_request, structured_prune
+from workbench.values import Pattern
 
 
 @dataclass
@@ -208,6 +209,13 @@ def _output(spec: PruneSpec, metrics: dict[str, float], layers: list[LayerStat],
     return JobOutput(metrics=[Metric(k, float(v)) for k, v in metrics.items()], layers=layers, masks=masks)
 
 
+def _layer_pattern(pattern: Pattern, target: float | None) -> Pattern:
+    """A layer's N:M pattern: its own N where a searched N:M allocation gives it one (``masks.nm_kept``)."""
+    if not pattern.is_nm or target is None:
+        return pattern
+    return Pattern(name="nm", keep=nm_kept(pattern, target), group=pattern.group)
+
+
 def execute(prepared: PreparedPrune, job: JobContext | None = None) -> JobOutput:
     progress = bool(job and job.progress)
     spec, loaded, context = prepared.spec, prepared.loaded, prepared.context
@@ -231,11 +239,11 @@ def execute(prepared: PreparedPrune, job: JobContext | None = None) -> JobOutput
     for name, module in context.layers.items():
         mask = outcome.masks[name].cpu()
         extras = {**context.extras.get(name, {}), **outcome.layer_extras.get(name, {})}
+        pattern = _layer_pattern(spec.pattern, context.targets.get(name))
         layers.append(LayerStat(
             layer=name, block=block_index(name), shape=tuple(module.weight.shape),
             target_sparsity=context.targets.get(name), achieved_sparsity=weight_sparsity(module.weight),
-            pattern=str(spec.pattern),
-            nm_valid=nm_valid(mask, spec.pattern.keep, spec.pattern.group) if spec.pattern.is_nm else None,
+            pattern=str(pattern), nm_valid=nm_valid(mask, pattern.keep, pattern.group) if pattern.is_nm else None,
             recon_error=extras.pop("recon_error", None), extra=extras))
         masks.append(MaskRecord(name, mask))
 

@@ -63,11 +63,14 @@ from workbench.search.levels import (
     level_geometry,
     load_geometry,
     method_counter,
+    nm_geometry,
 )
 from workbench.search.spec import SearchSpec
 from workbench.structured.layout import model_layout
+from workbench.values import Pattern
 
 STATE_FILE = "search-state.json"
+NM_METHODS = ("wanda", "sparsegpt")  # the methods that keep a layer's own N where its target gives one
 
 
 @dataclass
@@ -91,6 +94,8 @@ def database_key(spec: SearchSpec) -> str:
                "method": f"{spec.prune_method}@{resolve_method(spec.prune_method).version}",
                "params": spec.prune_params, "sparsity": spec.sparsity, "levels": spec.levels.model_dump(mode="json"),
                "calibration": spec.calibration.model_dump(mode="json")}
+    if spec.space == "nm":
+        payload["pattern"] = str(spec.pattern)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -123,8 +128,11 @@ def prepare(spec: SearchSpec, job: JobContext | None = None) -> PreparedSearch:
         return PreparedSearch(spec, loaded, depth_space(len(blocks), dropped), windows[:samples], windows[samples:])
     layers = prunable_layers(loaded.model)
     shapes = [tuple(module.weight.shape) for module in layers.values()]
-    geometry = level_geometry(list(layers), shapes, spec.sparsity, spec.levels.max, spec.levels.step,
-                              method_counter(spec.prune_method, spec.prune_params))
+    if spec.space == "nm":
+        geometry = nm_geometry(list(layers), shapes, spec.pattern, spec.levels.max)
+    else:
+        geometry = level_geometry(list(layers), shapes, spec.sparsity, spec.levels.max, spec.levels.step,
+                                  method_counter(spec.prune_method, spec.prune_params))
     return PreparedSearch(spec, loaded, geometry.space(), windows[:samples], windows[samples:], layers, geometry,
                           _database_root(job) / database_key(spec))
 
@@ -237,16 +245,17 @@ def _search_metrics(state: SearchState, start: str, extra: dict[str, float]) -> 
 
 def _level_records(geometry: LevelGeometry, state: SearchState, extra: dict[str, float]) -> JobOutput:
     winner = state.parent
+    step = {"level_step": float(geometry.step)} if not geometry.group else {}  # N:M: numel / M, per layer
     metrics = _search_metrics(state, "uniform", {
-        "sparsity": geometry.sparsity_of(winner), "level_step": float(geometry.step),
-        "layers_moved": float(sum(level != 0 for level in winner)), **extra})
+        "sparsity": geometry.sparsity_of(winner), **step, "layers_moved": float(sum(level != 0 for level in winner)),
+        **extra})
     layers = []
     for index, (name, level) in enumerate(zip(geometry.names, winner)):
         count = geometry.count(index, level)
         layers.append(LayerStat(
             layer=name, block=block_index(name), shape=geometry.shapes[index],
             target_sparsity=geometry.target(index, level), achieved_sparsity=count / geometry.numel(index),
-            pattern="unstructured",
+            pattern=str(geometry.pattern(level)),
             extra={"level": level, "pruned": count, "low": geometry.low[index], "high": geometry.high[index]}))
     return JobOutput(metrics=metrics, layers=layers)
 
@@ -288,20 +297,31 @@ def _finished_search(spec: Any, space: str, job: JobContext | None) -> tuple[Any
                         f"prune model {searched['model']}, or search {spec.model}")
     searched_space = searched.get("space", "unstructured")
     if searched_space != space:
-        fix = ("name it from a prune spec with structure: blocks" if searched_space == "depth"
-               else f"name a search of space {space}")
+        fix = {"depth": "name it from a prune spec with structure: blocks",
+               "nm": f"name it from a prune spec with pattern: {_searched_pattern(searched)}"}.get(
+                   searched_space, f"name a search of space {space}")
         raise SpecError(f"search run {record['run_id']} searched space {searched_space}, which this prune spec "
                         f"cannot apply", fix)
     return store, record
 
 
+def _searched_pattern(searched: dict[str, Any]) -> str:
+    return str(Pattern.model_validate(searched["pattern"])) if searched.get("pattern") else "unstructured"
+
+
 def search_targets(spec: Any, layers: dict[str, nn.Module], job: JobContext | None = None) -> dict[str, float]:
-    """The per-layer targets of the finished unstructured search run that a prune spec names, checked against
-    it: same model and sparsity, the same layers."""
+    """The per-layer targets of the finished unstructured (or, for an N:M prune spec, N:M) search run that a
+    prune spec names, checked against it: same model, sparsity and pattern, the same layers."""
     from workbench import queries
 
-    store, record = _finished_search(spec, "unstructured", job)
+    store, record = _finished_search(spec, "nm" if spec.pattern.is_nm else "unstructured", job)
     searched = record["spec"]
+    if spec.pattern.is_nm and _searched_pattern(searched) != str(spec.pattern):
+        raise SpecError(f"search run {record['run_id']} searched around pattern {_searched_pattern(searched)}, not "
+                        f"{spec.pattern}", f"set pattern: {_searched_pattern(searched)}")
+    if spec.pattern.is_nm and spec.method not in NM_METHODS:
+        raise SpecError(f"method {spec.method!r} prunes every layer to the spec's own N:M, not a searched one per "
+                        "layer", f"use method: {' or '.join(NM_METHODS)}")
     if abs(float(searched["sparsity"]) - float(spec.sparsity)) > 1e-12:
         raise SpecError(f"search run {record['run_id']} searched sparsity {searched['sparsity']:g}, "
                         f"not {spec.sparsity:g}", f"set sparsity: {searched['sparsity']:g}")

@@ -93,6 +93,12 @@ def nm_prune_mask(scores: torch.Tensor, keep: int, group: int) -> torch.Tensor:
     return mask.view_as(scores)
 
 
+def nm_kept(pattern: Pattern, sparsity: float) -> int:
+    """Inputs an N:M layer keeps of every M at its target sparsity: N at the pattern's own sparsity; a searched
+    N:M allocation hands each layer ``1 - N_layer / M``, and Wanda and SparseGPT keep ``N_layer``."""
+    return round(pattern.group * (1 - sparsity))
+
+
 def nm_valid(mask: torch.Tensor, keep: int, group: int) -> bool:
     """True when every group of ``group`` consecutive inputs keeps exactly ``keep`` weights."""
     rows = mask.shape[0]

@@ -86,7 +86,7 @@ def _prune_columns(block: torch.Tensor, Ub: torch.Tensor, pattern: Pattern, segm
     so that each column is one contiguous vector). Returns (keep mask, errors), both columns x rows."""
     import torch
 
-    from workbench.pruning.masks import nm_prune_mask, topk_mask
+    from workbench.pruning.masks import topk_mask
 
     count = block.shape[0]
     d = torch.diag(Ub).unsqueeze(1)
@@ -105,7 +105,7 @@ def _prune_columns(block: torch.Tensor, Ub: torch.Tensor, pattern: Pattern, segm
         for i in range(j1, j2):
             if pattern.is_nm and i % pattern.group == 0:
                 group = slice(i, i + pattern.group)
-                chosen = nm_prune_mask(((block[group] / d[group]) ** 2).t(), pattern.keep, pattern.group).t()
+                chosen = _nm_choice(((block[group] / d[group]) ** 2).t(), pattern, segments).t()
                 keep[group] = chosen
                 scale[group] = (~chosen) / d[group]
             torch.mul(block[i], scale[i], out=errors[i])
@@ -114,6 +114,20 @@ def _prune_columns(block: torch.Tensor, Ub: torch.Tensor, pattern: Pattern, segm
         if j2 < count:
             block[j2:].addmm_(Ub[j1:j2, j2:].t(), errors[j1:j2], alpha=-1)
     return keep, errors
+
+
+def _nm_choice(scores: torch.Tensor, pattern: Pattern, segments: list[tuple[int, int, float]]) -> torch.Tensor:
+    """N:M keep mask of one group of columns (rows x M): each stacked layer keeps ``nm_kept`` of its target
+    (the pattern's N, unless a searched allocation gives the layer its own)."""
+    import torch
+
+    from workbench.pruning.masks import nm_kept, nm_prune_mask
+
+    kept = [nm_kept(pattern, sparsity) for _, _, sparsity in segments]
+    if len(set(kept)) == 1:
+        return nm_prune_mask(scores, kept[0], pattern.group)
+    return torch.cat([nm_prune_mask(scores[start:end], keep, pattern.group)
+                      for (start, end, _), keep in zip(segments, kept)])
 
 
 class _CapturedColumns:

@@ -34,10 +34,10 @@ def wanda_scores(weight: torch.Tensor, sq_norm: torch.Tensor) -> torch.Tensor:
 
 def wanda_mask(scores: torch.Tensor, sparsity: float, pattern: Pattern) -> torch.Tensor:
     """Wanda's mask from its scores: per-row unstructured, or N:M within each row's M-groups."""
-    from workbench.pruning.masks import nm_prune_mask, row_topk_mask
+    from workbench.pruning.masks import nm_kept, nm_prune_mask, row_topk_mask
 
     if pattern.is_nm:
-        return nm_prune_mask(scores, pattern.keep, pattern.group)
+        return nm_prune_mask(scores, nm_kept(pattern, sparsity), pattern.group)
     return row_topk_mask(scores, sparsity)
 
 

@@ -15,6 +15,15 @@ layer, ``levels.step``) is rounded up to that multiple. A layer's levels stop wh
 than one row or column's worth of weights or prune fewer than none (EvoPress does the same), so small
 layers may have fewer levels than ``levels.max``.
 
+**N:M levels** (``nm_geometry``). Level ``l`` of a layer keeps ``N - l`` of every ``M`` inputs, ``N:M``
+being the target pattern, from ``M - 1`` kept down to 1 (``levels.max`` steps either way at most). One
+step moves a layer's count by ``numel / M`` weights, which differs between layers of different sizes, so
+the exact total needs one more rule: a move lowers one layer's level and raises another's *of the same
+number of weights* (the layers fall into classes by size; Llama's q/o, k/v, and gate/up/down each form
+one). Every class keeps its levels' sum at zero, so every candidate prunes exactly what the uniform
+``N:M`` prunes, class by class. The target handed to the method is ``1 - (N - l) / M``, from which Wanda
+and SparseGPT read each layer's kept count (``masks.nm_kept``).
+
 **Statistics.** As EvoPress, every level of a layer is computed from the dense model's calibration
 activations (the pipeline in observe-only mode: no layer sees its predecessors pruned), so any
 combination of levels can be put together afterwards.
@@ -40,7 +49,7 @@ import torch
 from torch import nn
 
 from workbench.errors import PruningError
-from workbench.pruning.masks import pack_bits, pruned_count
+from workbench.pruning.masks import check_nm_width, pack_bits, pruned_count
 from workbench.pruning.pipeline import GroupPruner, InputStatistics, LayerResult, Needs, run_pipeline
 from workbench.search.evolution import Space
 from workbench.values import Pattern
@@ -96,11 +105,12 @@ class LevelGeometry:
     names: tuple[str, ...]
     shapes: tuple[tuple[int, int], ...]
     sparsity: float
-    step: int  # weights per level, the same in every layer
+    step: int  # weights per level, the same in every layer (unstructured)
     base: tuple[int, ...]  # pruned at level 0 (the method's uniform count)
     low: tuple[int, ...]  # lowest admissible level (<= 0)
     high: tuple[int, ...]  # highest admissible level (>= 0)
     targets: tuple[tuple[float, ...], ...]  # per layer, the target of levels low..high
+    group: int = 0  # N:M levels: M (a step is numel / M weights of the layer); 0 for unstructured levels
 
     @property
     def size(self) -> int:
@@ -110,8 +120,18 @@ class LevelGeometry:
         rows, cols = self.shapes[index]
         return rows * cols
 
+    def layer_step(self, index: int) -> int:
+        """Weights one level moves in this layer."""
+        return self.numel(index) // self.group if self.group else self.step
+
     def count(self, index: int, level: int) -> int:
-        return self.base[index] + level * self.step
+        return self.base[index] + level * self.layer_step(index)
+
+    def pattern(self, level: int) -> Pattern:
+        """What a level means to the method: unstructured, or the N:M pattern keeping ``N - level``."""
+        if not self.group:
+            return UNSTRUCTURED
+        return Pattern(name="nm", keep=round(self.group * (1 - self.sparsity)) - level, group=self.group)
 
     def target(self, index: int, level: int) -> float:
         if not self.low[index] <= level <= self.high[index]:
@@ -119,10 +139,9 @@ class LevelGeometry:
         return self.targets[index][level - self.low[index]]
 
     def check(self, candidate: tuple[int, ...]) -> None:
-        if len(candidate) != self.size or sum(candidate) != 0:
-            raise ValueError(f"a candidate has one level per layer ({self.size}) summing to 0, not {candidate}")
-        for index, level in enumerate(candidate):
-            self.target(index, level)
+        if not self.space().admits(candidate):
+            raise ValueError(f"a candidate has one level per layer ({self.size}) in its range, summing to 0 (in "
+                             f"every class of layers of one size, for N:M), not {candidate}")
 
     def pruned(self, candidate: tuple[int, ...]) -> int:
         """Weights a candidate prunes in all layers together."""
@@ -135,8 +154,13 @@ class LevelGeometry:
         return self.pruned(candidate) / self.total()
 
     def space(self) -> Space:
-        """The search space of these levels: each layer in its range, all levels summing to zero."""
-        return Space(self.low, self.high)
+        """The search space of these levels: each layer in its range, all levels summing to zero (N:M: the
+        levels of the layers of each size)."""
+        if not self.group:
+            return Space(self.low, self.high)
+        sizes = list(dict.fromkeys(self.numel(i) for i in range(self.size)))
+        classes = tuple(sizes.index(self.numel(i)) for i in range(self.size))
+        return Space(self.low, self.high, classes, (0,) * len(sizes))
 
     def allocation(self, candidate: tuple[int, ...]) -> dict[str, float]:
         """Per-layer targets (what a prune job hands its method) of a candidate."""
@@ -150,7 +174,8 @@ class LevelGeometry:
         return cls(names=tuple(data["names"]), shapes=tuple(tuple(s) for s in data["shapes"]),
                    sparsity=float(data["sparsity"]), step=int(data["step"]), base=tuple(data["base"]),
                    low=tuple(data["low"]), high=tuple(data["high"]),
-                   targets=tuple(tuple(float(t) for t in row) for row in data["targets"]))
+                   targets=tuple(tuple(float(t) for t in row) for row in data["targets"]),
+                   group=int(data.get("group", 0)))
 
 
 def level_step(shapes: list[tuple[int, int]], fraction: float) -> int:
@@ -182,15 +207,33 @@ def level_geometry(names: list[str], shapes: list[tuple[int, int]], sparsity: fl
                          tuple(high), tuple(targets))
 
 
-def _pruner(method: str, params: dict[str, Any], targets: dict[str, float]) -> GroupPruner:
+def nm_geometry(names: list[str], shapes: list[tuple[int, int]], pattern: Pattern, max_level: int) -> LevelGeometry:
+    """N:M levels around ``pattern`` (see the module docstring): level ``l`` keeps ``N - l`` of every M."""
+    group, kept = pattern.group, pattern.keep
+    base, low, high, targets = [], [], [], []
+    for name, (rows, cols) in zip(names, shapes):
+        check_nm_width(name, cols, group)
+        base.append(rows * cols // group * (group - kept))
+        low.append(-min(max_level, group - 1 - kept))  # down to M - 1 kept
+        high.append(min(max_level, kept - 1))  # up to 1 kept
+        targets.append(tuple(1 - (kept - level) / group for level in range(low[-1], high[-1] + 1)))
+    geometry = LevelGeometry(tuple(names), tuple(tuple(s) for s in shapes), 1 - kept / group, 0, tuple(base),
+                             tuple(low), tuple(high), tuple(targets), group)
+    space = geometry.space()
+    if all(space.classes.count(space.classes[i]) < 2 or low[i] == high[i] == 0 for i in range(len(names))):
+        raise PruningError(f"pattern {pattern} leaves no layer a level to trade with another of its size",
+                           "use a larger M (e.g. 4:8) or more layers")
+    return geometry
+
+
+def _pruner(method: str, params: dict[str, Any], targets: dict[str, float], pattern: Pattern) -> GroupPruner:
     if method == "wanda":
         from workbench.pruning.wanda import wanda_pruner
 
-        return wanda_pruner(targets, UNSTRUCTURED)
+        return wanda_pruner(targets, pattern)
     from workbench.pruning.sparsegpt import sparsegpt_pruner
 
-    return sparsegpt_pruner(targets, UNSTRUCTURED, int(params.get("blocksize", 128)),
-                            float(params.get("dampening", 0.01)))
+    return sparsegpt_pruner(targets, pattern, int(params.get("blocksize", 128)), float(params.get("dampening", 0.01)))
 
 
 def _needs(method: str) -> Needs:
@@ -223,7 +266,7 @@ def build_database(model: nn.Module, layers: dict[str, nn.Module], calibration: 
             if not inside:
                 continue
             targets = {name: geometry.target(indices[name], level) for name in inside}
-            for name, result in _pruner(method, params, targets)(inside, stats).items():
+            for name, result in _pruner(method, params, targets, geometry.pattern(level))(inside, stats).items():
                 pruned = int((~result.mask).sum())
                 wanted = geometry.count(indices[name], level)
                 if pruned != wanted:

@@ -3,7 +3,7 @@
 ```yaml
 kind: search
 method: evopress             # or random: the same number of fitness evaluations on the same token stages
-space: unstructured          # unstructured | depth (which blocks to drop)
+space: unstructured          # unstructured | nm (per-layer N:M) | depth (which blocks to drop)
 model: smollm2-135m
 data: shakespeare
 sparsity: 0.7                # total fraction of zeros, kept exactly by every candidate
@@ -18,6 +18,11 @@ The database's calibration statistics come from ``calibration.samples`` windows;
 ``budget.tokens[-1] / calibration.seq_len`` further windows drawn with the same seed (held out of the
 statistics). Its result is the winning allocation (``layer_stats.target_sparsity`` per layer), which a
 prune spec uses with ``allocation: search`` and ``allocation_params: {run: <run id or key>}``.
+
+``space: nm`` searches a per-layer N:M pattern around ``pattern:`` (e.g. ``4:8``: levels keep 2..6 of 8 with
+``levels.max: 2``; ``levels.step`` does not apply), moves trading one kept weight per group between layers of
+the same size (see ``levels.py``); a prune spec with the same ``pattern`` and ``allocation: search`` applies
+it (Wanda or SparseGPT).
 
 ``space: depth`` searches which blocks to drop: ``blocks: 6`` (or ``sparsity:``, the fraction of the
 decoder's parameters, as a structured prune spec gives it); no level database, so no ``prune_method``,
@@ -37,12 +42,12 @@ from pydantic import Field, field_validator, model_validator
 
 from workbench.errors import SpecError
 from workbench.spec import MAX_SEED, Calibration, Evaluation, JobSpec, register_kind
-from workbench.values import StrictModel
+from workbench.values import Pattern, StrictModel
 
 # bumped when what a search computes from the same spec changes (levels, fitness, the algorithms)
 SEARCH_VERSION = "1"
-SPACES = ("unstructured", "depth")
-LATER_SPACES = ("nm", "structured")
+SPACES = ("unstructured", "nm", "depth")
+LATER_SPACES = ("structured",)
 LEVEL_FIELDS = ("prune_method", "prune_params", "levels")  # the level database's: no meaning for depth
 
 
@@ -99,6 +104,7 @@ class SearchSpec(JobSpec):
                                                                  "(default 0.5); depth: fraction of the decoder's "
                                                                  "parameters dropped as whole blocks")
     blocks: int | None = Field(None, ge=1, le=100_000, description="depth: how many blocks to drop (or sparsity:)")
+    pattern: Pattern | None = Field(None, description="nm: the N:M pattern whose uniform use the levels surround")
     prune_method: Literal["wanda", "sparsegpt"] = Field("wanda", description="method of the level database")
     prune_params: dict[str, Any] = Field(default_factory=dict, description="the database method's parameters")
     levels: Levels = Field(default_factory=Levels)
@@ -107,13 +113,18 @@ class SearchSpec(JobSpec):
     evaluation: Evaluation = Field(default_factory=Evaluation)
     seed: int = Field(0, ge=0, le=MAX_SEED, description="mutations, random candidates and stage windows")
 
-    KEY_OMITS_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"blocks"})
+    KEY_OMITS_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"blocks", "pattern"})
+
+    @field_validator("pattern", mode="before")
+    @classmethod
+    def _parse_pattern(cls, value: Any) -> Any:
+        return Pattern.parse(value) if isinstance(value, str) else value
 
     @field_validator("space")
     @classmethod
     def _check_space(cls, value: str) -> str:
         if value not in SPACES:
-            later = " (N:M and structured spaces are not searched yet)" if value in LATER_SPACES else ""
+            later = " (the structured space is not searched yet)" if value in LATER_SPACES else ""
             raise SpecError(f"search space {value!r} is not supported{later}",
                             f"use space: {' | '.join(SPACES)}")
         return value
@@ -126,6 +137,10 @@ class SearchSpec(JobSpec):
             raise SpecError("a search does not score evaluation.tasks (it compares candidates by KL and reports "
                             "perplexity)", "drop evaluation.tasks here and name them in the prune spec that "
                                            "applies the search's allocation")
+        if self.pattern is not None and self.space != "nm":
+            raise SpecError(f"pattern applies to space: nm, not {self.space}", "drop pattern, or set space: nm")
+        if self.space == "nm":
+            self._check_nm()
         if self.space == "depth":
             self._check_depth()
         else:
@@ -151,6 +166,18 @@ class SearchSpec(JobSpec):
             raise SpecError("space depth needs how many blocks to drop: blocks or sparsity, one of them"
                             + (" (both are given)" if self.blocks is not None else ""),
                             "give blocks: 6 (a count) or sparsity: 0.2 (the fraction of the decoder's parameters)")
+
+    def _check_nm(self) -> None:
+        if self.pattern is None or not self.pattern.is_nm:
+            raise SpecError("space nm needs the N:M pattern its levels surround", "give pattern: 2:4 or pattern: 4:8")
+        implied = self.pattern.sparsity
+        if self.sparsity is not None and abs(self.sparsity - implied) > 1e-9:
+            raise SpecError(f"pattern {self.pattern} implies sparsity {implied:g} but sparsity is {self.sparsity:g}",
+                            f"drop sparsity or set it to {implied:g}")
+        if "step" in self.levels.model_fields_set:
+            raise SpecError("N:M levels step by one kept weight of every M, so levels.step does not apply",
+                            "drop levels.step (levels.max bounds the steps)")
+        object.__setattr__(self, "sparsity", implied)
 
     def canonical(self) -> dict[str, Any]:
         data = super().canonical()
@@ -191,8 +218,9 @@ class SearchSpec(JobSpec):
         if self.space == "depth":
             return {"model": self.model, "data": self.data, "method": None, "pattern": "structured:blocks",
                     "allocation": self.method, "target_sparsity": self.sparsity}
-        return {"model": self.model, "data": self.data, "method": self.prune_method, "pattern": self.space,
-                "allocation": self.method, "target_sparsity": self.sparsity}
+        return {"model": self.model, "data": self.data, "method": self.prune_method,
+                "pattern": str(self.pattern) if self.space == "nm" else self.space, "allocation": self.method,
+                "target_sparsity": self.sparsity}
 
 
 register_kind(SearchSpec)
