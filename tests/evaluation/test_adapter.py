@@ -118,3 +118,14 @@ def test_shared_contexts_score_as_whole_sequences(tiny, token_budget):
         expected, expected_greedy = _reference(tiny.model, prefix + list(continuation.encode()), len(prefix))
         assert logprob == pytest.approx(expected, abs=1e-4)
         assert greedy == expected_greedy
+
+
+def test_texts_start_with_bos_where_the_tokenizer_starts_every_text_with_it(tiny):
+    from tests.models.tiny_gemma import byte_gemma_tokenizer
+
+    gemma = WorkbenchLM(tiny.model, byte_gemma_tokenizer())
+    assert gemma.tok_encode("ab") == [gemma.prefix_token_id, *gemma.tok_encode("ab", add_special_tokens=False)]
+    context, continuation = gemma._encode_pair("To be", " or not")
+    assert context[0] == gemma.prefix_token_id and gemma.prefix_token_id not in continuation
+    plain = WorkbenchLM(tiny.model, tiny.tokenizer)
+    assert plain.tok_encode("ab") == list(b"ab")  # the byte tokenizer's CLS and SEP stay out

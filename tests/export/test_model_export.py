@@ -24,13 +24,17 @@ def _rebuilt_logits(spec, tokens):
         return prepared.loaded.model(tokens).logits
 
 
-@pytest.mark.parametrize("changes", [
-    {"method": "magnitude", "sparsity": 0.5},
-    {"method": "sparsegpt", "pattern": "2:4"},  # updates kept weights: masks on dense weights would differ
+@pytest.mark.parametrize("model, changes", [
+    ("tiny-llama", {"method": "magnitude", "sparsity": 0.5}),
+    ("tiny-llama", {"method": "sparsegpt", "pattern": "2:4"}),  # updates kept weights: masks on dense would differ
+    ("gemma", {"method": "wanda", "sparsity": 0.5}),  # a Gemma-3 folder: tied embeddings, q/k norms, BOS windows
 ])
-def test_export_loads_with_plain_from_pretrained_and_gives_the_runs_logits(store, tmp_path, changes):
-    spec = {"model": "tiny-llama", "data": "shakespeare", "calibration": CALIBRATION, "evaluation": EVALUATION,
-            **changes}
+def test_export_loads_with_plain_from_pretrained_and_gives_the_runs_logits(store, tmp_path, model, changes):
+    if model == "gemma":
+        from tests.models.tiny_gemma import save_gemma_folder
+
+        model = str(save_gemma_folder(tmp_path / "gemma"))
+    spec = {"model": model, "data": "shakespeare", "calibration": CALIBRATION, "evaluation": EVALUATION, **changes}
     result = run_job(spec, store)
     exported = export_model(store, result.run_id, tmp_path / "out")
     assert {"config.json", "model.safetensors", "sparsity.json", "README.md"} <= set(exported.files)

@@ -222,3 +222,37 @@ def test_masks_cross_from_the_gpu_as_bits_and_come_back_whole(shape):
     assert np.array_equal(packed.numpy(), np.packbits(mask.reshape(-1).numpy()))  # numpy's bit order
     assert torch.equal(_pack_bits_on_device(mask), packed)  # the GPU's arithmetic, run here on the CPU
     assert torch.equal(unpack_bits(packed, mask.shape), mask)
+
+
+def test_blocks_of_each_layer_type_take_their_own_mask_and_rotary_embeddings():
+    from tests.models.tiny_gemma import make_gemma
+    from workbench.pruning.pipeline import kwargs_sources
+
+    model = make_gemma()  # blocks 0 and 2: sliding window of 8 tokens; block 1: global, another rotary base
+    assert kwargs_sources(model, 3) == [0, 1, 0]
+    windows = torch.randint(0, 256, (4, 24), generator=torch.Generator().manual_seed(0))
+    layers = prunable_layers(model)
+    seen = {}
+
+    def record(modules, stats):
+        seen[next(iter(modules))] = stats.sq_norm.clone()
+        return wanda_pruner({n: 0.5 for n in layers}, Pattern.parse("unstructured"))(modules, stats)
+
+    run_pipeline(model, layers, windows, Needs(sq_norm=True), record, tokens_per_batch=48)  # batches of 2
+    # replay: block 2 reads what the pruned global block 1 wrote, as the whole model computes it
+    stats = InputStatistics(32, Needs(sq_norm=True), torch.device("cpu"))
+    model.model.layers[2].self_attn.q_proj.register_forward_pre_hook(lambda m, args: stats.add(args[0]))
+    with torch.no_grad():
+        model(input_ids=windows)
+    assert torch.allclose(seen["model.layers.2.self_attn.q_proj"], stats.sq_norm, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+def test_gemma_prunes_one_shot(store, tiny_spec, tmp_path, method):
+    from tests.models.tiny_gemma import save_gemma_folder
+
+    folder = save_gemma_folder(tmp_path / "gemma")
+    result = run_job({**tiny_spec, "model": str(folder), "method": method}, store)
+    layers = queries.layer_stats(store, [result.run_id])
+    assert len(layers) == 3 * 7 and (layers["achieved_sparsity"] == 0.5).all()
+    assert 1 < result.metrics["perplexity"] < float("inf")

@@ -1,5 +1,6 @@
 """Tiny random models for the structured tests: a Llama with grouped-query attention (6 query heads in 2
-key/value groups of 3, head_dim 8, so that hidden_size / heads != head_dim after shrinking) and the built-in
+key/value groups of 3, head_dim 8, so that hidden_size / heads != head_dim after shrinking), a Gemma-3 (4 query
+heads on 1 key/value head, sliding-window and global layers; see tests/models/tiny_gemma.py) and the built-in
 tiny BERT. Weights are drawn with a large init range so that every structure visibly matters."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from tests.models.tiny_gemma import make_gemma
 from workbench.models import load_model
 
 
@@ -40,6 +42,11 @@ def llama() -> LlamaForCausalLM:
 @pytest.fixture
 def tied_llama() -> LlamaForCausalLM:
     return make_llama(tie=True)
+
+
+@pytest.fixture
+def gemma():
+    return make_gemma()
 
 
 @pytest.fixture

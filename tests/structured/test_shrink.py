@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoModelForCausalLM
 
-from tests.structured.conftest import logits, make_llama
+from tests.structured.conftest import logits, make_gemma, make_llama
 from workbench.errors import SpecError
 from workbench.structured import (
     config_parameter_count,
@@ -77,15 +77,18 @@ def test_removing_channels_equals_zeroing_them(llama, ids):
     assert close(logits(llama, ids), logits(zeroed, ids))
 
 
-def test_removing_a_block_equals_zeroing_its_residual_branches(llama, ids):
-    zeroed = make_llama()
+@pytest.mark.parametrize("make", [make_llama, make_gemma])
+def test_removing_a_block_equals_zeroing_its_residual_branches(make, ids):
+    model, zeroed = make(), make()
     with torch.no_grad():
         zeroed.model.layers[1].self_attn.o_proj.weight.zero_()
         zeroed.model.layers[1].mlp.down_proj.weight.zero_()
-    remove_blocks(llama, [1])
-    assert llama.config.num_hidden_layers == 2
-    assert [b.self_attn.layer_idx for b in llama.model.layers] == [0, 1]
-    assert close(logits(llama, ids), logits(zeroed, ids))
+    remove_blocks(model, [1])  # Gemma's block 1 is its global one: the sliding-window blocks stay in step
+    assert model.config.num_hidden_layers == 2
+    assert getattr(model.config, "layer_types", None) in (None, ["sliding_attention"] * 2)
+    assert [b.self_attn.layer_idx for b in model.model.layers] == [0, 1]
+    assert close(logits(model, ids), logits(zeroed, ids))
+    assert torch.equal(_generate(model, ids, True), _generate(model, ids, False))
 
 
 def test_bert_heads_and_channels_removal_equals_zeroing(bert, ids):
@@ -99,6 +102,37 @@ def test_bert_heads_and_channels_removal_equals_zeroing(bert, ids):
     assert bert.encoder.layer[0].attention.self.num_attention_heads == 3
     assert bert.encoder.layer[0].attention.self.all_head_size == 48
     assert close(logits(bert, ids), logits(zeroed, ids))
+
+
+def test_gemma_query_heads_of_its_one_kv_group_and_channels_removal_equals_zeroing(gemma, ids):
+    zeroed = make_gemma()
+    zero_heads(zeroed, 1, [0, 2])  # the global block
+    zero_heads(zeroed, 2, [3])
+    zero_channels(zeroed, 0, [1, 5, 63])
+    remove_heads(gemma, {1: [0, 2], 2: [3]})
+    remove_channels(gemma, {0: [1, 5, 63]})
+    attn = model_layout(gemma).attention(1)
+    assert (attn.num_heads, attn.num_kv_heads, attn.module.num_key_value_groups) == (2, 1, 2)
+    assert attn.module.q_norm.weight.shape == (16,)  # per head_dim: shared by the heads that stay
+    assert close(logits(gemma, ids), logits(zeroed, ids))
+    _refused(lambda: remove_heads(gemma, {0: [0]}, unit="group"), "every attention head")
+
+
+@pytest.mark.parametrize("uniform", [True, False])
+def test_gemma_shrunk_saves_loads_and_counts_its_parameters(gemma, ids, tmp_path, uniform):
+    if uniform:
+        remove_heads(gemma, {i: [0, 3] for i in range(3)})
+        remove_channels(gemma, {i: [7] for i in range(3)})
+    else:
+        remove_heads(gemma, {0: [1]})
+        remove_channels(gemma, {2: list(range(30))})
+    assert plain_loadable(gemma.config) == uniform
+    assert config_parameter_count(gemma.config) == sum(p.numel() for p in gemma.parameters())
+    gemma.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval() if uniform else load_shrunk(tmp_path)
+    assert close(logits(loaded, ids), logits(gemma, ids))
+    assert loaded.lm_head.weight is loaded.model.embed_tokens.weight
+    assert torch.equal(_generate(loaded, ids, True), _generate(gemma, ids, False))
 
 
 def _generate(model, ids, cache: bool) -> torch.Tensor:

@@ -3,8 +3,9 @@ so that the weights a run produced are the weights its tasks score.
 
 Requests are tokenized as the harness's own Hugging Face backend does (``TemplateLM``: trailing spaces of
 a context move to its continuation; an empty context is the prefix token: BOS, else the tokenizer's CLS,
-else EOS). Loglikelihoods are computed in batches of at most ``token_budget`` tokens, longest first, left
-padded with position ids that skip the padding, and only the continuation's logits are materialised
+else EOS; a text starts with BOS where the tokenizer starts every text with it, as Gemma's does).
+Loglikelihoods are computed in batches of at most ``token_budget`` tokens, longest first, left padded with
+position ids that skip the padding, and only the continuation's logits are materialised
 (``logits_to_keep``), so a 49k-token vocabulary does not multiply the batch's memory. Requests that share
 a context (the choices of a multiple-choice document) compute it once and copy its keys and values to
 each continuation: a document of 4 choices costs one context, not four. Generation is
@@ -22,6 +23,7 @@ from lm_eval import utils as harness_utils
 from lm_eval.api.model import TemplateLM
 from torch import nn
 
+from workbench.data import text_prefix
 from workbench.progress import Bar
 
 
@@ -44,6 +46,7 @@ class WorkbenchLM(TemplateLM):
         self.progress = progress
         self.max_gen_toks = max_gen_toks
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._text_prefix = text_prefix(tokenizer)
 
     # ------------------------------------------------------------ tokens
     def _special(self, *names: str) -> int:
@@ -67,7 +70,9 @@ class WorkbenchLM(TemplateLM):
         return int(value) if value is not None else self.eot_token_id
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
-        return list(self.tokenizer(string, add_special_tokens=bool(add_special_tokens))["input_ids"])
+        if add_special_tokens is None:  # the tokenizer's default, less the separators the byte tokenizer adds
+            return self._text_prefix + list(self.tokenizer(string, add_special_tokens=False)["input_ids"])
+        return list(self.tokenizer(string, add_special_tokens=add_special_tokens)["input_ids"])
 
     def tok_decode(self, tokens: list[int]) -> str:
         if hasattr(self.tokenizer, "decode"):
@@ -192,8 +197,8 @@ class WorkbenchLM(TemplateLM):
         harness's Hugging Face backend does)."""
         windows, owners = [], []
         for index, (string,) in enumerate(req.args for req in requests):
-            pairs = harness_utils.get_rolling_token_windows(token_list=self.tok_encode(string),
-                                                            prefix_token=self.prefix_token_id,
+            tokens = self.tok_encode(string, add_special_tokens=False)  # the prefix token starts each window
+            pairs = harness_utils.get_rolling_token_windows(token_list=tokens, prefix_token=self.prefix_token_id,
                                                             max_seq_len=self.max_length, context_len=1)
             for context, continuation in map(harness_utils.make_disjoint_window, pairs):
                 windows.append((None, context, continuation))

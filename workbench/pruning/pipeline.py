@@ -160,9 +160,7 @@ class _StopBlock(Exception):
 
 
 class _Captured(Exception):
-    def __init__(self, args: tuple, kwargs: dict):
-        super().__init__()
-        self.args, self.kwargs = args, kwargs
+    """Raised from a block's pre-hook once the capture pass has what it needs."""
 
 
 def _return_freed_memory(device: torch.device) -> None:
@@ -238,48 +236,73 @@ def _check_statistics(stats: InputStatistics, layer: str) -> None:
             _check_finite(tensor, f"reach {layer}")
 
 
+def kwargs_sources(model: nn.Module, count: int) -> list[int]:
+    """For each block, the block whose keyword arguments it takes: blocks of one ``config.layer_types``
+    entry take the same attention mask and rotary embeddings (Gemma-3's sliding-window and global layers
+    differ in both), and a model that does not name layer types passes the same to every block."""
+    types = getattr(getattr(model, "config", None), "layer_types", None)
+    if not types or len(types) != count:
+        return [0] * count
+    first: dict[str, int] = {}
+    return [first.setdefault(kind, index) for index, kind in enumerate(types)]
+
+
 class _BlockInputs:
     """Hidden states of every window at the current depth, and the keyword arguments the blocks take
-    (attention mask, rotary embeddings...), captured once per batch size."""
+    (attention mask, rotary embeddings...), captured once per batch size and layer type. The first batch of
+    each size runs the dense blocks up to the first of the last layer type; the others stop at block 0."""
 
-    def __init__(self, model: nn.Module, first_block: nn.Module, windows: torch.Tensor, batches: list[slice],
+    def __init__(self, model: nn.Module, blocks: nn.ModuleList, windows: torch.Tensor, batches: list[slice],
                  device: torch.device):
-        self.batches = batches
-        self.kwargs: dict[int, dict[str, Any]] = {}
+        self.windows = len(windows)
+        self.sources = kwargs_sources(model, len(blocks))
+        self.kwargs: dict[int, dict[int, dict[str, Any]]] = {}  # batch size -> source block -> kwargs
         self.hidden: torch.Tensor | None = None
-        handle = first_block.register_forward_pre_hook(self._capture, with_kwargs=True)
         use_cache = getattr(model.config, "use_cache", None)
         if use_cache is not None:
             model.config.use_cache = False  # a key/value cache would grow with every call
         try:
             for batch in batches:
                 ids = windows[batch].to(device)
+                seen = ids.shape[0] in self.kwargs
+                captured = self.kwargs.setdefault(ids.shape[0], {})
+                last = 0 if seen else max(self.sources)
+                handles = [blocks[index].register_forward_pre_hook(self._capture(index, last, batch, captured),
+                                                                   with_kwargs=True)
+                           for index in sorted(set(self.sources)) if index <= last]
                 try:
                     model(input_ids=ids)
-                except _Captured as captured:
-                    hidden = captured.args[0] if captured.args else captured.kwargs.pop("hidden_states")
-                    kwargs = {k: v for k, v in captured.kwargs.items() if k != "hidden_states"}
-                    if self.hidden is None:
-                        self.hidden = torch.empty((len(windows), *hidden.shape[1:]), dtype=hidden.dtype,
-                                                  device=hidden.device)
-                    self.hidden[batch] = hidden
-                    self.kwargs.setdefault(ids.shape[0], kwargs)
+                except _Captured:
+                    pass
                 else:
-                    raise PruningError("the model never called its first transformer block",
+                    raise PruningError("the model never called its transformer blocks",
                                        "add a block locator for this architecture in workbench/models/layers.py")
+                finally:
+                    for handle in handles:
+                        handle.remove()
         finally:
-            handle.remove()
             if use_cache is not None:
                 model.config.use_cache = use_cache
         _check_finite(self.hidden, "after the embeddings")
 
-    @staticmethod
-    def _capture(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        raise _Captured(args, kwargs)
+    def _capture(self, index: int, last: int, batch: slice, captured: dict[int, dict[str, Any]]) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            kwargs = dict(kwargs)
+            hidden = args[0] if args else kwargs.pop("hidden_states")
+            kwargs.pop("hidden_states", None)
+            if index == 0:
+                if self.hidden is None:
+                    self.hidden = torch.empty((self.windows, *hidden.shape[1:]), dtype=hidden.dtype,
+                                              device=hidden.device)
+                self.hidden[batch] = hidden
+            captured.setdefault(index, kwargs)
+            if index == last:
+                raise _Captured()
+        return hook
 
-    def run(self, block: nn.Module, batch: slice) -> torch.Tensor:
+    def run(self, index: int, block: nn.Module, batch: slice) -> torch.Tensor:
         hidden = self.hidden[batch]
-        return _block_output(block(hidden, **self.kwargs[hidden.shape[0]]))
+        return _block_output(block(hidden, **self.kwargs[hidden.shape[0]][self.sources[index]]))
 
 
 class _StatisticsHooks:
@@ -394,7 +417,7 @@ def run_pipeline(model: nn.Module, layers: dict[str, nn.Module], calibration: to
                  observe_only)
     _return_freed_memory(device)
     with walk.timed("capture_s"):
-        walk.inputs = _BlockInputs(model, blocks[0], windows, batches + heldout_batches, device)
+        walk.inputs = _BlockInputs(model, blocks, windows, batches + heldout_batches, device)
 
     host_masks = _HostMasks(device)
     try:
@@ -448,7 +471,7 @@ class _Walk:
                 hooks.heldout = batch.start >= self.samples
                 try:
                     with self.forward_precision:
-                        output = self.inputs.run(block, batch)
+                        output = self.inputs.run(index, block, batch)
                     if self.observe_only:
                         self.inputs.hidden[batch] = output
                 except _StopBlock:
@@ -490,7 +513,7 @@ class _Walk:
             if not self.observe_only:
                 for batch in self.batches + self.heldout_batches:
                     with self.forward_precision:
-                        self.inputs.hidden[batch] = self.inputs.run(block, batch)
+                        self.inputs.hidden[batch] = self.inputs.run(index, block, batch)
             _check_finite(self.inputs.hidden, f"after block {index}")
         _return_freed_memory(self.device)
 

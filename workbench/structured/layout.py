@@ -2,8 +2,10 @@
 
 Two families are supported:
 
-* Llama-family causal LMs (``LlamaForCausalLM``; Mistral and Qwen2 share the layout): per block
-  ``self_attn.{q,k,v,o}_proj`` and a gated MLP ``mlp.{gate,up,down}_proj``. Attention may use grouped-query
+* Llama-family causal LMs (``LlamaForCausalLM``; Mistral, Qwen2 and Gemma-3 share the layout): per block
+  ``self_attn.{q,k,v,o}_proj`` and a gated MLP ``mlp.{gate,up,down}_proj``. Gemma-3's extra norms (q/k
+  norms over ``head_dim``, a norm before and after the MLP) act within a head or on the residual stream,
+  so removing a head or a channel leaves them as they are. Attention may use grouped-query
   attention: ``num_kv_heads`` key/value heads, each shared by ``group_size`` consecutive query heads (query
   head ``h`` reads kv head ``h // group_size``, the order of ``repeat_kv``).
 * BERT-family encoders (``BertModel``): ``attention.self.{query,key,value}``, ``attention.output.dense``,
@@ -26,7 +28,7 @@ from workbench.errors import SpecError
 from workbench.models.layers import transformer_blocks
 
 Family = Literal["llama", "bert"]
-LLAMA_FAMILY = {"llama", "mistral", "qwen2"}  # model types whose config _parameter_count knows
+LLAMA_FAMILY = {"llama", "mistral", "qwen2", "gemma3_text"}  # model types whose config_parameter_count knows
 
 
 @dataclass
@@ -144,7 +146,7 @@ def model_layout(model: nn.Module) -> Layout:
     if len(blocks) and all(_is_bert_block(b) for b in blocks):
         return Layout(model, "bert", prefix, blocks)
     raise SpecError(f"structured pruning does not know the blocks of {type(model).__name__}",
-                    "use a Llama-family causal LM (Llama, Mistral, Qwen2) or a BERT-family encoder")
+                    "use a Llama-family causal LM (Llama, Mistral, Qwen2, Gemma-3) or a BERT-family encoder")
 
 
 def head_rows(heads: torch.Tensor, head_dim: int) -> torch.Tensor:
@@ -176,10 +178,12 @@ def config_parameter_count(config, pooler: bool = False) -> int:
     kv_heads = widths.get("kv_heads", [config.num_key_value_heads] * layers)
     inter = widths.get("intermediate", [config.intermediate_size] * layers)
     qkv_bias = config.model_type == "qwen2" or bool(getattr(config, "attention_bias", False))
-    o_bias = config.model_type == "llama" and bool(getattr(config, "attention_bias", False))
+    o_bias = config.model_type in ("llama", "gemma3_text") and bool(getattr(config, "attention_bias", False))
     mlp_bias = config.model_type == "llama" and bool(getattr(config, "mlp_bias", False))
+    # Gemma-3: norms before and after attention and the MLP, and q/k norms over head_dim; Llama: two norms
+    norms = 4 * d + 2 * head_dim if config.model_type == "gemma3_text" else 2 * d
     total = vocab * d + d + (0 if config.tie_word_embeddings else vocab * d)
     for h, kv, i in zip(heads, kv_heads, inter):
         total += (d + qkv_bias) * (h + 2 * kv) * head_dim + h * head_dim * d + (d if o_bias else 0)
-        total += 3 * d * i + ((2 * i + d) if mlp_bias else 0) + 2 * d
+        total += 3 * d * i + ((2 * i + d) if mlp_bias else 0) + norms
     return total
