@@ -80,10 +80,18 @@ def bench_kernels(
 
 @app.command("build-sm90")
 @handles_errors
-def bench_build_sm90(jobs: int = typer.Option(2, help="nvcc processes at a time (each needs a few GiB of memory)")
+def bench_build_sm90(jobs: Optional[int] = typer.Option(None, min=1, help="nvcc processes at a time (default: the "
+                                                                        "machine's cores, 3 GiB of memory each)")
                      ) -> None:
     """Compile the Hopper 2:4 sparse GEMM library (CUTLASS sm90) of the semi24-sm90 backend; print its path."""
-    build_sm90_command(jobs)
+    build_sm90_command(jobs or default_build_jobs())
+
+
+def default_build_jobs() -> int:
+    """As many nvcc processes as cores, as long as each has about 3 GiB of memory (CUTLASS's templates are big)."""
+    import psutil
+
+    return max(1, min(os.cpu_count() or 1, psutil.virtual_memory().total // (3 * 2**30)))
 
 
 @app.command("latency")
