@@ -231,14 +231,14 @@ class PruneSpec(JobSpec):
         object.__setattr__(self, "params", criterion.validate_params(self.params))
         if self.pattern.is_nm:
             raise ValueError(f"structure {self.structure!r} removes whole structures; drop `pattern: {self.pattern}`")
-        if self.allocation == "search" and self.structure == "blocks":  # a depth search names the blocks
+        if self.allocation == "search":  # a depth search's blocks, or a structured search's widths per block
             from workbench.pruning.allocation import resolve_allocation
 
             object.__setattr__(self, "allocation_params",
                                resolve_allocation("search").validate_params(self.allocation_params))
         elif self.allocation != "uniform" or self.allocation_params:
             raise ValueError(f"structured criterion {self.method!r} spreads the removals itself; drop `allocation` "
-                             "(structure: blocks takes allocation: search, a depth search's blocks)")
+                             "(or name a depth or structured search with allocation: search)")
         if self.prune_embeddings or self.prune_head:
             raise ValueError("structured pruning never touches the embeddings or the head; drop prune_embeddings/prune_head")
         if self.sparsity is None:

@@ -80,8 +80,10 @@ def test_a_structured_prune_spec_cannot_name_an_unstructured_search(store, searc
              "calibration": search_spec["calibration"], "evaluation": search_spec["evaluation"]}
     with pytest.raises(SpecError, match="searched space unstructured"):
         run_job(prune, store)
+    with pytest.raises(SpecError, match="searched space unstructured"):
+        run_job({**prune, "structure": "channels", "method": "wanda-sp", "sparsity": 0.3}, store)
     with pytest.raises(SpecError, match="spreads the removals itself"):
-        parse_spec({**prune, "structure": "heads", "method": "wanda-sp"})
+        parse_spec({**prune, "allocation": "owl", "allocation_params": {}})
 
 
 @pytest.mark.parametrize("change, message", [

@@ -121,7 +121,7 @@ def test_a_prune_spec_must_name_a_finished_search_of_its_model_and_sparsity(stor
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"space": "structured"}, "search space 'structured' is not supported .*space: unstructured"),
+    ({"space": "widths"}, "search space 'widths' is not supported. Fix: use space: unstructured | nm | structured"),
     ({"evaluation": {"tasks": "shakespeare-nextline"}}, "a search does not score evaluation.tasks"),
     ({"blocks": 3}, "blocks applies to space: depth"),
     ({"budget": {"survivors": [2, 2], "tokens": [64, 128]}}, "last stage keeps one"),

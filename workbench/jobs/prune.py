@@ -75,10 +75,14 @@ def prepare(spec: PruneSpec, job: JobContext | None = None) -> PreparedPrune:
                            params=method.Params.model_validate(spec.params), seed=spec.calibration.seed,
                            calibration=calibration, heldout=heldout, family=loaded.family, progress=progress,
                            allocation_params=spec.allocation_params, precision=spec.calibration.precision)
-    if spec.allocation == "search" and spec.structure is not None:  # a depth search's kept blocks, read here
+    if spec.allocation == "search" and spec.structure == "blocks":  # a depth search's kept blocks, read here
         from workbench.jobs.search import search_blocks
 
         context.allocation_params = {**spec.allocation_params, "blocks_kept": search_blocks(spec, loaded.model, job)}
+    elif spec.allocation == "search" and spec.structure is not None:  # a structured search's widths per block
+        from workbench.jobs.search import search_widths
+
+        context.allocation_params = {**spec.allocation_params, "removed_units": search_widths(spec, job)}
     elif spec.allocation == "search":  # a search run's per-layer targets, read here: pruning never reads the store
         from workbench.jobs.search import search_targets
 
@@ -148,7 +152,8 @@ def _shrink_model(prepared: PreparedPrune) -> PrunedModel:
         result = structured_prune(prepared.loaded.model, context.calibration, spec.method, spec.structure,
                                   spec.sparsity, params=spec.params, head_unit=spec.head_unit,
                                   channel_multiple=spec.channel_multiple,
-                                  blocks_kept=context.allocation_params.get("blocks_kept"))
+                                  blocks_kept=context.allocation_params.get("blocks_kept"),
+                                  removed_units=context.allocation_params.get("removed_units"))
     prune_seconds = time.perf_counter() - started
     check_finite(prepared.loaded.model)
     masks = {name: mask.reshape(1, -1).cpu() for name, mask in result.masks.items()}

@@ -66,7 +66,10 @@ from workbench.search.levels import (
     nm_geometry,
 )
 from workbench.search.spec import SearchSpec
+from workbench.search.widths import WidthGeometry, WidthMasker, width_geometry
+from workbench.structured.criteria import STRUCTURES
 from workbench.structured.layout import model_layout
+from workbench.structured.prune import width_units
 from workbench.values import Pattern
 
 STATE_FILE = "search-state.json"
@@ -83,6 +86,7 @@ class PreparedSearch:
     layers: dict[str, nn.Module] | None = None  # the level spaces: prunable layers, geometry and database
     geometry: LevelGeometry | None = None
     database: Path | None = None
+    widths: WidthGeometry | None = None  # the structured space
 
 
 def database_key(spec: SearchSpec) -> str:
@@ -126,6 +130,10 @@ def prepare(spec: SearchSpec, job: JobContext | None = None) -> PreparedSearch:
         blocks = model_layout(loaded.model).block_parameters()
         dropped = spec.blocks if spec.blocks is not None else blocks_for_sparsity(blocks, spec.sparsity)
         return PreparedSearch(spec, loaded, depth_space(len(blocks), dropped), windows[:samples], windows[samples:])
+    if spec.space == "structured":
+        geometry = width_geometry(model_layout(loaded.model), STRUCTURES[spec.structure], spec.head_unit,
+                                  spec.sparsity, spec.levels.max, spec.levels.step)
+        return PreparedSearch(spec, loaded, geometry.space(), windows[:samples], windows[samples:], widths=geometry)
     layers = prunable_layers(loaded.model)
     shapes = [tuple(module.weight.shape) for module in layers.values()]
     if spec.space == "nm":
@@ -169,13 +177,33 @@ def _open_levels(prepared: PreparedSearch, progress: bool) -> tuple[LevelSwapper
     return swapper, {"levels_cached": float(cached), "levels_seconds": time.perf_counter() - started}
 
 
+def _open_widths(prepared: PreparedSearch) -> tuple[WidthMasker, dict[str, float]]:
+    """The criterion's ranking of every block's units, from dense calibration statistics, and a masker."""
+    from workbench.structured.criteria import resolve_criterion
+    from workbench.structured.stats import collect_statistics
+
+    spec, model = prepared.spec, prepared.loaded.model
+    started = time.perf_counter()
+    criterion = resolve_criterion(spec.prune_method)
+    parsed = criterion.params(spec.prune_params)
+    stats = None
+    if criterion.needs_inputs or criterion.needs_blocks:
+        stats = collect_statistics(model, prepared.calibration, inputs=criterion.needs_inputs,
+                                   blocks=criterion.needs_blocks)
+    entries = width_units(criterion, model_layout(model), stats, STRUCTURES[spec.structure], spec.head_unit, parsed)
+    masker = WidthMasker(model, entries, prepared.widths, stats, bool(getattr(parsed, "compensate", False)))
+    return masker, {"statistics_seconds": time.perf_counter() - started}
+
+
 def execute(prepared: PreparedSearch, job: JobContext | None = None) -> JobOutput:
     spec, space, model = prepared.spec, prepared.space, prepared.loaded.model
     progress = bool(job and job.progress)
     workdir = job.workdir if job else None
 
-    swapper: LevelSwapper | BlockDropper
-    if prepared.geometry is None:
+    swapper: LevelSwapper | BlockDropper | WidthMasker
+    if prepared.widths is not None:
+        swapper, extra = _open_widths(prepared)
+    elif prepared.geometry is None:
         swapper, extra = BlockDropper(model), {}
     else:
         swapper, extra = _open_levels(prepared, progress)
@@ -216,7 +244,9 @@ def execute(prepared: PreparedSearch, job: JobContext | None = None) -> JobOutpu
     swapper.restore()
 
     extra.update({"search_seconds": search_seconds, "resumed_from_generation": float(resumed_from)})
-    if prepared.geometry is None:
+    if prepared.widths is not None:
+        output = _width_records(prepared.widths, spec.structure, state, extra)
+    elif prepared.geometry is None:
         output = _depth_records(model, state, extra)
     else:
         output = _level_records(prepared.geometry, state, extra)
@@ -257,6 +287,22 @@ def _level_records(geometry: LevelGeometry, state: SearchState, extra: dict[str,
             target_sparsity=geometry.target(index, level), achieved_sparsity=count / geometry.numel(index),
             pattern=str(geometry.pattern(level)),
             extra={"level": level, "pruned": count, "low": geometry.low[index], "high": geometry.high[index]}))
+    return JobOutput(metrics=metrics, layers=layers)
+
+
+def _width_records(geometry: WidthGeometry, structure: str, state: SearchState, extra: dict[str, float]) -> JobOutput:
+    """One row per block and kind, as a structured prune run records its heads and channels."""
+    winner = state.parent
+    metrics = _search_metrics(state, "uniform", {
+        "sparsity": geometry.sparsity_of(winner), "layers_moved": float(sum(level != 0 for level in winner)), **extra})
+    layers = []
+    for index, (key, level) in enumerate(zip(geometry.keys, winner)):
+        removed, units = geometry.removed(index, level), geometry.units[index]
+        layers.append(LayerStat(
+            layer=key, block=int(key.rsplit(".", 2)[1]), shape=(1, units), target_sparsity=removed / units,
+            achieved_sparsity=removed / units, pattern=f"structured:{structure}",
+            extra={"level": level, "removed": removed, "kept": units - removed, "units": units,
+                   "low": geometry.low[index], "high": geometry.high[index]}))
     return JobOutput(metrics=metrics, layers=layers)
 
 
@@ -332,6 +378,30 @@ def search_targets(spec: Any, layers: dict[str, nn.Module], job: JobContext | No
         raise SpecError(f"search run {record['run_id']} and this prune spec differ in layer {odd}",
                         "prune the same layers the search searched (no prune_embeddings / prune_head)")
     return targets
+
+
+def search_widths(spec: Any, job: JobContext | None = None) -> dict[str, int]:
+    """The units each block loses (per structured mask key) in the finished structured search run that a
+    structured prune spec names: the same structure, criterion and its parameters, head unit and sparsity."""
+    from workbench import queries
+
+    store, record = _finished_search(spec, "structured", job)
+    searched = record["spec"]
+    for field, ours in (("structure", spec.structure), ("prune_method", spec.method), ("prune_params", spec.params),
+                        ("head_unit", spec.head_unit)):
+        theirs = searched.get(field, "group" if field == "head_unit" else None)
+        if theirs != ours:
+            name = {"prune_method": "method", "prune_params": "params"}.get(field, field)
+            raise SpecError(f"search run {record['run_id']} searched with {name} {theirs}, not {ours}",
+                            f"set {name}: {theirs}")
+    if abs(float(searched["sparsity"]) - float(spec.sparsity)) > 1e-12:
+        raise SpecError(f"search run {record['run_id']} searched sparsity {searched['sparsity']:g}, "
+                        f"not {spec.sparsity:g}", f"set sparsity: {searched['sparsity']:g}")
+    if spec.channel_multiple != 1:
+        raise SpecError("the searched widths are per channel; channel_multiple would round them",
+                        "drop channel_multiple")
+    frame = queries.layer_stats(store, [record["run_id"]])
+    return {str(layer): int(json.loads(extra)["removed"]) for layer, extra in zip(frame["layer"], frame["extra"])}
 
 
 def search_blocks(spec: Any, model: nn.Module, job: JobContext | None = None) -> torch.Tensor:

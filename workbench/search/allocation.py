@@ -14,9 +14,10 @@ With the database's own method (and its parameters) the run prunes exactly the w
 number of weights in every layer; its masks come from the usual sequential pipeline, not from the
 database (whose levels were all computed from dense activations).
 
-A depth search is named the same way from a structured prune spec (``structure: blocks``); the prune job
-reads its kept blocks (``workbench.jobs.search.search_blocks``) and the structured prune drops exactly
-those, so this class never sees it.
+A depth search is named the same way from a structured prune spec (``structure: blocks``), a structured
+search from one with its structure and criterion; the prune job reads the kept blocks or the units each
+block loses (``workbench.jobs.search.search_blocks``, ``search_widths``) and the structured prune removes
+exactly those, so this class never sees them.
 """
 
 from __future__ import annotations

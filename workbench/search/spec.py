@@ -3,7 +3,7 @@
 ```yaml
 kind: search
 method: evopress             # or random: the same number of fitness evaluations on the same token stages
-space: unstructured          # unstructured | nm (per-layer N:M) | depth (which blocks to drop)
+space: unstructured          # unstructured | nm (per-layer N:M) | structured (per-block widths) | depth (blocks)
 model: smollm2-135m
 data: shakespeare
 sparsity: 0.7                # total fraction of zeros, kept exactly by every candidate
@@ -23,6 +23,12 @@ prune spec uses with ``allocation: search`` and ``allocation_params: {run: <run 
 ``levels.max: 2``; ``levels.step`` does not apply), moves trading one kept weight per group between layers of
 the same size (see ``levels.py``); a prune spec with the same ``pattern`` and ``allocation: search`` applies
 it (Wanda or SparseGPT).
+
+``space: structured`` searches how many heads and channels each block loses (``structure: heads | channels |
+heads+channels``, ``head_unit`` as in a structured prune spec, ``sparsity`` the fraction of the decoder's
+parameters, default 0.2); ``prune_method`` is then the structured criterion that ranks the units inside a block
+(wanda-sp, magnitude-sp, flap, cfsp) and ``levels.step`` a fraction of a block's units of a kind (see
+``widths.py``). A structured prune spec with the same structure, criterion and ``allocation: search`` applies it.
 
 ``space: depth`` searches which blocks to drop: ``blocks: 6`` (or ``sparsity:``, the fraction of the
 decoder's parameters, as a structured prune spec gives it); no level database, so no ``prune_method``,
@@ -46,8 +52,8 @@ from workbench.values import Pattern, StrictModel
 
 # bumped when what a search computes from the same spec changes (levels, fitness, the algorithms)
 SEARCH_VERSION = "1"
-SPACES = ("unstructured", "nm", "depth")
-LATER_SPACES = ("structured",)
+SPACES = ("unstructured", "nm", "structured", "depth")
+LEVEL_METHODS = ("wanda", "sparsegpt")  # the methods a level database (unstructured, N:M) is built with
 LEVEL_FIELDS = ("prune_method", "prune_params", "levels")  # the level database's: no meaning for depth
 
 
@@ -55,7 +61,8 @@ class Levels(StrictModel):
     max: int = Field(4, ge=1, le=64, description="levels run from -max to +max around the target (0)")
     step: float = Field(0.1, gt=0, le=1, description="weights one level moves, as a fraction of the smallest "
                                                     "prunable layer; rounded up to a multiple of every layer's rows "
-                                                    "and columns, so that Wanda and SparseGPT meet each count exactly")
+                                                    "and columns, so that Wanda and SparseGPT meet each count exactly;"
+                                                    " structured: a fraction of a block's units of each kind")
 
 
 class Budget(StrictModel):
@@ -105,15 +112,20 @@ class SearchSpec(JobSpec):
                                                                  "parameters dropped as whole blocks")
     blocks: int | None = Field(None, ge=1, le=100_000, description="depth: how many blocks to drop (or sparsity:)")
     pattern: Pattern | None = Field(None, description="nm: the N:M pattern whose uniform use the levels surround")
-    prune_method: Literal["wanda", "sparsegpt"] = Field("wanda", description="method of the level database")
+    prune_method: str = Field("wanda", description="method of the level database: wanda | sparsegpt; structured: "
+                                                  "the criterion that ranks a block's units (wanda-sp, flap, ...)")
     prune_params: dict[str, Any] = Field(default_factory=dict, description="the database method's parameters")
+    structure: Literal["heads", "channels", "heads+channels"] | None = Field(
+        None, description="structured: the units whose number per block is searched")
+    head_unit: Literal["group", "query"] = Field("group", description="structured heads: whole key/value groups, "
+                                                                      "or the same number of query heads per group")
     levels: Levels = Field(default_factory=Levels)
     calibration: Calibration = Field(default_factory=Calibration)
     budget: Budget = Field(default_factory=Budget)
     evaluation: Evaluation = Field(default_factory=Evaluation)
     seed: int = Field(0, ge=0, le=MAX_SEED, description="mutations, random candidates and stage windows")
 
-    KEY_OMITS_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"blocks", "pattern"})
+    KEY_OMITS_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"blocks", "pattern", "structure", "head_unit"})
 
     @field_validator("pattern", mode="before")
     @classmethod
@@ -124,21 +136,21 @@ class SearchSpec(JobSpec):
     @classmethod
     def _check_space(cls, value: str) -> str:
         if value not in SPACES:
-            later = " (the structured space is not searched yet)" if value in LATER_SPACES else ""
-            raise SpecError(f"search space {value!r} is not supported{later}",
+            raise SpecError(f"search space {value!r} is not supported",
                             f"use space: {' | '.join(SPACES)}")
         return value
 
     @model_validator(mode="after")
     def _check(self) -> "SearchSpec":
-        from workbench.pruning.registry import resolve_method
-
         if self.evaluation.tasks:
             raise SpecError("a search does not score evaluation.tasks (it compares candidates by KL and reports "
                             "perplexity)", "drop evaluation.tasks here and name them in the prune spec that "
                                            "applies the search's allocation")
         if self.pattern is not None and self.space != "nm":
             raise SpecError(f"pattern applies to space: nm, not {self.space}", "drop pattern, or set space: nm")
+        if self.space != "structured" and (self.structure is not None or self.head_unit != "group"):
+            raise SpecError(f"structure and head_unit apply to space: structured, not {self.space}",
+                            "drop them, or set space: structured")
         if self.space == "nm":
             self._check_nm()
         if self.space == "depth":
@@ -146,10 +158,14 @@ class SearchSpec(JobSpec):
         else:
             if self.blocks is not None:
                 raise SpecError(f"blocks applies to space: depth, not {self.space}", "drop blocks, or set space: depth")
+            if self.space == "structured":
+                self._check_structured()
+            elif self.prune_method not in LEVEL_METHODS:
+                raise SpecError(f"prune_method {self.prune_method!r} builds no level database",
+                                f"use prune_method: {' or '.join(LEVEL_METHODS)}")
             if self.sparsity is None:
-                object.__setattr__(self, "sparsity", 0.5)
-            object.__setattr__(self, "prune_params",
-                               resolve_method(self.prune_method).validate_params(self.prune_params))
+                object.__setattr__(self, "sparsity", 0.2 if self.space == "structured" else 0.5)
+            object.__setattr__(self, "prune_params", self.database_method().validate_params(self.prune_params))
         seq_len = self.calibration.seq_len
         ragged = [t for t in self.budget.tokens if t % seq_len]
         if ragged:
@@ -166,6 +182,29 @@ class SearchSpec(JobSpec):
             raise SpecError("space depth needs how many blocks to drop: blocks or sparsity, one of them"
                             + (" (both are given)" if self.blocks is not None else ""),
                             "give blocks: 6 (a count) or sparsity: 0.2 (the fraction of the decoder's parameters)")
+
+    def _check_structured(self) -> None:
+        from workbench.structured.criteria import CRITERIA, STRUCTURES, resolve_criterion
+
+        if self.structure is None:
+            raise SpecError("space structured needs the units whose number per block it searches",
+                            "give structure: heads, channels or heads+channels")
+        kinds = STRUCTURES[self.structure]
+        able = [name for name in CRITERIA if set(kinds) <= resolve_criterion(name).structures]
+        if self.prune_method not in able:
+            raise SpecError(f"space structured ranks a block's {self.structure} by a structured criterion, and "
+                            f"prune_method {self.prune_method!r} is none that scores them",
+                            f"give prune_method: {' or '.join(able)}")
+
+    def database_method(self) -> Any:
+        """The level database's pruning method, or the structured criterion that ranks the units."""
+        if self.space == "structured":
+            from workbench.structured.criteria import resolve_criterion
+
+            return resolve_criterion(self.prune_method)
+        from workbench.pruning.registry import resolve_method
+
+        return resolve_method(self.prune_method)
 
     def _check_nm(self) -> None:
         if self.pattern is None or not self.pattern.is_nm:
@@ -203,7 +242,6 @@ class SearchSpec(JobSpec):
     def identity_parts(self) -> dict[str, str]:
         from workbench.data import data_identity
         from workbench.models import model_identity
-        from workbench.pruning.registry import resolve_method
 
         parts = {
             "model": model_identity(self.model),
@@ -211,16 +249,16 @@ class SearchSpec(JobSpec):
             "search": f"{self.method}@{SEARCH_VERSION}",
         }
         if self.space != "depth":
-            parts["method"] = f"{self.prune_method}@{resolve_method(self.prune_method).version}"
+            parts["method"] = f"{self.prune_method}@{self.database_method().version}"
         return parts
 
     def summary(self) -> dict[str, Any]:
         if self.space == "depth":
             return {"model": self.model, "data": self.data, "method": None, "pattern": "structured:blocks",
                     "allocation": self.method, "target_sparsity": self.sparsity}
-        return {"model": self.model, "data": self.data, "method": self.prune_method,
-                "pattern": str(self.pattern) if self.space == "nm" else self.space, "allocation": self.method,
-                "target_sparsity": self.sparsity}
+        pattern = {"nm": str(self.pattern), "structured": f"structured:{self.structure}"}.get(self.space, self.space)
+        return {"model": self.model, "data": self.data, "method": self.prune_method, "pattern": pattern,
+                "allocation": self.method, "target_sparsity": self.sparsity}
 
 
 register_kind(SearchSpec)

@@ -86,12 +86,15 @@ def _block_masks(crit: Criterion, layout: Layout, stats: Statistics | None, targ
     return allocate.global_threshold([units], target)[0], units.scores
 
 
-def _width_masks(crit: Criterion, layout: Layout, stats: Statistics | None, kinds: tuple[str, ...], target: float,
-                 head_unit: str, parsed: BaseModel,
-                 channel_multiple: int = 1) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Masks (query heads, kv heads, channels per layer) and the unit scores behind them."""
+WidthEntry = tuple[Units, Callable[[torch.Tensor], torch.Tensor], str]  # units, keep -> stored mask, mask key
+
+
+def width_units(crit: Criterion, layout: Layout, stats: Statistics | None, kinds: tuple[str, ...], head_unit: str,
+                parsed: BaseModel) -> list[WidthEntry]:
+    """Every block's removable head units and channels, scored by the criterion, with how a keep mask over the
+    units becomes the stored mask (per query head for heads) and that mask's key."""
     prefix = layout.prefix
-    entries: list[tuple[Units, Callable[[torch.Tensor], torch.Tensor], str]] = []  # units, to mask, key
+    entries: list[WidthEntry] = []
     for index in range(len(layout)):
         layer_stats = stats.layers[index] if stats is not None and stats.layers is not None else None
         if "heads" in kinds:
@@ -103,10 +106,23 @@ def _width_masks(crit: Criterion, layout: Layout, stats: Statistics | None, kind
             mlp = layout.mlp(index)
             units = Units(index, "channels", crit.channel_scores(mlp, layer_stats, parsed), mlp.channel_cost())
             entries.append((units, lambda keep: keep, f"{prefix}.{index}.channels"))
+    return entries
+
+
+def _width_masks(crit: Criterion, layout: Layout, stats: Statistics | None, kinds: tuple[str, ...], target: float,
+                 head_unit: str, parsed: BaseModel, channel_multiple: int = 1,
+                 removed_units: Mapping[str, int] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Masks (query heads, kv heads, channels per layer) and the unit scores behind them; ``removed_units``
+    (units removed per mask key, a structured search's answer) replaces the criterion's allocation."""
+    prefix = layout.prefix
+    entries = width_units(crit, layout, stats, kinds, head_unit, parsed)
     all_units = [units for units, _, _ in entries]
     what = f"removing {'+'.join(kinds)}" + (f" ({head_unit} units)" if "heads" in kinds else "")
-    allocate.check_reachable(all_units, target, what)
-    if crit.allocation == "global":
+    if removed_units is None:
+        allocate.check_reachable(all_units, target, what)
+    if removed_units is not None:  # the lowest-scored units of each block, as many as the search says
+        keeps = [units.keep_lowest_removed(removed_units[key]) for units, _, key in entries]
+    elif crit.allocation == "global":
         keeps = allocate.global_threshold(all_units, target)
     elif crit.allocation == "by_block":
         prunable = sum(float(u.costs.sum()) for u in all_units)
@@ -132,6 +148,21 @@ def _check_multiple(channel_multiple: int) -> None:
                         "give 1 (any width) or a multiple such as 64 for GPU-friendly widths")
 
 
+def shape_units(layout: Layout, kinds: tuple[str, ...], head_unit: str) -> list[Units]:
+    """Every block's head units and channels with their costs and no scores (what the shapes alone say)."""
+    units = []
+    for index in range(len(layout)):
+        if "heads" in kinds:
+            attention = layout.attention(index)
+            count = attention.num_kv_heads if head_unit == "group" else attention.group_size
+            cost = attention.group_cost() if head_unit == "group" else attention.num_kv_heads * attention.query_head_cost()
+            units.append(Units(index, "heads", torch.zeros(count), cost))
+        if "channels" in kinds:
+            mlp = layout.mlp(index)
+            units.append(Units(index, "channels", torch.zeros(mlp.width), mlp.channel_cost()))
+    return units
+
+
 def check_request(model: nn.Module, criterion: str | Criterion, structure: str, sparsity: float,
                   params: dict[str, Any] | None = None, head_unit: str = "group", channel_multiple: int = 1) -> None:
     """Everything ``structured_prune`` would refuse before scoring (unknown structure, bad parameters, a target
@@ -146,31 +177,23 @@ def check_request(model: nn.Module, criterion: str | Criterion, structure: str, 
         costs = torch.tensor(layout.block_parameters())
         units = [Units(-1, "blocks", torch.zeros(len(costs)), costs)]
     else:
-        units = []
-        for index in range(len(layout)):
-            if "heads" in kinds:
-                attention = layout.attention(index)
-                count = attention.num_kv_heads if head_unit == "group" else attention.group_size
-                cost = (attention.group_cost() if head_unit == "group"
-                        else attention.num_kv_heads * attention.query_head_cost())
-                units.append(Units(index, "heads", torch.zeros(count), cost))
-            if "channels" in kinds:
-                mlp = layout.mlp(index)
-                units.append(Units(index, "channels", torch.zeros(mlp.width), mlp.channel_cost()))
+        units = shape_units(layout, kinds, head_unit)
     allocate.check_reachable(units, target, f"removing {structure}" + (f" ({head_unit} units)" if "heads" in kinds else ""))
 
 
 def structured_prune(model: nn.Module, calibration: torch.Tensor | None, criterion: str | Criterion, structure: str,
                      sparsity: float, params: dict[str, Any] | None = None, head_unit: str = "group",
                      tokens_per_batch: int = 2048, channel_multiple: int = 1,
-                     blocks_kept: torch.Tensor | None = None) -> ShrinkResult:
+                     blocks_kept: torch.Tensor | None = None,
+                     removed_units: Mapping[str, int] | None = None) -> ShrinkResult:
     """Remove ``structure`` ("heads", "channels", "blocks" or "heads+channels") from ``model`` in place, ranked
     by ``criterion`` (a name in ``CRITERIA``) on ``calibration`` windows ((samples, seq_len) token ids; the
     data-free magnitude-sp takes None), until about ``sparsity`` of the decoder's parameters are gone.
     ``params``: the criterion's parameters; ``head_unit``: "group" or "query" (see the module docstring);
     ``channel_multiple``: each layer keeps a multiple of this many channels (``allocate.round_kept``);
     ``blocks_kept``: the blocks to keep (one bool per block, a depth search's answer) instead of the
-    criterion's choice, which is then not computed."""
+    criterion's choice, which is then not computed; ``removed_units``: how many units each block loses (per mask
+    key, a structured search's answer) instead of the criterion's allocation (it still ranks the units)."""
     crit = resolve_criterion(criterion) if isinstance(criterion, str) else criterion
     kinds = _check_request(crit, structure, sparsity, head_unit)
     _check_multiple(channel_multiple)
@@ -180,6 +203,8 @@ def structured_prune(model: nn.Module, calibration: torch.Tensor | None, criteri
     target = sparsity * before
     if blocks_kept is not None and kinds != ("blocks",):
         raise SpecError(f"kept blocks were given for structure {structure!r}", "give them with structure 'blocks'")
+    if removed_units is not None and kinds == ("blocks",):
+        raise SpecError("removal counts per block were given for structure 'blocks'", "give kept blocks instead")
     stats: Statistics | None = None
     if (crit.needs_inputs or crit.needs_blocks) and blocks_kept is None:
         check_calibration(calibration, f"criterion {crit.name!r}")
@@ -194,7 +219,8 @@ def structured_prune(model: nn.Module, calibration: torch.Tensor | None, criteri
         masks, scores = {layout.prefix: keep}, {layout.prefix: block_scores}
         shrink_blocks(model, keep)
     else:
-        masks, scores = _width_masks(crit, layout, stats, kinds, target, head_unit, parsed, channel_multiple)
+        masks, scores = _width_masks(crit, layout, stats, kinds, target, head_unit, parsed, channel_multiple,
+                                     removed_units)
         prefix = layout.prefix
         head_keep = {i: masks[f"{prefix}.{i}.heads"] for i in range(len(layout)) if f"{prefix}.{i}.heads" in masks}
         channel_keep = {i: masks[f"{prefix}.{i}.channels"] for i in range(len(layout))
