@@ -1,8 +1,9 @@
 """The search job: level database -> dense reference -> EvoPress or random search -> the winning allocation.
 
-``prepare`` loads the model and the windows and lays out the level geometry, or for the depth space the
-number of blocks to drop (an impossible step or count, or a model the search cannot prune, fails there,
-before the run is registered). ``execute`` builds the level
+``prepare`` loads the model and the windows and lays out the level geometry (N:M levels for ``nm``, the
+per-block widths for ``structured``), or for the depth space the number of blocks to drop (an impossible
+step or count, or a model the search cannot prune, fails there, before the run is registered). ``execute``
+builds the level
 database or finds it built (``<store folder>/search-levels/<database key>/``: the key covers model, data,
 method and its parameters, sparsity, levels and calibration, not the search's budget or seed, so every
 search over the same levels shares one), measures the dense model once on the fitness windows, runs the
@@ -24,8 +25,13 @@ fitness pass. Its metrics replace ``uniform_fitness`` with ``start_fitness`` (th
 layer_stats have one row per block (``model.layers.<i>``, target and achieved sparsity 1 when dropped, 0
 when kept, ``extra.kept``), as a structured prune run of blocks has.
 
-``search_targets`` and ``search_blocks`` are the prune job's side: the per-layer targets, or the kept
-blocks, of a finished search run.
+The structured space has no database either: the criterion ranks every block's units once from dense
+calibration statistics (``statistics_seconds``) and a candidate's removed units are masked; its layer_stats
+have one row per block and kind (``<blocks>.<i>.heads`` / ``.channels``, ``extra.removed`` units of
+``extra.units``), as a structured prune run has.
+
+``search_targets``, ``search_widths`` and ``search_blocks`` are the prune job's side: the per-layer targets,
+the units each block loses, or the kept blocks, of a finished search run.
 """
 
 from __future__ import annotations
