@@ -144,3 +144,9 @@ def test_progress_files_are_json_a_reader_can_parse(tmp_path):
 @pytest.mark.parametrize("seconds, text", [(5, "00:05"), (65, "01:05"), (3725, "1:02:05")])
 def test_durations_read_as_tqdm_writes_them(seconds, text):
     assert progress.clock(seconds) == text
+
+
+def test_a_process_that_only_imported_ipykernel_is_not_a_notebook(capsys):
+    import ipykernel  # noqa: F401 - as the notebook tests leave it imported in the test process
+
+    test_a_quick_bar_prints_one_line_where_it_ends(capsys)

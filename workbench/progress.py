@@ -41,7 +41,14 @@ LOG_LINES = 20  # lines of the progress log a job's file keeps
 def interactive() -> bool:
     """Bars redraw in place on a terminal and in a notebook; anywhere else they print plain lines."""
     isatty = getattr(sys.stderr, "isatty", None)
-    return bool(isatty and isatty()) or "ipykernel" in sys.modules
+    return bool(isatty and isatty()) or in_notebook()
+
+
+def in_notebook() -> bool:
+    """This process is a running Jupyter kernel (not merely one that imported ipykernel, as tests do)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 def clock(seconds: float) -> str:
