@@ -147,6 +147,17 @@ def _identity(pid: int) -> dict[str, Any] | None:
         return None
 
 
+def _identity_after_exec(process: subprocess.Popen) -> dict[str, Any] | None:
+    """The identity of a process just started: between fork and exec its command line is still empty, so
+    wait (briefly) for the one it runs."""
+    deadline = time.monotonic() + 5
+    while True:
+        found = _identity(process.pid)
+        if found is None or found["cmdline"] or process.poll() is not None or time.monotonic() > deadline:
+            return found
+        time.sleep(0.01)
+
+
 def _is_launched(meta: dict[str, Any]) -> bool:
     """True while the process ``meta`` names is the one this launch started (same start time and command
     line, leading its own process group), not another that took its number after it ended."""
@@ -189,7 +200,7 @@ def start(sweep: dict[str, Any], canonical_specs: list[str], store_location: str
                                env=env, stdin=subprocess.DEVNULL, start_new_session=True)
     _PROCESSES[process.pid] = process
     meta = {"title": title, "started_at": time.time(), "pid": process.pid, "store": store, "specs": canonical_specs,
-            **(_identity(process.pid) or {})}
+            **(_identity_after_exec(process) or {})}
     (folder / "meta.json").write_text(json.dumps(meta, indent=2))
     return Launch(folder, meta)
 
